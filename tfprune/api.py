@@ -1,0 +1,226 @@
+"""Public entry points: `prune_low_magnitude`, `strip_pruning`, `prune_scope`.
+
+Names and defaults follow TensorFlow Model Optimization so that migrating from
+tfmot is an import change, but everything here works on Keras 3 models.
+"""
+
+import contextlib
+import warnings
+
+import keras
+
+from tfprune import masks as masks_lib
+from tfprune import registry
+from tfprune import schedules
+from tfprune.controller import pruning_wrappers
+from tfprune.rebuild import copy_layer, rebuild
+from tfprune.wrapper import SCOPES, PruneLowMagnitude
+
+
+class PruningPolicy:
+    """Decides which layers get pruned; subclass to restrict pruning.
+
+    Example:
+
+    ```python
+    class SkipFirstLayer(tfprune.PruningPolicy):
+        def allow_pruning(self, layer):
+            return layer.name != "conv_in"
+    ```
+    """
+
+    def allow_pruning(self, layer):
+        """True if `layer` (a prunable layer) should be pruned."""
+        return True
+
+    def ensure_model_supports_pruning(self, model):
+        """Raises ValueError if `model` does not suit this policy."""
+
+
+def prune_low_magnitude(
+    to_prune,
+    pruning_schedule=None,
+    block_size=(1, 1),
+    block_pooling_type="AVG",
+    sparsity_m_by_n=None,
+    pruning_policy=None,
+    scope="layer",
+    strict=False,
+):
+    """Wraps a layer, a list of layers or a model so that its weights get pruned by magnitude.
+
+    Args:
+        to_prune: a Keras layer, a list of layers, or a Sequential, Functional,
+            nested or subclassed model. Models are copied; the original is not modified.
+        pruning_schedule: when and how far to prune; default `ConstantSparsity(0.5, 0)`.
+        block_size: prune blocks of this size over the last two weight axes
+            (input and output channels of Dense/Conv kernels).
+        block_pooling_type: "AVG" or "MAX", how a block's magnitude is pooled.
+        sparsity_m_by_n: `(m, n)` keeps the m largest of every n weights along the input axis.
+        pruning_policy: a `PruningPolicy` choosing which layers to prune.
+        scope: "layer" prunes every weight to the target; "global" ranks all
+            weights of the model together, so total sparsity hits the target.
+        strict: raise instead of warning when the model holds a weighted layer
+            that tfprune does not know how to prune.
+
+    Returns:
+        The pruned layer(s) or model. Train it with `callbacks=[UpdatePruningStep()]`.
+
+    Example:
+
+    ```python
+    schedule = tfprune.PolynomialDecay(0.0, 0.8, begin_step=0, end_step=1000)
+    pruned = tfprune.prune_low_magnitude(model, schedule)
+    pruned.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+    pruned.fit(x, y, epochs=5, callbacks=[tfprune.UpdatePruningStep()])
+    ```
+    """
+    pruning_schedule = pruning_schedule or schedules.ConstantSparsity(0.5, 0)
+    masks_lib.Granularity(block_size, block_pooling_type, sparsity_m_by_n)  # validates early
+    if scope not in SCOPES:
+        raise ValueError(f"`scope` must be one of {SCOPES}, got {scope!r}.")
+    if scope == "global" and sparsity_m_by_n is not None:
+        raise ValueError("N:M sparsity is local to groups of n weights; use scope='layer' with `sparsity_m_by_n`.")
+    policy = pruning_policy or PruningPolicy()
+
+    def wrap(layer):
+        wrapper = PruneLowMagnitude(
+            layer,
+            pruning_schedule,
+            block_size=block_size,
+            block_pooling_type=block_pooling_type,
+            sparsity_m_by_n=sparsity_m_by_n,
+            scope=scope,
+        )
+        if layer.built:
+            wrapper.build()
+        return wrapper
+
+    if isinstance(to_prune, keras.Model):
+        _check_not_pruned(to_prune)
+        policy.ensure_model_supports_pruning(to_prune)
+        return rebuild(to_prune, lambda layer: _prune_or_copy(layer, wrap, policy, strict))
+    if isinstance(to_prune, (list, tuple)):
+        return [prune_low_magnitude(layer, pruning_schedule, block_size, block_pooling_type,
+                                    sparsity_m_by_n, pruning_policy, scope, strict) for layer in to_prune]
+    if isinstance(to_prune, keras.layers.Layer):
+        _check_not_pruned(to_prune)
+        if not registry.is_prunable(to_prune):
+            raise ValueError(
+                f"Layer '{to_prune.name}' ({type(to_prune).__name__}) is not prunable. Supported: Dense, "
+                "EinsumDense, Conv*, DepthwiseConv*, SeparableConv*, Embedding, MultiHeadAttention, RNNs and "
+                "their Bidirectional/TimeDistributed wrappers, or a layer that subclasses tfprune.PrunableLayer."
+            )
+        return wrap(to_prune)
+    raise ValueError(
+        f"`to_prune` must be a Keras layer, a list of layers or a Keras model, got {type(to_prune).__name__}. "
+        "tfprune works with Keras 3 (`import keras`); tf_keras / Keras 2 objects are not supported."
+    )
+
+
+def _check_not_pruned(obj):
+    if isinstance(obj, PruneLowMagnitude) or (isinstance(obj, keras.Model) and pruning_wrappers(obj)):
+        raise ValueError(
+            f"'{obj.name}' is already pruned. Prune the original model once, or call "
+            "tfprune.strip_pruning() first to start again from the pruned weights."
+        )
+
+
+def _prune_or_copy(layer, wrap, policy, strict):
+    if registry.is_prunable(layer):
+        if policy.allow_pruning(layer):
+            return wrap(copy_layer(layer))
+        return copy_layer(layer)
+    if not registry.is_dense_by_design(layer):
+        message = (
+            f"Layer '{layer.name}' ({type(layer).__name__}) has weights but tfprune does not know which to prune; "
+            "it stays dense. Subclass tfprune.PrunableLayer to prune it"
+        )
+        if strict:
+            raise ValueError(message + ", or pass strict=False to leave it dense.")
+        warnings.warn(message + ".", stacklevel=4)
+    return copy_layer(layer)
+
+
+def strip_pruning(model):
+    """Returns a plain Keras model with the pruned weights (zeros included) and no tfprune classes.
+
+    Its outputs equal the pruned model's in inference. A single wrapper gives back a
+    copy of its inner layer. The pruned model is not modified.
+
+    Example:
+
+    ```python
+    final = tfprune.strip_pruning(pruned)
+    final.save("small.keras")
+    ```
+    """
+    if isinstance(model, PruneLowMagnitude):
+        return _stripped_layer(model)
+    if not isinstance(model, keras.Model):
+        raise ValueError(f"strip_pruning expects a Keras model or a pruned layer, got {type(model).__name__}.")
+    if not pruning_wrappers(model):
+        warnings.warn(f"Model '{model.name}' has no pruned layers; strip_pruning returns a plain copy.", stacklevel=2)
+    return rebuild(model, lambda layer: _stripped_layer(layer) if isinstance(layer, PruneLowMagnitude) else copy_layer(layer))
+
+
+def _stripped_layer(wrapper):
+    inner = copy_layer(wrapper.layer)
+    for variable, (_, value) in zip(registry.prunable_weights(inner), wrapper.masked_weights()):
+        variable.assign(value)
+    return inner
+
+
+@contextlib.contextmanager
+def prune_scope():
+    """Custom-object scope for loading pruned models, as in tfmot.
+
+    tfprune registers its classes with Keras, so `keras.models.load_model` works
+    without it; the scope is kept so that tfmot code runs unchanged.
+
+    Example:
+
+    ```python
+    with tfprune.prune_scope():
+        model = keras.models.load_model("pruned.keras")
+    ```
+    """
+    with keras.saving.custom_object_scope({"PruneLowMagnitude": PruneLowMagnitude, **_schedule_classes()}):
+        yield
+
+
+def _schedule_classes():
+    return {cls.__name__: cls for cls in (schedules.ConstantSparsity, schedules.PolynomialDecay)}
+
+
+def load_model(path, **kwargs):
+    """Loads a (possibly mid-pruning) `.keras` model, with a clear error for a bad file.
+
+    Masks and the schedule step are restored, so `fit` continues where it stopped.
+
+    Example:
+
+    ```python
+    model = tfprune.load_model("checkpoint.keras")
+    model.fit(x, y, callbacks=[tfprune.UpdatePruningStep()])
+    ```
+    """
+    import os
+    import zipfile
+
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"No model file at '{path}'.")
+    if not zipfile.is_zipfile(path):
+        raise ValueError(
+            f"'{path}' is not a valid .keras archive (corrupt or truncated: a .keras file is a zip). "
+            "Re-save the model, or restore it from an earlier checkpoint."
+        )
+    try:
+        with prune_scope():
+            return keras.models.load_model(path, **kwargs)
+    except (zipfile.BadZipFile, OSError, ValueError, KeyError, EOFError) as error:
+        raise ValueError(
+            f"Could not load '{path}': {type(error).__name__}: {error}. The file is corrupt, truncated or "
+            "was not written by keras.Model.save()."
+        ) from error

@@ -1,0 +1,161 @@
+"""`PruneLowMagnitude`: the Keras layer wrapper that owns masks and applies them.
+
+The wrapper never assigns to variables inside `call()`. It runs the wrapped
+layer inside a `keras.StatelessScope` that maps every prunable weight `w` to
+`w * mask`, so the forward pass sees pruned weights and pruned entries get a
+zero gradient. Masks are recomputed outside the train step, by the model-level
+controller (see `controller.py`) that `UpdatePruningStep` drives.
+"""
+
+import keras
+from keras import ops
+
+from tfprune import masks as masks_lib
+from tfprune import registry
+from tfprune import schedules
+
+SCOPES = ("layer", "global")
+
+
+@keras.saving.register_keras_serializable(package="tfprune")
+class PruneLowMagnitude(keras.layers.Wrapper):
+    """Prunes the weights of `layer` to the sparsity given by `pruning_schedule`.
+
+    Normally created by `tfprune.prune_low_magnitude`, not directly.
+
+    Args:
+        layer: the Keras layer to prune; see `tfprune.registry` for what is supported.
+        pruning_schedule: a `PruningSchedule`; default `ConstantSparsity(0.5)`.
+        block_size, block_pooling_type, sparsity_m_by_n: the pruning granularity,
+            see `tfprune.masks`.
+        scope: "layer" (each weight pruned to the target on its own) or "global"
+            (one magnitude threshold across every globally-pruned weight of the model).
+
+    Example:
+
+    >>> layer = PruneLowMagnitude(keras.layers.Dense(4), ConstantSparsity(0.75))
+    >>> layer.build((None, 8))
+    >>> [m.shape for m in layer.masks]
+    [(8, 4)]
+    """
+
+    def __init__(
+        self,
+        layer,
+        pruning_schedule=None,
+        block_size=(1, 1),
+        block_pooling_type="AVG",
+        sparsity_m_by_n=None,
+        scope="layer",
+        **kwargs,
+    ):
+        if not isinstance(layer, keras.layers.Layer):
+            raise ValueError(f"PruneLowMagnitude wraps a Keras layer, got {type(layer).__name__}: {layer!r}.")
+        if isinstance(layer, PruneLowMagnitude):
+            raise ValueError(f"Layer '{layer.layer.name}' is already wrapped for pruning; do not prune it twice.")
+        if scope not in SCOPES:
+            raise ValueError(f"`scope` must be one of {SCOPES}, got {scope!r}.")
+        kwargs.setdefault("name", f"prune_low_magnitude_{layer.name}")
+        super().__init__(layer, **kwargs)
+        if isinstance(pruning_schedule, dict):
+            pruning_schedule = schedules.deserialize(pruning_schedule)
+        self.pruning_schedule = pruning_schedule or schedules.ConstantSparsity(0.5)
+        if not isinstance(self.pruning_schedule, schedules.PruningSchedule):
+            raise ValueError(
+                f"`pruning_schedule` must be a tfprune PruningSchedule such as ConstantSparsity or "
+                f"PolynomialDecay, got {type(self.pruning_schedule).__name__}."
+            )
+        self.granularity = masks_lib.Granularity(block_size, block_pooling_type, sparsity_m_by_n)
+        self.scope = scope
+        # Set by UpdatePruningStep (or a custom loop calling it); checked when a train step is traced.
+        self.step_driven = False
+        self.supports_masking = getattr(layer, "supports_masking", False)
+
+    def build(self, input_shape=None):
+        if not self.layer.built:
+            self.layer.build(input_shape)
+        self.pruned_weights = registry.prunable_weights(self.layer)
+        if not self.pruned_weights:
+            raise ValueError(
+                f"Layer '{self.layer.name}' ({type(self.layer).__name__}) has no prunable weights. "
+                "Only wrap layers listed in tfprune.registry, or subclass tfprune.PrunableLayer."
+            )
+        for w in self.pruned_weights:
+            self.granularity.check_fits(w.shape, f"'{self.layer.name}/{w.name}'")
+        self.masks = [
+            self.add_weight(name=f"{w.name}_mask", shape=w.shape, dtype=w.dtype, initializer="ones", trainable=False)
+            for w in self.pruned_weights
+        ]
+        self.pruning_step = self.add_weight(name="pruning_step", shape=(), dtype="int64", initializer="zeros", trainable=False)
+
+    def get_build_config(self):
+        # The wrapped layer's own shapes, so that layers with several inputs (attention) rebuild on load.
+        return self.layer.get_build_config()
+
+    def build_from_config(self, config):
+        if config and not self.layer.built:
+            self.layer.build_from_config(config)
+        self.build()
+
+    def call(self, inputs, *args, training=None, **kwargs):
+        if training and not self.step_driven:
+            raise RuntimeError(
+                f"'{self.name}' is being trained without the pruning step callback, so its masks would never "
+                "update. Add it: model.fit(..., callbacks=[tfprune.UpdatePruningStep()]). In a custom training "
+                "loop, call the callback's on_train_begin() / on_train_batch_begin() yourself (see README)."
+            )
+        mapping = [(w, w * m) for w, m in zip(self.pruned_weights, self.masks)]
+        with keras.StatelessScope(state_mapping=mapping, collect_losses=True) as scope:
+            outputs = self.layer(inputs, *args, **kwargs)
+        self._apply_inner_updates(scope)
+        return outputs
+
+    def _apply_inner_updates(self, scope):
+        # Keep the wrapped layer's own state changes (e.g. dropout seeds) and losses that the scope captured.
+        for variable in self.layer.non_trainable_variables:
+            value = scope.get_current_value(variable)
+            if value is not None:
+                variable.assign(value)
+        if scope.losses:
+            self.add_loss(scope.losses)
+
+    def compute_mask(self, *args, **kwargs):
+        return self.layer.compute_mask(*args, **kwargs)
+
+    # --- mask updates: called outside the train step by the controller ---
+
+    def scores(self):
+        """Magnitude scores of each pruned weight; already-pruned entries score 0."""
+        return [masks_lib.magnitude(w.value, m.value) for w, m in zip(self.pruned_weights, self.masks)]
+
+    def compute_masks(self, sparsity):
+        """New masks for this layer alone, at `sparsity` (ignored for N:M)."""
+        if self.granularity.m_by_n:
+            m, n = self.granularity.m_by_n
+            return [masks_lib.m_by_n_mask(s, m, n) for s in self.scores()]
+        return [masks_lib.threshold_masks([s], sparsity, self.granularity)[0] for s in self.scores()]
+
+    def assign_masks(self, new_masks, step):
+        """Stores masks, zeroes the pruned weights in place and records the step."""
+        for w, m, new in zip(self.pruned_weights, self.masks, new_masks):
+            new = ops.cast(new, m.dtype)
+            m.assign(new)
+            w.assign(w.value * new)
+        self.pruning_step.assign(step)
+
+    def masked_weights(self):
+        """(variable, numpy weight * mask) pairs: what inference actually uses."""
+        return [(w, ops.convert_to_numpy(w.value * m.value)) for w, m in zip(self.pruned_weights, self.masks)]
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "pruning_schedule": schedules.serialize(self.pruning_schedule),
+                "block_size": list(self.granularity.block_size),
+                "block_pooling_type": self.granularity.block_pooling_type,
+                "sparsity_m_by_n": None if self.granularity.m_by_n is None else list(self.granularity.m_by_n),
+                "scope": self.scope,
+            }
+        )
+        return config
