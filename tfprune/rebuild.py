@@ -9,6 +9,7 @@ config and their layer attributes swapped before first use.
 """
 
 import keras
+from keras.src.models.functional import Functional
 
 from tfprune import registry
 
@@ -29,7 +30,7 @@ def copy_layer(layer):
 
 
 def _is_graph_model(model):
-    return isinstance(model, keras.Sequential) or getattr(model, "_is_graph_network", False)
+    return isinstance(model, (keras.Sequential, Functional))
 
 
 def rebuild(model, replace):
