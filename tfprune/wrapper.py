@@ -8,6 +8,7 @@ controller (see `controller.py`) that `UpdatePruningStep` drives.
 """
 
 import keras
+import numpy as np
 from keras import ops
 
 from tfprune import masks as masks_lib
@@ -126,7 +127,7 @@ class PruneLowMagnitude(keras.layers.Wrapper):
 
     def scores(self):
         """Magnitude scores of each pruned weight; already-pruned entries score 0."""
-        return [masks_lib.magnitude(w.value, m.value) for w, m in zip(self.pruned_weights, self.masks)]
+        return [masks_lib.magnitude(w.numpy(), m.numpy()) for w, m in zip(self.pruned_weights, self.masks)]
 
     def compute_masks(self, sparsity):
         """New masks for this layer alone, at `sparsity` (ignored for N:M)."""
@@ -138,9 +139,9 @@ class PruneLowMagnitude(keras.layers.Wrapper):
     def assign_masks(self, new_masks, step):
         """Stores masks, zeroes the pruned weights in place and records the step."""
         for w, m, new in zip(self.pruned_weights, self.masks, new_masks):
-            new = ops.cast(new, m.dtype)
+            new = np.asarray(new, dtype=m.dtype)
             m.assign(new)
-            w.assign(w.value * new)
+            w.assign(w.numpy() * new)
         self.pruning_step.assign(step)
 
     def masked_weights(self):

@@ -1,0 +1,139 @@
+"""Training-step overhead of pruning: pruned `fit` time / dense `fit` time, tfprune vs tfmot.
+
+LeNet-300-100 (784-300-100-10) and a small CNN on the MNIST 5k subset, batch 60,
+PolynomialDecay with frequency 10. Dense and pruned epochs alternate in one process
+so that the ratio holds on a noisy machine; the first (tracing) epoch of every fit is
+dropped and the median epoch time is used. tfmot runs in a subprocess on tf-keras
+(Keras 2), from the `bench` extra; tfprune never imports it.
+
+Run: `make bench` or `python benchmarks/training_overhead.py [--rounds 3] [--epochs 4]`.
+Writes benchmarks/results/training_overhead.json.
+"""
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+RESULTS = Path(__file__).parent / "results"
+BATCH = 60
+
+
+def build(keras, arch):
+    if arch == "lenet_300_100":
+        return keras.Sequential(
+            [
+                keras.Input((784,)),
+                keras.layers.Dense(300, activation="relu"),
+                keras.layers.Dense(100, activation="relu"),
+                keras.layers.Dense(10),
+            ]
+        )
+    return keras.Sequential(
+        [
+            keras.Input((28, 28, 1)),
+            keras.layers.Conv2D(16, 3, activation="relu"),
+            keras.layers.MaxPooling2D(),
+            keras.layers.Conv2D(32, 3, activation="relu"),
+            keras.layers.MaxPooling2D(),
+            keras.layers.Flatten(),
+            keras.layers.Dense(10),
+        ]
+    )
+
+
+def epoch_times(keras, model, x, y, epochs, callbacks):
+    times = []
+
+    class Timer(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.t = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            times.append(time.perf_counter() - self.t)
+
+    model.fit(x, y, batch_size=BATCH, epochs=epochs, verbose=0, callbacks=[*callbacks, Timer()])
+    return times[1:]  # the first epoch includes tracing
+
+
+def measure(framework, rounds, epochs):
+    if framework == "tfmot":
+        os.environ["TF_USE_LEGACY_KERAS"] = "1"
+        import tensorflow_model_optimization as tfmot
+        import tf_keras as keras
+
+        prune, schedule_cls, callback = (
+            tfmot.sparsity.keras.prune_low_magnitude,
+            tfmot.sparsity.keras.PolynomialDecay,
+            tfmot.sparsity.keras.UpdatePruningStep,
+        )
+    else:
+        import keras
+
+        import tfprune
+
+        prune, schedule_cls, callback = tfprune.prune_low_magnitude, tfprune.PolynomialDecay, tfprune.UpdatePruningStep
+    from tfprune.data import load_mnist
+
+    (x, y), _ = load_mnist()
+    results = {}
+    for arch in ("lenet_300_100", "small_cnn"):
+        xs = x.reshape(-1, 784) if arch == "lenet_300_100" else x[..., None]
+        steps = -(-len(xs) // BATCH)
+        dense_times, pruned_times = [], []
+        for r in range(rounds):
+            keras.utils.set_random_seed(r)
+            dense = build(keras, arch)
+            dense.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+            schedule = schedule_cls(0.0, 0.9, begin_step=0, end_step=steps * epochs, frequency=10)
+            pruned = prune(build(keras, arch), pruning_schedule=schedule)
+            pruned.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+            dense_times += epoch_times(keras, dense, xs, y, epochs, [])
+            pruned_times += epoch_times(keras, pruned, xs, y, epochs, [callback()])
+        dense_s, pruned_s = statistics.median(dense_times), statistics.median(pruned_times)
+        results[arch] = {"dense_epoch_s": dense_s, "pruned_epoch_s": pruned_s, "ratio": pruned_s / dense_s,
+                         "epochs_measured": len(dense_times)}
+        print(f"{framework:8s} {arch:14s} dense {dense_s:.3f}s/epoch  pruned {pruned_s:.3f}s/epoch  "
+              f"ratio {pruned_s / dense_s:.2f}x", flush=True)
+    return results
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--framework", choices=["tfprune", "tfmot"], help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.framework:  # child process: print JSON only on the last line
+        print(json.dumps(measure(args.framework, args.rounds, args.epochs)))
+        return
+    report = {
+        "benchmark": "training_overhead",
+        "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count()},
+        "batch_size": BATCH,
+        "schedule": "PolynomialDecay(0 -> 0.9, frequency=10)",
+        "dataset": "MNIST 5k training subset",
+    }
+    for framework in ("tfprune", "tfmot"):
+        cmd = [sys.executable, __file__, "--framework", framework, "--rounds", str(args.rounds), "--epochs", str(args.epochs)]
+        out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+        lines = out.stdout.strip().splitlines()
+        if out.returncode or not lines:
+            report[framework] = {"error": (out.stderr or out.stdout)[-2000:]}
+            print(f"{framework}: failed\n{out.stderr[-2000:]}")
+            continue
+        print("\n".join(lines[:-1]))
+        report[framework] = json.loads(lines[-1])
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / "training_overhead.json"
+    path.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,6 @@
+"""Deployment: TFLite export with verification, LiteRT and Android benchmarking."""
+
+from tfprune.deploy.export import ExportReport, export_tflite
+from tfprune.deploy.litert import LiteRTModel
+
+__all__ = ["ExportReport", "LiteRTModel", "export_tflite"]
