@@ -1,0 +1,95 @@
+"""Latency benchmarking of .tflite models in the LiteRT interpreter on this machine.
+
+Several models are measured interleaved (one run of each in turn), so that their
+ratio holds on a noisy, shared machine.
+"""
+
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+
+from tfprune.deploy.litert import LiteRTModel
+
+
+def _rss_bytes():
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError):
+        return None
+
+
+def _percentile(values, q):
+    return float(np.percentile(values, q))
+
+
+def benchmark_tflite(path_or_paths, num_threads=1, runs=200, warmup=20, use_xnnpack=True, input_data=None):
+    """Measures first-inference and steady-state latency of one or more .tflite models.
+
+    Args:
+        path_or_paths: a path or a list of paths.
+        num_threads: interpreter threads.
+        runs, warmup: timed and untimed invocations per model (interleaved across models).
+        use_xnnpack: False disables LiteRT's default XNNPack delegate.
+        input_data: optional float sample (without batch axis); random data otherwise.
+
+    Returns:
+        {"machine": {...}, "settings": {...}, "models": [{"path", "file_bytes", "first_inference_ms",
+        "median_ms", "p90_ms", "p99_ms", "mean_ms", "rss_increase_bytes"}, ...]}
+
+    Example:
+
+    >>> result = benchmark_tflite(["dense.tflite", "pruned.tflite"], runs=100)
+    >>> [m["median_ms"] for m in result["models"]]
+    """
+    paths = [path_or_paths] if isinstance(path_or_paths, (str, os.PathLike)) else list(path_or_paths)
+    if not paths:
+        raise ValueError("benchmark_tflite needs at least one .tflite path.")
+    if runs < 1 or warmup < 0 or num_threads < 1:
+        raise ValueError(f"need runs >= 1, warmup >= 0 and num_threads >= 1 (got {runs}, {warmup}, {num_threads}).")
+    models, entries = [], []
+    for path in paths:
+        before = _rss_bytes()
+        model = LiteRTModel.load(path, num_threads=num_threads, use_xnnpack=use_xnnpack)
+        after = _rss_bytes()
+        shape = model.input["shape"]
+        rng = np.random.default_rng(0)
+        sample = input_data if input_data is not None else rng.random(tuple(shape[1:]), dtype=np.float32)
+        prepared = model.prepare(sample)
+        start = time.perf_counter()
+        model.invoke(prepared)
+        first = time.perf_counter() - start
+        models.append((model, prepared))
+        entries.append({"path": str(path), "file_bytes": Path(path).stat().st_size, "first_inference_ms": first * 1e3,
+                        "rss_increase_bytes": None if before is None else after - before, "_times": []})
+    for _ in range(warmup):
+        for model, prepared in models:
+            model.invoke(prepared)
+    for _ in range(runs):
+        for (model, prepared), entry in zip(models, entries):
+            start = time.perf_counter()
+            model.invoke(prepared)
+            entry["_times"].append((time.perf_counter() - start) * 1e3)
+    for entry in entries:
+        times = entry.pop("_times")
+        entry.update(median_ms=statistics.median(times), p90_ms=_percentile(times, 90),
+                     p99_ms=_percentile(times, 99), mean_ms=statistics.fmean(times))
+    return {
+        "machine": {"platform": platform.platform(), "machine": platform.machine(), "cpus": os.cpu_count()},
+        "settings": {"runtime": "ai_edge_litert", "num_threads": num_threads, "runs": runs, "warmup": warmup,
+                     "use_xnnpack": use_xnnpack},
+        "models": entries,
+    }
+
+
+def format_benchmark(result):
+    """A text table of a `benchmark_tflite` (or Android) result."""
+    lines = [f"{'model':<40} {'bytes':>10} {'first ms':>9} {'median ms':>10} {'p90 ms':>8} {'p99 ms':>8}"]
+    for m in result["models"]:
+        lines.append(f"{Path(m['path']).name:<40} {m.get('file_bytes') or 0:>10,} {m['first_inference_ms']:>9.3f} "
+                     f"{m['median_ms']:>10.4f} {m.get('p90_ms') or float('nan'):>8.4f} {m.get('p99_ms') or float('nan'):>8.4f}")
+    return "\n".join(lines)
