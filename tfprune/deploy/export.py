@@ -235,7 +235,7 @@ def export_tflite(
         if sparse_encoding:
             sparse_content = _convert(saved_model_dir, quantize, calibration, True, float_io)
             content, sparse_state = _choose_sparse(content, sparse_content, notes)
-    lite = LiteRTModel(content, name=str(path))
+    lite = LiteRTModel(content, name=str(path)).smoke_test()
     info = inspect_tflite(content)
     parity = _parity(model, lite, np.asarray(parity_data, dtype=np.float32)) if parity_data is not None else None
     if parity and parity["top1_agreement"] < min_agreement:
@@ -260,7 +260,7 @@ def _choose_sparse(dense_content, sparse_content, notes):
         notes.append(f"sparse encoding not smaller ({len(sparse_content):,} vs {len(dense_content):,} bytes): dropped.")
         return dense_content, "dropped (not smaller)"
     try:
-        LiteRTModel(sparse_content, name="sparse candidate")
+        LiteRTModel(sparse_content, name="sparse candidate").smoke_test()
     except RuntimeError as error:
         notes.append(
             f"sparse encoding ({len(sparse_content):,} bytes vs {len(dense_content):,} dense) does not load in "

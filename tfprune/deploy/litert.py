@@ -53,6 +53,14 @@ class LiteRTModel:
         scale, zero_point = self.output["quantization"]
         return (y.astype(np.float32) - zero_point) * scale
 
+    def smoke_test(self):
+        """Runs one inference on zeros: some delegates only fail when first invoked. Returns self."""
+        try:
+            self.invoke(np.zeros(self.input["shape"], dtype=self.input["dtype"]))
+        except (ValueError, RuntimeError) as error:
+            raise RuntimeError(f"LiteRT could not run '{self.name}': {error}") from error
+        return self
+
     def invoke(self, sample):
         """Runs one already-shaped (1, ...) input; returns the raw output."""
         self.interpreter.set_tensor(self.input["index"], sample)
