@@ -105,8 +105,8 @@ def _check_writable(path):
 def _input_shape(model):
     shape = getattr(model, "inputs", None) and model.inputs[0].shape
     if shape is None:
-        build_config = model.get_build_config() or {}
-        shape = next(iter(build_config.get("shapes_dict", {}).values()), None)
+        build_config = model.get_build_config() or {}  # subclassed: {"input_shape": (batch, ...)}
+        shape = next(iter(build_config.values()), None)
     if shape is None:
         raise ValueError(f"Model '{model.name}' has no known input shape: call it on data once before exporting.")
     return (None, *tuple(shape)[1:])
