@@ -21,13 +21,14 @@ $(BENCH_STAMP): $(STAMP)
 	@touch $(BENCH_STAMP)
 
 demo: $(STAMP)
-	$(PY) examples/demo.py
+	$(PY) examples/demo.py --out demo_output
 
 test: $(STAMP)
 	$(PY) -m pytest -q -n 2 --durations=10 tests
 
 bench: $(BENCH_STAMP)
 	$(PY) benchmarks/training_overhead.py
+	$(PY) benchmarks/deploy_lenet.py
 
 clean:
 	rm -rf $(VENV) demo_output .pytest_cache
