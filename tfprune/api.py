@@ -5,7 +5,9 @@ tfmot is an import change, but everything here works on Keras 3 models.
 """
 
 import contextlib
+import os
 import warnings
+import zipfile
 
 import keras
 
@@ -205,9 +207,6 @@ def load_model(path, **kwargs):
     model.fit(x, y, callbacks=[tfprune.UpdatePruningStep()])
     ```
     """
-    import os
-    import zipfile
-
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"No model file at '{path}'.")

@@ -68,18 +68,6 @@ class Granularity:
                     f"axis {axis} ({shape[axis]}) is not a multiple of {b}."
                 )
 
-    @property
-    def sparsity(self):
-        """The fixed sparsity of N:M pruning (None for block/unstructured)."""
-        return None if self.m_by_n is None else 1.0 - self.m_by_n[0] / self.m_by_n[1]
-
-    def get_config(self):
-        return {
-            "block_size": list(self.block_size),
-            "block_pooling_type": self.block_pooling_type,
-            "m_by_n": None if self.m_by_n is None else list(self.m_by_n),
-        }
-
 
 def _as_3d(x):
     return x.reshape(-1, x.shape[-2], x.shape[-1]) if x.ndim >= 2 else x.reshape(1, 1, -1)
@@ -156,9 +144,3 @@ def magnitude(weight, mask=None):
     """Magnitude scores as a NumPy array; already-pruned weights score 0 so they stay pruned."""
     w = np.asarray(weight)
     return np.abs(w if mask is None else w * np.asarray(mask, dtype=w.dtype))
-
-
-def sparsity_of(array):
-    """Fraction of exact zeros in a numpy-convertible array."""
-    a = np.asarray(array)
-    return float((a == 0).sum() / a.size) if a.size else 0.0
