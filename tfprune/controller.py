@@ -5,6 +5,8 @@ mask update live here rather than in each wrapper. `UpdatePruningStep` drives a
 controller; custom training loops can drive one directly.
 """
 
+import numpy as np
+
 from tfprune import masks as masks_lib
 from tfprune.wrapper import PruneLowMagnitude
 
@@ -14,6 +16,11 @@ def pruning_wrappers(model):
     if isinstance(model, PruneLowMagnitude):
         return [model]
     return [layer for layer in model._flatten_layers(include_self=False) if isinstance(layer, PruneLowMagnitude)]
+
+
+def _current_weights(wrapper):
+    """The wrapper's pruned weights as they act now (weight * mask), read once per update."""
+    return [value for _, value in wrapper.masked_weights()]
 
 
 class PruningController:
@@ -56,16 +63,18 @@ class PruningController:
         for w in self.layer_scoped:
             should_update, sparsity = w.pruning_schedule(step)
             if should_update:
-                w.assign_masks(w.compute_masks(sparsity), step)
+                weights = _current_weights(w)
+                w.assign_masks(w.compute_masks(sparsity, weights), weights, step)
                 updated = True
         if self.global_scoped:
             lead = self.global_scoped[0]
             should_update, sparsity = lead.pruning_schedule(step)
             if should_update:
-                scores = [s for w in self.global_scoped for s in w.scores()]
+                weights = [_current_weights(w) for w in self.global_scoped]
+                scores = [np.abs(value) for values in weights for value in values]
                 new_masks = iter(masks_lib.threshold_masks(scores, sparsity, lead.granularity))
-                for w in self.global_scoped:
-                    w.assign_masks([next(new_masks) for _ in w.masks], step)
+                for w, values in zip(self.global_scoped, weights):
+                    w.assign_masks([next(new_masks) for _ in values], values, step)
                 updated = True
         return updated
 

@@ -138,9 +138,3 @@ def m_by_n_mask(scores, m, n):
     rank = np.argsort(np.argsort(-groups, axis=-1, kind="stable"), axis=-1)
     keep = (rank < m).astype(np.float32)
     return np.swapaxes(keep.reshape(p, c, r), 1, 2).reshape(scores.shape)
-
-
-def magnitude(weight, mask=None):
-    """Magnitude scores as a NumPy array; already-pruned weights score 0 so they stay pruned."""
-    w = np.asarray(weight)
-    return np.abs(w if mask is None else w * np.asarray(mask, dtype=w.dtype))

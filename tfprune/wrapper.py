@@ -125,23 +125,22 @@ class PruneLowMagnitude(keras.layers.Wrapper):
 
     # --- mask updates: called outside the train step by the controller ---
 
-    def scores(self):
-        """Magnitude scores of each pruned weight; already-pruned entries score 0."""
-        return [masks_lib.magnitude(w.numpy(), m.numpy()) for w, m in zip(self.pruned_weights, self.masks)]
+    def compute_masks(self, sparsity, weights):
+        """New masks for this layer alone from its current masked `weights`, at `sparsity` (ignored for N:M).
 
-    def compute_masks(self, sparsity):
-        """New masks for this layer alone, at `sparsity` (ignored for N:M)."""
+        Scores are magnitudes, so already-pruned entries score 0 and stay pruned.
+        """
         if self.granularity.m_by_n:
             m, n = self.granularity.m_by_n
-            return [masks_lib.m_by_n_mask(s, m, n) for s in self.scores()]
-        return [masks_lib.threshold_masks([s], sparsity, self.granularity)[0] for s in self.scores()]
+            return [masks_lib.m_by_n_mask(np.abs(w), m, n) for w in weights]
+        return [masks_lib.threshold_masks([np.abs(w)], sparsity, self.granularity)[0] for w in weights]
 
-    def assign_masks(self, new_masks, step):
-        """Stores masks, zeroes the pruned weights in place and records the step."""
-        for w, m, new in zip(self.pruned_weights, self.masks, new_masks):
+    def assign_masks(self, new_masks, weights, step):
+        """Stores masks, writes `weights * mask` back (pruned entries become 0) and records the step."""
+        for w, m, new, value in zip(self.pruned_weights, self.masks, new_masks, weights):
             new = np.asarray(new, dtype=m.dtype)
             m.assign(new)
-            w.assign(w.numpy() * new)
+            w.assign(value * new)
         self.pruning_step.assign(step)
 
     def masked_weights(self):

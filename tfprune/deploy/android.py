@@ -96,18 +96,17 @@ class AdbBenchmark:
         self.serial = serial
         self.device_dir = device_dir
 
-    def _command(self, *args):
-        return [self.adb, *(["-s", self.serial] if self.serial else []), *args]
-
-    def _run(self, *args):
-        result = subprocess.run(self._command(*args), capture_output=True, text=True, timeout=600)
+    def _run(self, *args, on_device=True):
+        """Runs `adb [-s SERIAL] ARGS` (no serial for server commands such as `devices`); returns stdout."""
+        target = ["-s", self.serial] if self.serial and on_device else []
+        result = subprocess.run([self.adb, *target, *args], capture_output=True, text=True, timeout=600)
         if result.returncode:
             raise RuntimeError(f"adb {' '.join(args)} failed ({result.returncode}): {result.stderr.strip() or result.stdout.strip()}")
         return result.stdout
 
     def check_device(self):
         """Raises RuntimeError unless the chosen (or only) device is attached and authorized."""
-        listed = [line.split() for line in self._run_plain("devices").splitlines()[1:] if line.strip()]
+        listed = [line.split() for line in self._run("devices", on_device=False).splitlines()[1:] if line.strip()]
         ready = [cells[0] for cells in listed if len(cells) > 1 and cells[1] == "device"]
         if self.serial and self.serial not in ready:
             raise RuntimeError(f"Device '{self.serial}' not found or not authorized; attached: {listed or 'none'}.")
@@ -115,10 +114,6 @@ class AdbBenchmark:
             raise RuntimeError(
                 f"{'No device' if not ready else 'Several devices'} attached ({ready}); connect one or pass a serial."
             )
-
-    def _run_plain(self, *args):
-        result = subprocess.run([self.adb, *args], capture_output=True, text=True, timeout=60)
-        return result.stdout
 
     def benchmark_command(self, device_model, num_threads, runs, warmup, use_xnnpack, op_profiling):
         return [
