@@ -50,8 +50,11 @@ def accuracy(predict, x, y):
     return float(np.mean(np.argmax(predict(x), axis=-1) == y))
 
 
-def step(message, start=[time.perf_counter()]):  # noqa: B006 - a timer shared by the calls
-    print(f"[{time.perf_counter() - start[0]:6.1f}s] {message}", flush=True)
+START = time.perf_counter()
+
+
+def step(message):
+    print(f"[{time.perf_counter() - START:6.1f}s] {message}", flush=True)
 
 
 def main():

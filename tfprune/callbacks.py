@@ -4,6 +4,7 @@ import os
 import warnings
 
 import keras
+import tensorflow as tf  # TensorBoard writing is TensorFlow-only: this module is at the edge.
 
 from tfprune.controller import PruningController
 from tfprune.report import sparsity_report
@@ -106,11 +107,8 @@ class PruningSummaries(keras.callbacks.Callback):
         self._batches = 0
 
     def on_train_begin(self, logs=None):
-        import tensorflow as tf  # TensorBoard writing is TensorFlow-only.
-
         if self._writer is None:
             self._writer = tf.summary.create_file_writer(os.path.join(self.log_dir, "pruning"))
-        self._tf = tf
 
     def on_train_batch_end(self, batch, logs=None):
         self._batches += 1
@@ -128,5 +126,5 @@ class PruningSummaries(keras.callbacks.Callback):
         report = sparsity_report(self.model)
         with self._writer.as_default():
             for row in report["layers"]:
-                self._tf.summary.scalar(f"sparsity/{row['layer']}/{row['weight']}", row["sparsity"], step=step)
-            self._tf.summary.scalar("sparsity/total", report["total"]["sparsity"], step=step)
+                tf.summary.scalar(f"sparsity/{row['layer']}/{row['weight']}", row["sparsity"], step=step)
+            tf.summary.scalar("sparsity/total", report["total"]["sparsity"], step=step)
