@@ -4,9 +4,10 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-dev
 BENCH_STAMP := $(VENV)/.installed-bench
+ARM_SYSROOT := .arm64-sysroot
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: demo test bench install clean
+.PHONY: demo test bench arm-check install clean
 
 install: $(STAMP)
 
@@ -30,5 +31,11 @@ bench: $(BENCH_STAMP)
 	$(PY) benchmarks/training_overhead.py
 	$(PY) benchmarks/deploy_lenet.py
 
+# aarch64 LiteRT under qemu-user vs x86 (correctness only). Installs qemu-user and enables arm64 in apt: needs root.
+arm-check: $(STAMP)
+	command -v qemu-aarch64 >/dev/null || (apt-get update -q && apt-get install -y -q qemu-user)
+	dpkg --print-foreign-architectures | grep -qx arm64 || (dpkg --add-architecture arm64 && apt-get update -q)
+	$(PY) benchmarks/arm_parity.py --sysroot $(ARM_SYSROOT)
+
 clean:
-	rm -rf $(VENV) demo_output .pytest_cache
+	rm -rf $(VENV) $(ARM_SYSROOT) demo_output .pytest_cache

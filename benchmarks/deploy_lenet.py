@@ -42,20 +42,28 @@ def acc(predictions, y):
     return float(np.mean(np.argmax(predictions, -1) == y))
 
 
-def main():
-    keras.utils.set_random_seed(0)
+def flat_mnist():
     (x, y), (x_test, y_test) = load_mnist()
-    x, x_test = x.reshape(-1, 784), x_test.reshape(-1, 784)
+    return (x.reshape(-1, 784), y), (x_test.reshape(-1, 784), y_test)
+
+
+def train_dense_and_pruned(x, y):
+    """Dense LeNet-300-100 (20 epochs), then pruned to 90% from it (25 epochs) and stripped."""
+    keras.utils.set_random_seed(0)
     dense = compile_model(lenet())
     dense.fit(x, y, epochs=20, batch_size=BATCH, verbose=0)
-    dense_acc = acc(dense.predict(x_test, verbose=0), y_test)
-    print(f"dense float Keras accuracy {dense_acc:.4f}", flush=True)
-
     steps = int(np.ceil(len(x) / BATCH))
     schedule = tfprune.PolynomialDecay.from_epochs(0.0, 0.9, steps_per_epoch=steps, end_epoch=15, frequency=10)
     pruned = compile_model(tfprune.prune_low_magnitude(dense, schedule), lr=5e-4)
     pruned.fit(x, y, epochs=25, batch_size=BATCH, verbose=0, callbacks=[tfprune.UpdatePruningStep()])
-    final = tfprune.strip_pruning(pruned)
+    return dense, tfprune.strip_pruning(pruned)
+
+
+def main():
+    (x, y), (x_test, y_test) = flat_mnist()
+    dense, final = train_dense_and_pruned(x, y)
+    dense_acc = acc(dense.predict(x_test, verbose=0), y_test)
+    print(f"dense float Keras accuracy {dense_acc:.4f}", flush=True)
     sparsity = tfprune.sparsity_report(final)["total"]["sparsity"]
     pruned_acc = acc(final.predict(x_test, verbose=0), y_test)
     print(f"pruned ({sparsity:.1%}) Keras accuracy {pruned_acc:.4f}", flush=True)

@@ -2,7 +2,9 @@
 
 import json
 import os
+import platform
 import stat
+import sys
 from pathlib import Path
 
 import keras
@@ -13,6 +15,7 @@ import tfprune
 from tests.conftest import compile_classifier, mlp
 from tfprune import cli
 from tfprune.deploy import LiteRTModel, export_tflite
+from tfprune.deploy.aarch64 import SYSROOT_PYTHON, LiteRTProcess, build_sysroot, compare_with_host
 from tfprune.deploy.android import AdbBenchmark, parse_benchmark_output
 from tfprune.deploy.bench import benchmark_tflite
 
@@ -245,3 +248,75 @@ def test_cli_export_and_bench(pruned_model, tmp_path, capsys):
     assert "not a TFLite model" in capsys.readouterr().err
     with pytest.raises(SystemExit, match="--benchmark-binary"):
         cli.main(["bench", str(out), "--adb", "R58"])
+
+
+PERTURBING_RUNNER = """
+import sys, runpy
+import numpy as np
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+with np.load(sys.argv[3]) as result:
+    outputs, machine = result["outputs"], result["machine"]
+outputs[:5] = outputs[:5] + 1  # five samples come back one quantization step off
+np.savez(sys.argv[3], outputs=outputs, machine=machine)
+"""
+
+
+def test_litert_process_gets_the_hosts_raw_inputs_and_outputs(exported, digits):
+    path, _ = exported
+    _, (x_test, _) = digits
+    result = compare_with_host(path, x_test[:100], LiteRTProcess([sys.executable]))
+    assert result["other_machine"] == platform.machine() and result["samples"] == 100
+    assert result["output_dtype"] == "int8"
+    assert result["raw_exact_match"] == 1.0 and result["max_raw_diff"] == 0 and result["top1_agreement"] == 1.0
+
+
+def test_comparison_counts_samples_that_differ(exported, digits, tmp_path):
+    path, _ = exported
+    _, (x_test, _) = digits
+    runner = tmp_path / "perturb.py"
+    runner.write_text(PERTURBING_RUNNER)
+    result = compare_with_host(path, x_test[:50], LiteRTProcess([sys.executable, runner]))
+    assert result["raw_exact_match"] == pytest.approx(45 / 50)
+    assert result["max_raw_diff"] == 1 and result["max_abs_diff"] > 0
+
+
+def test_a_failing_litert_process_says_why(tmp_path):
+    bad = tmp_path / "bad.tflite"
+    bad.write_bytes(b"junk")
+    with pytest.raises(RuntimeError, match="LiteRT on .* failed"):
+        LiteRTProcess([sys.executable]).run(bad, np.zeros((1, 64), np.int8))
+
+
+def test_aarch64_runtime_needs_a_sysroot_and_qemu(tmp_path, monkeypatch):
+    with pytest.raises(FileNotFoundError, match="not an aarch64 sysroot: build it with build_sysroot"):
+        LiteRTProcess.aarch64(tmp_path)
+    (tmp_path / SYSROOT_PYTHON).parent.mkdir(parents=True)
+    (tmp_path / SYSROOT_PYTHON).write_bytes(b"")
+    (tmp_path / "site").mkdir()
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    with pytest.raises(FileNotFoundError, match="'qemu-aarch64' not found on PATH: apt-get install qemu-user"):
+        LiteRTProcess.aarch64(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "foreign_arches, error",
+    [("i386", "dpkg --add-architecture arm64 && apt-get update"), ("arm64", "apt-get download .* failed")],
+)
+def test_sysroot_build_failures_say_why_and_leave_nothing(foreign_arches, error, tmp_path, monkeypatch):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool, script in (("dpkg", f"echo {foreign_arches}"), ("apt-get", "echo 'E: no mirror' >&2; exit 100")):
+        (bin_dir / tool).write_text(f"#!/bin/sh\n{script}\n")
+        (bin_dir / tool).chmod(0o755)
+    monkeypatch.setenv("PATH", str(bin_dir))
+    with pytest.raises(RuntimeError, match=error):
+        build_sysroot(tmp_path / "sysroot")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bin"]
+
+
+def test_cli_arm_check_without_the_tools_is_a_clear_error(exported, tmp_path, monkeypatch, capsys):
+    path, _ = exported
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    assert cli.main(["arm-check", str(path), "--inputs", "digits", "--sysroot", str(tmp_path / "sysroot")]) == 2
+    assert "'apt-get' not found on PATH" in capsys.readouterr().err

@@ -2,6 +2,7 @@
 
     tfprune export MODEL.keras -o OUT.tflite --quantize int8 --calibration digits
     tfprune bench A.tflite [B.tflite ...] [--threads N] [--adb SERIAL --benchmark-binary PATH]
+    tfprune arm-check A.tflite [B.tflite ...] --inputs mnist [--sysroot DIR]
 """
 
 import argparse
@@ -13,22 +14,21 @@ from pathlib import Path
 import numpy as np
 
 
-def _calibration(source, input_shape):
-    """Calibration inputs from a .npy file or a built-in dataset name, reshaped to the model input."""
+def _load_inputs(source, input_shape, limit, split=0):
+    """Float samples from a .npy file or a built-in dataset name (split 0 = train, 1 = test), shaped for the model."""
     if source in ("digits", "mnist"):
         from tfprune import data
 
-        (x, _), _ = data.load_digits() if source == "digits" else data.load_mnist()
-        x = x[:500]
+        x, _ = (data.load_digits() if source == "digits" else data.load_mnist())[split]
     else:
         path = Path(source)
         if not path.is_file():
-            raise SystemExit(f"error: calibration file '{source}' not found (give a .npy file, 'digits' or 'mnist').")
+            raise SystemExit(f"error: input file '{source}' not found (give a .npy file, 'digits' or 'mnist').")
         x = np.load(path)
     expected = tuple(input_shape[1:])
     if int(np.prod(x.shape[1:])) != int(np.prod(expected)):
-        raise SystemExit(f"error: calibration samples have shape {x.shape[1:]}, the model expects {expected}.")
-    return x.reshape((-1, *expected)).astype("float32")
+        raise SystemExit(f"error: samples from '{source}' have shape {x.shape[1:]}, the model expects {expected}.")
+    return x[:limit].reshape((-1, *expected)).astype("float32")
 
 
 def _export(args):
@@ -37,7 +37,7 @@ def _export(args):
 
     model = tfprune.load_model(args.model)
     quantize = None if args.quantize == "none" else args.quantize
-    calibration = _calibration(args.calibration, model.inputs[0].shape) if args.calibration else None
+    calibration = _load_inputs(args.calibration, model.inputs[0].shape, limit=500) if args.calibration else None
     report = export_tflite(model, args.output, quantize=quantize, representative_data=calibration,
                            sparse_encoding=args.sparse, float_io=args.float_io,
                            on_parity_failure="warn" if args.allow_mismatch else "raise")
@@ -67,6 +67,26 @@ def _bench(args):
         print(f"json: {args.json}")
 
 
+def _arm_check(args):
+    from tfprune.deploy import LiteRTModel
+    from tfprune.deploy.aarch64 import LiteRTProcess, build_sysroot, compare_with_host
+
+    runtime = LiteRTProcess.aarch64(build_sysroot(args.sysroot), cpu=args.cpu)
+    results = []
+    for model in args.models:
+        x = _load_inputs(args.inputs, LiteRTModel.load(model).input["shape"], limit=args.samples, split=1)
+        print(f"{model}: {len(x)} samples on x86 and on {runtime.name} ...", flush=True)
+        result = compare_with_host(model, x, runtime, use_xnnpack=not args.no_xnnpack)
+        print(f"  bit-identical outputs {result['raw_exact_match']:.2%}, max raw diff {result['max_raw_diff']:g}, "
+              f"top-1 agreement {result['top1_agreement']:.2%}")
+        results.append(result)
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+        print(f"json: {args.json}")
+    if any(r["top1_agreement"] < 1.0 for r in results):
+        raise RuntimeError("aarch64 and x86 disagree on some samples (see above).")
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="tfprune", description="Prune, export and benchmark Keras 3 models.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -90,6 +110,15 @@ def build_parser():
     bench.add_argument("--benchmark-binary", metavar="PATH", help="the benchmark_model binary to push to the device")
     bench.add_argument("--json", help="write results as JSON here")
     bench.set_defaults(func=_bench)
+    arm = sub.add_parser("arm-check", help="compare .tflite outputs on aarch64 LiteRT (under qemu-user) with x86")
+    arm.add_argument("models", nargs="+", help=".tflite files")
+    arm.add_argument("--inputs", required=True, help="test inputs: a .npy file, 'digits' or 'mnist' (test split)")
+    arm.add_argument("--samples", type=int, default=1000, help="how many inputs to compare (default 1000)")
+    arm.add_argument("--sysroot", default=".arm64-sysroot", help="aarch64 sysroot folder, built when missing")
+    arm.add_argument("--cpu", default="cortex-a76", help="the CPU qemu emulates (default cortex-a76)")
+    arm.add_argument("--no-xnnpack", action="store_true", help="disable the default XNNPack delegate on both sides")
+    arm.add_argument("--json", help="write results as JSON here")
+    arm.set_defaults(func=_arm_check)
     return parser
 
 

@@ -47,7 +47,8 @@ class LiteRTModel:
         info = np.iinfo(dtype)
         return np.clip(np.round(x / scale + zero_point), info.min, info.max).astype(dtype)
 
-    def _dequantize(self, y):
+    def dequantize(self, y):
+        """Raw outputs -> float outputs (unchanged when the model has float outputs)."""
         if self.output["dtype"] == np.float32:
             return y
         scale, zero_point = self.output["quantization"]
@@ -73,5 +74,5 @@ class LiteRTModel:
 
     def predict(self, x):
         """Float outputs for a float batch `x`, dequantized when the model has integer outputs."""
-        outputs = [self._dequantize(self.invoke(self.prepare(sample))) for sample in np.asarray(x)]
+        outputs = [self.dequantize(self.invoke(self.prepare(sample))) for sample in np.asarray(x)]
         return np.concatenate(outputs, axis=0)
