@@ -5,7 +5,9 @@ mask update live here rather than in each wrapper. `UpdatePruningStep` drives a
 controller; custom training loops can drive one directly.
 """
 
+import keras
 import numpy as np
+from keras import ops
 
 from tfprune import masks as masks_lib
 from tfprune.wrapper import PruneLowMagnitude
@@ -18,9 +20,17 @@ def pruning_wrappers(model):
     return [layer for layer in model._flatten_layers(include_self=False) if isinstance(layer, PruneLowMagnitude)]
 
 
-def _current_weights(wrapper):
-    """The wrapper's pruned weights as they act now (weight * mask), read once per update."""
-    return [value for _, value in wrapper.masked_weights()]
+def _one_graph_call(fn):
+    """`fn` traced into a single TensorFlow graph on the TensorFlow backend; unchanged on others.
+
+    A mask update reads and assigns a few variables per layer. Run eagerly, each op costs a
+    Python round trip, which dominates the update of small models.
+    """
+    if keras.backend.backend() != "tensorflow":
+        return fn
+    import tensorflow as tf
+
+    return tf.function(fn, autograph=False)
 
 
 class PruningController:
@@ -42,7 +52,8 @@ class PruningController:
             if not w.built:
                 raise ValueError(f"Pruned layer '{w.name}' is not built yet: call the model on data (or build it) first.")
         self.layer_scoped = [w for w in self.wrappers if w.scope == "layer"]
-        self.global_scoped = [w for w in self.wrappers if w.scope == "global"]
+        self.global_scoped = tuple(w for w in self.wrappers if w.scope == "global")
+        self._compiled = {}
 
     @property
     def step(self):
@@ -59,24 +70,43 @@ class PruningController:
 
     def update(self, step):
         """Recomputes masks where a schedule says so at `step`; returns True if any changed."""
-        updated = False
+        due = []
         for w in self.layer_scoped:
             should_update, sparsity = w.pruning_schedule(step)
             if should_update:
-                weights = _current_weights(w)
-                w.assign_masks(w.compute_masks(sparsity, weights), weights, step)
-                updated = True
+                due.append((w, sparsity))
+        global_sparsity = None
         if self.global_scoped:
-            lead = self.global_scoped[0]
-            should_update, sparsity = lead.pruning_schedule(step)
+            should_update, sparsity = self.global_scoped[0].pruning_schedule(step)
             if should_update:
-                weights = [_current_weights(w) for w in self.global_scoped]
-                scores = [np.abs(value) for values in weights for value in values]
-                new_masks = iter(masks_lib.threshold_masks(scores, sparsity, lead.granularity))
-                for w, values in zip(self.global_scoped, weights):
-                    w.assign_masks([next(new_masks) for _ in values], values, step)
-                updated = True
-        return updated
+                global_sparsity = sparsity
+        if not due and global_sparsity is None:
+            return False
+        targets = tuple(w for w, _ in due) + (self.global_scoped if global_sparsity is not None else ())
+        read, apply = self._graph_calls(targets)
+        values = [[ops.convert_to_numpy(v) for v in layer_values] for layer_values in read()]
+        new_masks = [w.compute_masks(sparsity, v) for (w, sparsity), v in zip(due, values)]
+        if global_sparsity is not None:
+            global_values = values[len(due):]
+            scores = [np.abs(v) for layer_values in global_values for v in layer_values]
+            flat = iter(masks_lib.threshold_masks(scores, global_sparsity, self.global_scoped[0].granularity))
+            new_masks += [[next(flat) for _ in layer_values] for layer_values in global_values]
+        apply(new_masks, np.asarray(step, dtype=np.int64))
+        return True
+
+    def _graph_calls(self, targets):
+        """(read, apply) for a set of wrappers updated together, compiled once per set."""
+        if targets not in self._compiled:
+
+            def read():
+                return [w.masked_values() for w in targets]
+
+            def apply(new_masks, step):
+                for w, masks in zip(targets, new_masks):
+                    w.apply_masks(masks, step)
+
+            self._compiled[targets] = (_one_graph_call(read), _one_graph_call(apply))
+        return self._compiled[targets]
 
     def unfinished_schedules(self, last_step):
         """Wrappers whose schedule still has updates after `last_step` (the "not sparse yet" trap)."""

@@ -135,17 +135,24 @@ class PruneLowMagnitude(keras.layers.Wrapper):
             return [masks_lib.m_by_n_mask(np.abs(w), m, n) for w in weights]
         return [masks_lib.threshold_masks([np.abs(w)], sparsity, self.granularity)[0] for w in weights]
 
-    def assign_masks(self, new_masks, weights, step):
-        """Stores masks, writes `weights * mask` back (pruned entries become 0) and records the step."""
-        for w, m, new, value in zip(self.pruned_weights, self.masks, new_masks, weights):
-            new = np.asarray(new, dtype=m.dtype)
+    def apply_masks(self, new_masks, step):
+        """Stores `new_masks`, zeroes the pruned entries of the weights and records `step`.
+
+        Only keras.ops and variable assigns, so the controller can compile it into one graph call.
+        """
+        for w, m, new in zip(self.pruned_weights, self.masks, new_masks):
+            new = ops.cast(new, m.dtype)
             m.assign(new)
-            w.assign(value * new)
+            w.assign(ops.multiply(w.value, ops.cast(new, w.dtype)))
         self.pruning_step.assign(step)
+
+    def masked_values(self):
+        """The pruned weights as inference uses them (weight * mask), as backend tensors."""
+        return [ops.multiply(w.value, m.value) for w, m in zip(self.pruned_weights, self.masks)]
 
     def masked_weights(self):
         """(variable, numpy weight * mask) pairs: what inference actually uses."""
-        return [(w, ops.convert_to_numpy(w.value * m.value)) for w, m in zip(self.pruned_weights, self.masks)]
+        return [(w, ops.convert_to_numpy(value)) for w, value in zip(self.pruned_weights, self.masked_values())]
 
     def get_config(self):
         config = super().get_config()
