@@ -60,6 +60,22 @@ def test_global_scope_hits_total_target_with_uneven_layers(trained_dense, digits
     assert max(sparsities) - min(sparsities) > 0.05, sparsities
 
 
+def test_pruned_weights_stay_zero_between_updates_and_keep_their_own_constraint(digits):
+    (x, y), _ = digits
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(32, activation="relu",
+                              kernel_constraint=keras.constraints.MaxNorm(0.3)), keras.layers.Dense(10)])
+    schedule = tfprune.ConstantSparsity(0.7, begin_step=0, frequency=10**6)  # one mask update, at step 0
+    pruned = compile_classifier(tfprune.prune_low_magnitude(model, schedule), learning_rate=1e-2)
+    pruned.fit(x, y, epochs=2, batch_size=BATCH, verbose=0, callbacks=[tfprune.UpdatePruningStep()])
+    for wrapper in tfprune.PruningController(pruned).wrappers:
+        kernel, mask = wrapper.pruned_weights[0].numpy(), wrapper.masks[0].numpy()
+        assert np.count_nonzero(mask == 0) == round(0.7 * mask.size)
+        assert np.all(kernel[mask == 0] == 0)  # Adam's momentum did not move pruned weights
+    first_kernel = pruned.layers[0].pruned_weights[0].numpy()
+    assert np.linalg.norm(first_kernel, axis=0).max() <= 0.3 + 1e-5  # MaxNorm still applies
+
+
 def test_fit_without_update_callback_raises_with_the_fix(digits):
     (x, y), _ = digits
     pruned = compile_classifier(tfprune.prune_low_magnitude(mlp()))
@@ -146,6 +162,8 @@ def test_custom_training_loop_with_the_callback_driven_by_hand(digits):
     step_callback.on_train_end()
     assert tfprune.sparsity_report(model)["total"]["sparsity"] == pytest.approx(0.6, abs=1e-3)
     assert tfprune.PruningController(model).step == 50
+    for wrapper in tfprune.PruningController(model).wrappers:  # the optimizer kept pruned weights at zero
+        assert np.all(wrapper.pruned_weights[0].numpy()[wrapper.masks[0].numpy() == 0] == 0)
 
 
 def test_pruning_summaries_write_real_tensorboard_scalars(digits, tmp_path):

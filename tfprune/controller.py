@@ -23,8 +23,8 @@ def pruning_wrappers(model):
 def _one_graph_call(fn):
     """`fn` traced into a single TensorFlow graph on the TensorFlow backend; unchanged on others.
 
-    A mask update reads and assigns a few variables per layer. Run eagerly, each op costs a
-    Python round trip, which dominates the update of small models.
+    A mask update assigns a few variables per layer. Run eagerly, each op costs a Python
+    round trip, which dominates the update of small models.
     """
     if keras.backend.backend() != "tensorflow":
         return fn
@@ -83,29 +83,28 @@ class PruningController:
         if not due and global_sparsity is None:
             return False
         targets = tuple(w for w, _ in due) + (self.global_scoped if global_sparsity is not None else ())
-        read, apply = self._graph_calls(targets)
-        values = [[ops.convert_to_numpy(v) for v in layer_values] for layer_values in read()]
+        # Pruned entries are already zero in the weights (see wrapper.KeepPruned): scores need no mask.
+        values = [[v.numpy() for v in w.pruned_weights] for w in targets]
         new_masks = [w.compute_masks(sparsity, v) for (w, sparsity), v in zip(due, values)]
         if global_sparsity is not None:
             global_values = values[len(due):]
             scores = [np.abs(v) for layer_values in global_values for v in layer_values]
             flat = iter(masks_lib.threshold_masks(scores, global_sparsity, self.global_scoped[0].granularity))
             new_masks += [[next(flat) for _ in layer_values] for layer_values in global_values]
-        apply(new_masks, np.asarray(step, dtype=np.int64))
+        # Tensors, not NumPy arrays: a compiled call converts NumPy arguments far more slowly.
+        new_masks = [[ops.convert_to_tensor(m) for m in masks] for masks in new_masks]
+        self._apply_call(targets)(new_masks, ops.convert_to_tensor(step, dtype="int64"))
         return True
 
-    def _graph_calls(self, targets):
-        """(read, apply) for a set of wrappers updated together, compiled once per set."""
+    def _apply_call(self, targets):
+        """One compiled call that applies new masks to a set of wrappers updated together."""
         if targets not in self._compiled:
-
-            def read():
-                return [w.masked_values() for w in targets]
 
             def apply(new_masks, step):
                 for w, masks in zip(targets, new_masks):
                     w.apply_masks(masks, step)
 
-            self._compiled[targets] = (_one_graph_call(read), _one_graph_call(apply))
+            self._compiled[targets] = _one_graph_call(apply)
         return self._compiled[targets]
 
     def unfinished_schedules(self, last_step):

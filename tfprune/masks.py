@@ -107,11 +107,11 @@ def keep_largest(scores, sparsity):
     live = np.compress(scores != 0, scores)
     more = num_pruned - (scores.size - live.size)
     threshold = np.partition(live, more - 1)[more - 1] if more > 0 else scores.dtype.type(0)
-    mask = (scores > threshold).astype(np.float32)
-    ties = np.flatnonzero(scores == threshold)
-    ties_to_prune = num_pruned - int(np.count_nonzero(scores < threshold))
-    mask[ties[ties_to_prune:]] = 1.0
-    return mask
+    keep = scores > threshold
+    surplus = num_pruned - (scores.size - int(np.count_nonzero(keep)))  # < 0: too many ties pruned
+    if surplus < 0:
+        keep[np.flatnonzero(scores == threshold)[surplus:]] = True
+    return keep.astype(np.float32)
 
 
 def threshold_masks(score_list, sparsity, granularity):
@@ -121,7 +121,8 @@ def threshold_masks(score_list, sparsity, granularity):
     Returns float32 masks with the shapes of `score_list`.
     """
     pooled = [pool_blocks(s, granularity) for s in score_list]
-    flat_mask = keep_largest(np.concatenate([p.reshape(-1) for p in pooled]), sparsity)
+    flat = pooled[0].reshape(-1) if len(pooled) == 1 else np.concatenate([p.reshape(-1) for p in pooled])
+    flat_mask = keep_largest(flat, sparsity)
     masks = []
     offset = 0
     for scores, p in zip(score_list, pooled):

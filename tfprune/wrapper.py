@@ -1,10 +1,17 @@
 """`PruneLowMagnitude`: the Keras layer wrapper that owns masks and applies them.
 
-The wrapper never assigns to variables inside `call()`. It runs the wrapped
-layer inside a `keras.StatelessScope` that maps every prunable weight `w` to
-`w * mask`, so the forward pass sees pruned weights and pruned entries get a
-zero gradient. Masks are recomputed outside the train step, by the model-level
-controller (see `controller.py`) that `UpdatePruningStep` drives.
+Pruned entries are kept at zero in the weights themselves, so `call()` runs the
+wrapped layer unchanged and training costs almost nothing extra per step:
+
+- a mask update (outside the train step, by the model-level controller in
+  `controller.py` that `UpdatePruningStep` drives) stores the new masks and zeroes
+  the newly pruned weights;
+- between updates, each pruned weight carries a variable constraint `w -> w * mask`,
+  which Keras optimizers apply right after every step (after any constraint the
+  layer already had), so pruned weights never come back.
+
+Train pruned models with a Keras optimizer (`fit`, or `optimizer.apply` in a custom
+loop): updates written to the variables by other means bypass the constraint.
 """
 
 import keras
@@ -16,6 +23,19 @@ from tfprune import registry
 from tfprune import schedules
 
 SCOPES = ("layer", "global")
+
+
+class KeepPruned:
+    """Variable constraint `w -> inner(w) * mask`: keeps pruned entries at zero after optimizer steps."""
+
+    def __init__(self, mask, inner=None):
+        self.mask = mask
+        self.inner = inner
+
+    def __call__(self, value):
+        if self.inner is not None:
+            value = self.inner(value)
+        return ops.multiply(value, ops.cast(self.mask.value, value.dtype))
 
 
 @keras.saving.register_keras_serializable(package="tfprune")
@@ -88,6 +108,8 @@ class PruneLowMagnitude(keras.layers.Wrapper):
             for w in self.pruned_weights
         ]
         self.pruning_step = self.add_weight(name="pruning_step", shape=(), dtype="int64", initializer="zeros", trainable=False)
+        for w, mask in zip(self.pruned_weights, self.masks):
+            w.constraint = KeepPruned(mask, w.constraint)
 
     def get_build_config(self):
         # The wrapped layer's own shapes, so that layers with several inputs (attention) rebuild on load.
@@ -105,20 +127,7 @@ class PruneLowMagnitude(keras.layers.Wrapper):
                 "update. Add it: model.fit(..., callbacks=[tfprune.UpdatePruningStep()]). In a custom training "
                 "loop, call the callback's on_train_begin() / on_train_batch_begin() yourself (see README)."
             )
-        mapping = [(w, w * m) for w, m in zip(self.pruned_weights, self.masks)]
-        with keras.StatelessScope(state_mapping=mapping, collect_losses=True) as scope:
-            outputs = self.layer(inputs, *args, **kwargs)
-        self._apply_inner_updates(scope)
-        return outputs
-
-    def _apply_inner_updates(self, scope):
-        # Keep the wrapped layer's own state changes (e.g. dropout seeds) and losses that the scope captured.
-        for variable in self.layer.non_trainable_variables:
-            value = scope.get_current_value(variable)
-            if value is not None:
-                variable.assign(value)
-        if scope.losses:
-            self.add_loss(scope.losses)
+        return self.layer(inputs, *args, **kwargs)
 
     def compute_mask(self, *args, **kwargs):
         return self.layer.compute_mask(*args, **kwargs)
@@ -146,13 +155,9 @@ class PruneLowMagnitude(keras.layers.Wrapper):
             w.assign(ops.multiply(w.value, ops.cast(new, w.dtype)))
         self.pruning_step.assign(step)
 
-    def masked_values(self):
-        """The pruned weights as inference uses them (weight * mask), as backend tensors."""
-        return [ops.multiply(w.value, m.value) for w, m in zip(self.pruned_weights, self.masks)]
-
     def masked_weights(self):
         """(variable, numpy weight * mask) pairs: what inference actually uses."""
-        return [(w, ops.convert_to_numpy(value)) for w, value in zip(self.pruned_weights, self.masked_values())]
+        return [(w, w.numpy() * m.numpy()) for w, m in zip(self.pruned_weights, self.masks)]
 
     def get_config(self):
         config = super().get_config()
