@@ -208,6 +208,9 @@ MIRRORED_SCRIPT = textwrap.dedent(
             assert len(replicas) == 2, replicas
             assert all(np.array_equal(replicas[0], r) for r in replicas), "replicas disagree"
             assert abs((replicas[0] == 0).mean() - 0.7) < 1e-3, (replicas[0] == 0).mean()
+        for weight, mask in zip(wrapper.pruned_weights, wrapper.masks):
+            for value in strategy.experimental_local_results(weight.value):  # zeros kept on each replica
+                assert np.all(value.numpy()[mask.numpy() == 0] == 0), "pruned weights moved"
     print("MIRRORED_OK", strategy.num_replicas_in_sync)
     """
 )

@@ -1,4 +1,4 @@
-"""Deployment: TFLite export with verification, LiteRT and Android benchmarking."""
+"""Deployment: TFLite export with verification, LiteRT and Android benchmarking, the aarch64 parity check."""
 
 from tfprune.deploy.export import ExportReport, export_tflite
 from tfprune.deploy.litert import LiteRTModel
