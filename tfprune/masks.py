@@ -1,4 +1,4 @@
-"""Mask computation: importance scores + target sparsity + granularity -> 0/1 masks.
+"""Mask computation: importance scores + target sparsity + granularity -> boolean keep-masks.
 
 Pure NumPy on host arrays, with no Keras layers or variables, so it serves every
 Keras backend alike. Masks are computed outside the train step, every `frequency`
@@ -94,14 +94,14 @@ def expand_blocks(block_mask, granularity, shape):
 
 
 def keep_largest(scores, sparsity):
-    """1-D float32 0/1 mask pruning exactly round(sparsity * n) of the smallest scores.
+    """1-D boolean keep-mask pruning exactly round(sparsity * n) of the smallest scores.
 
     O(n): a partition finds the threshold; ties at the threshold (such as the zeros of
     already-pruned weights) are pruned in index order until the count is exact.
     """
     num_pruned = int(round(sparsity * scores.size))
     if num_pruned == 0:
-        return np.ones(scores.size, dtype=np.float32)
+        return np.ones(scores.size, dtype=bool)
     # Already-pruned weights score 0: rank only the live ones. np.compress, unlike boolean
     # indexing, is not slowed by a random zero pattern (0.3 ms instead of 2 ms for 784x300).
     live = np.compress(scores != 0, scores)
@@ -111,14 +111,14 @@ def keep_largest(scores, sparsity):
     surplus = num_pruned - (scores.size - int(np.count_nonzero(keep)))  # < 0: too many ties pruned
     if surplus < 0:
         keep[np.flatnonzero(scores == threshold)[surplus:]] = True
-    return keep.astype(np.float32)
+    return keep
 
 
 def threshold_masks(score_list, sparsity, granularity):
     """Masks for several weights ranked together (one threshold across all of them).
 
     Layer-scope pruning passes one weight's scores; global scope passes all of them.
-    Returns float32 masks with the shapes of `score_list`.
+    Returns boolean keep-masks with the shapes of `score_list`.
     """
     pooled = [pool_blocks(s, granularity) for s in score_list]
     flat = pooled[0].reshape(-1) if len(pooled) == 1 else np.concatenate([p.reshape(-1) for p in pooled])
@@ -139,5 +139,5 @@ def m_by_n_mask(scores, m, n):
     p, c, r = s.shape
     groups = s.reshape(p, c, r // n, n)
     rank = np.argsort(np.argsort(-groups, axis=-1, kind="stable"), axis=-1)
-    keep = (rank < m).astype(np.float32)
+    keep = rank < m
     return np.swapaxes(keep.reshape(p, c, r), 1, 2).reshape(scores.shape)

@@ -150,9 +150,9 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         Only keras.ops and variable assigns, so the controller can compile it into one graph call.
         """
         for w, m, new in zip(self.pruned_weights, self.masks, new_masks):
-            new = ops.cast(new, m.dtype)
+            new = ops.cast(new, m.dtype)  # masks have their weight's dtype
             m.assign(new)
-            w.assign(ops.multiply(w.value, ops.cast(new, w.dtype)))
+            w.assign(ops.multiply(w.value, new))
         self.pruning_step.assign(step)
 
     def masked_weights(self):
