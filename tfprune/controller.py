@@ -23,14 +23,29 @@ def pruning_wrappers(model):
 def _one_graph_call(fn):
     """`fn` traced into a single TensorFlow graph on the TensorFlow backend; unchanged on others.
 
-    A mask update assigns a few variables per layer. Run eagerly, each op costs a Python
-    round trip, which dominates the update of small models.
+    A mask update reads and assigns a few variables per layer. Run eagerly, or with arguments
+    to convert, each costs a Python round trip, which dominates the update of small models.
     """
     if keras.backend.backend() != "tensorflow":
         return fn
     import tensorflow as tf
 
     return tf.function(fn, autograph=False)
+
+
+def _host_call(fn, tensors, outputs):
+    """Calls the NumPy function `fn(*tensors)` from inside a `_one_graph_call` (directly off TensorFlow).
+
+    `outputs` lists the (shape, dtype) of the arrays `fn` returns.
+    """
+    if keras.backend.backend() != "tensorflow":
+        return fn(*(ops.convert_to_numpy(t) for t in tensors))
+    import tensorflow as tf
+
+    results = tf.numpy_function(fn, list(tensors), [dtype for _, dtype in outputs], stateful=True)
+    for result, (shape, _) in zip(results, outputs):
+        result.set_shape(shape)
+    return results
 
 
 class PruningController:
@@ -54,6 +69,7 @@ class PruningController:
         self.layer_scoped = [w for w in self.wrappers if w.scope == "layer"]
         self.global_scoped = tuple(w for w in self.wrappers if w.scope == "global")
         self._compiled = {}
+        self._pending = None  # (step, layer sparsities, global sparsity) of the update being run
 
     @property
     def step(self):
@@ -83,29 +99,44 @@ class PruningController:
         if not due and global_sparsity is None:
             return False
         targets = tuple(w for w, _ in due) + (self.global_scoped if global_sparsity is not None else ())
-        # Pruned entries are already zero in the weights (see wrapper.KeepPruned): scores need no mask.
-        values = [[v.numpy() for v in w.pruned_weights] for w in targets]
-        new_masks = [w.compute_masks(sparsity, v) for (w, sparsity), v in zip(due, values)]
-        if global_sparsity is not None:
-            global_values = values[len(due):]
-            scores = [np.abs(v) for layer_values in global_values for v in layer_values]
-            flat = iter(masks_lib.threshold_masks(scores, global_sparsity, self.global_scoped[0].granularity))
-            new_masks += [[next(flat) for _ in layer_values] for layer_values in global_values]
-        # Tensors, not NumPy arrays: a compiled call converts NumPy arguments far more slowly.
-        new_masks = [[ops.convert_to_tensor(m) for m in masks] for masks in new_masks]
-        self._apply_call(targets)(new_masks, ops.convert_to_tensor(step, dtype="int64"))
+        self._pending = (step, [sparsity for _, sparsity in due], global_sparsity)
+        self._update_call(targets)()
         return True
 
-    def _apply_call(self, targets):
-        """One compiled call that applies new masks to a set of wrappers updated together."""
+    def _update_call(self, targets):
+        """One compiled call, without arguments, that updates the masks of a set of wrappers.
+
+        It reads the weights, computes masks on the host (`_new_masks`, which takes the step
+        and sparsities from `self._pending`) and applies them. Compiled once per set.
+        """
         if targets not in self._compiled:
+            weights = [v for w in targets for v in w.pruned_weights]
+            outputs = [(v.shape, "bool") for v in weights] + [((), "int64")]
 
-            def apply(new_masks, step):
-                for w, masks in zip(targets, new_masks):
-                    w.apply_masks(masks, step)
+            def update():
+                *masks, step = _host_call(lambda *values: self._new_masks(targets, values), [v.value for v in weights],
+                                          outputs)
+                masks = iter(masks)
+                for w in targets:
+                    w.apply_masks([next(masks) for _ in w.pruned_weights], step)
 
-            self._compiled[targets] = _one_graph_call(apply)
+            self._compiled[targets] = _one_graph_call(update)
         return self._compiled[targets]
+
+    def _new_masks(self, targets, values):
+        """NumPy side of an update: boolean masks for every pruned weight of `targets`, then the step.
+
+        Pruned entries are already zero in the weights (see `wrapper.KeepPruned`), so the
+        scores need no mask and pruned weights stay pruned.
+        """
+        step, layer_sparsities, global_sparsity = self._pending
+        values = iter(values)
+        per_wrapper = [[next(values) for _ in w.pruned_weights] for w in targets]
+        masks = [m for w, sparsity, v in zip(targets, layer_sparsities, per_wrapper) for m in w.compute_masks(sparsity, v)]
+        if global_sparsity is not None:
+            scores = [np.abs(v) for layer_values in per_wrapper[len(layer_sparsities):] for v in layer_values]
+            masks += masks_lib.threshold_masks(scores, global_sparsity, self.global_scoped[0].granularity)
+        return [*masks, np.asarray(step, dtype=np.int64)]
 
     def unfinished_schedules(self, last_step):
         """Wrappers whose schedule still has updates after `last_step` (the "not sparse yet" trap)."""
