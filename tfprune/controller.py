@@ -5,11 +5,10 @@ mask update live here rather than in each wrapper. `UpdatePruningStep` drives a
 controller; custom training loops can drive one directly.
 """
 
-import keras
 import numpy as np
-from keras import ops
 
 from tfprune import masks as masks_lib
+from tfprune.backend_calls import host_call, one_graph_call
 from tfprune.wrapper import PruneLowMagnitude
 
 
@@ -18,34 +17,6 @@ def pruning_wrappers(model):
     if isinstance(model, PruneLowMagnitude):
         return [model]
     return [layer for layer in model._flatten_layers(include_self=False) if isinstance(layer, PruneLowMagnitude)]
-
-
-def _one_graph_call(fn):
-    """`fn` traced into a single TensorFlow graph on the TensorFlow backend; unchanged on others.
-
-    A mask update reads and assigns a few variables per layer. Run eagerly, or with arguments
-    to convert, each costs a Python round trip, which dominates the update of small models.
-    """
-    if keras.backend.backend() != "tensorflow":
-        return fn
-    import tensorflow as tf
-
-    return tf.function(fn, autograph=False)
-
-
-def _host_call(fn, tensors, outputs):
-    """Calls the NumPy function `fn(*tensors)` from inside a `_one_graph_call` (directly off TensorFlow).
-
-    `outputs` lists the (shape, dtype) of the arrays `fn` returns.
-    """
-    if keras.backend.backend() != "tensorflow":
-        return fn(*(ops.convert_to_numpy(t) for t in tensors))
-    import tensorflow as tf
-
-    results = tf.numpy_function(fn, list(tensors), [dtype for _, dtype in outputs], stateful=True)
-    for result, (shape, _) in zip(results, outputs):
-        result.set_shape(shape)
-    return results
 
 
 class PruningController:
@@ -114,13 +85,13 @@ class PruningController:
             outputs = [(v.shape, "bool") for v in weights] + [((), "int64")]
 
             def update():
-                *masks, step = _host_call(lambda *values: self._new_masks(targets, values), [v.value for v in weights],
+                *masks, step = host_call(lambda *values: self._new_masks(targets, values), [v.value for v in weights],
                                           outputs)
                 masks = iter(masks)
                 for w in targets:
                     w.apply_masks([next(masks) for _ in w.pruned_weights], step)
 
-            self._compiled[targets] = _one_graph_call(update)
+            self._compiled[targets] = one_graph_call(update)
         return self._compiled[targets]
 
     def _new_masks(self, targets, values):
