@@ -76,6 +76,15 @@ def test_pruned_weights_stay_zero_between_updates_and_keep_their_own_constraint(
     assert np.linalg.norm(first_kernel, axis=0).max() <= 0.3 + 1e-5  # MaxNorm still applies
 
 
+def test_pruned_weights_stay_zero_when_the_optimizer_swaps_in_averaged_weights(digits):
+    (x, y), _ = digits
+    pruned = tfprune.prune_low_magnitude(mlp(), tfprune.PolynomialDecay(0.0, 0.8, 0, 60, frequency=10))
+    pruned.compile(keras.optimizers.Adam(1e-3, use_ema=True), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    pruned.fit(x, y, epochs=2, batch_size=BATCH, verbose=0, callbacks=[tfprune.UpdatePruningStep()])
+    for wrapper in tfprune.PruningController(pruned).wrappers:
+        assert np.all(wrapper.pruned_weights[0].numpy()[wrapper.masks[0].numpy() == 0] == 0)
+
+
 def test_fit_without_update_callback_raises_with_the_fix(digits):
     (x, y), _ = digits
     pruned = compile_classifier(tfprune.prune_low_magnitude(mlp()))

@@ -63,6 +63,7 @@ class UpdatePruningStep(keras.callbacks.Callback):
 
     def on_train_end(self, logs=None):
         self.controller.save_step(self.step)
+        self.controller.reapply_masks()  # `fit` has just swapped in EMA weights, if the optimizer keeps them
         self.controller.set_step_driven(False)
         if not self._warned:
             self._warn_if_unfinished(self.step - 1)

@@ -109,6 +109,11 @@ class PruningController:
             masks += masks_lib.threshold_masks(scores, global_sparsity, self.global_scoped[0].granularity)
         return [*masks, np.asarray(step, dtype=np.int64)]
 
+    def reapply_masks(self):
+        """Zeroes the pruned weights again, e.g. after the optimizer swapped in averaged (EMA) weights."""
+        for w in self.wrappers:
+            w.apply_masks([m.value for m in w.masks], w.pruning_step.value)
+
     def unfinished_schedules(self, last_step):
         """Wrappers whose schedule still has updates after `last_step` (the "not sparse yet" trap)."""
         return [w for w in self.wrappers if w.pruning_schedule.end_step > last_step]
