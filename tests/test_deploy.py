@@ -7,7 +7,6 @@ import stat
 import sys
 from pathlib import Path
 
-import keras
 import numpy as np
 import pytest
 
