@@ -29,9 +29,10 @@ from pathlib import Path
 
 import numpy as np
 
+from tfprune.deploy import litert_runner
 from tfprune.deploy.litert import LiteRTModel
 
-RUNNER = Path(__file__).with_name("litert_runner.py")
+RUNNER = Path(litert_runner.__file__)
 SYSROOT_PYTHON = "usr/bin/python3.11"  # Debian 12's Python, matching the cp311 wheels below
 DEBIAN_PACKAGES = (
     "libc6", "libgcc-s1", "libstdc++6", "zlib1g", "libexpat1", "libffi8", "libssl3",
@@ -104,7 +105,7 @@ def compare_with_host(model_path, x, runtime, use_xnnpack=True):
     """
     host = LiteRTModel.load(model_path, use_xnnpack=use_xnnpack)
     raw_inputs = np.concatenate([host.prepare(sample) for sample in np.asarray(x)])
-    host_raw = np.concatenate([host.invoke(sample[None]) for sample in raw_inputs])
+    host_raw = litert_runner.run(os.fspath(model_path), raw_inputs, use_xnnpack)  # the far end's code, run here
     other_raw, machine = runtime.run(model_path, raw_inputs, use_xnnpack=use_xnnpack)
     if other_raw.shape != host_raw.shape:
         raise RuntimeError(f"{runtime.name} returned outputs of shape {other_raw.shape}, the host {host_raw.shape}.")

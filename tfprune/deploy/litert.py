@@ -9,9 +9,10 @@ Example:
 from pathlib import Path
 
 import numpy as np
-from ai_edge_litert.interpreter import Interpreter, OpResolverType
+from ai_edge_litert.interpreter import Interpreter
 
 from tfprune.deploy.flatbuffer import is_tflite
+from tfprune.deploy.litert_runner import op_resolver
 
 
 class LiteRTModel:
@@ -20,10 +21,9 @@ class LiteRTModel:
     def __init__(self, content, num_threads=1, use_xnnpack=True, name="model"):
         if not is_tflite(content):
             raise ValueError(f"'{name}' is not a TFLite model (no 'TFL3' identifier): corrupt, truncated or wrong file.")
-        resolver = OpResolverType.AUTO if use_xnnpack else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
         try:
             self.interpreter = Interpreter(
-                model_content=content, num_threads=num_threads, experimental_op_resolver_type=resolver
+                model_content=content, num_threads=num_threads, experimental_op_resolver_type=op_resolver(use_xnnpack)
             )
             self.interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as error:

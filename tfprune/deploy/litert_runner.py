@@ -16,9 +16,13 @@ import numpy as np
 from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
 
+def op_resolver(use_xnnpack):
+    """The interpreter's op resolver: the default (XNNPack delegate) or the built-in kernels alone."""
+    return OpResolverType.AUTO if use_xnnpack else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+
+
 def run(model_path, inputs, use_xnnpack=True):
-    resolver = OpResolverType.AUTO if use_xnnpack else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
-    interpreter = Interpreter(model_path=model_path, num_threads=1, experimental_op_resolver_type=resolver)
+    interpreter = Interpreter(model_path=model_path, num_threads=1, experimental_op_resolver_type=op_resolver(use_xnnpack))
     interpreter.allocate_tensors()
     input_index = interpreter.get_input_details()[0]["index"]
     output_index = interpreter.get_output_details()[0]["index"]
