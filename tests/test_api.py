@@ -77,10 +77,10 @@ def test_list_of_layers_gives_wrappers():
     assert all(isinstance(w, tfprune.PruneLowMagnitude) for w in wrapped)
 
 
-def test_pruning_an_already_pruned_model_is_an_error():
-    pruned = tfprune.prune_low_magnitude(mlp())
-    with pytest.raises(ValueError, match="already pruned"):
-        tfprune.prune_low_magnitude(pruned)
+def test_pruning_a_pruned_model_keeps_its_wrappers_and_a_pruned_layer_is_an_error():
+    pruned = tfprune.prune_low_magnitude(mlp(), tfprune.ConstantSparsity(0.3, 0))
+    again = tfprune.prune_low_magnitude(pruned, tfprune.ConstantSparsity(0.9, 0))
+    assert [w.pruning_schedule.target_sparsity for w in again.layers] == [0.3, 0.3, 0.3]
     with pytest.raises(ValueError, match="already pruned"):
         tfprune.prune_low_magnitude(pruned.layers[0])
 
@@ -96,29 +96,77 @@ def test_bad_arguments_are_rejected_before_any_work():
         tfprune.prune_low_magnitude(mlp(), scope="model")
     with pytest.raises(ValueError, match="N:M"):
         tfprune.prune_low_magnitude(mlp(), sparsity_m_by_n=(2, 4), scope="global")
-    with pytest.raises(ValueError, match="must not exceed"):
-        tfprune.prune_low_magnitude(mlp(), sparsity_m_by_n=(5, 4))
+    for m_by_n in [(5, 4), (4, 4)]:
+        with pytest.raises(ValueError, match="must be smaller than n"):
+            tfprune.prune_low_magnitude(mlp(), sparsity_m_by_n=m_by_n)
 
 
-def test_kernel_whose_input_axis_is_not_a_multiple_of_n_is_rejected():
-    model = keras.Sequential([keras.Input((6,)), L.Dense(4, name="odd")])
-    with pytest.raises(ValueError, match="'odd/kernel'.*multiple of n=4"):
-        tfprune.prune_low_magnitude(model, sparsity_m_by_n=(2, 4))
+def _update_once(pruned):
+    controller = tfprune.PruningController(pruned)
+    controller.update(controller.wrappers[0].pruning_schedule.begin_step or 1)
 
 
-def test_block_size_that_does_not_fit_is_rejected():
-    model = keras.Sequential([keras.Input((8,)), L.Dense(5, name="five")])
-    with pytest.raises(ValueError, match="'five/kernel'"):
-        tfprune.prune_low_magnitude(model, block_size=(1, 2))
-
-
-def test_m_by_n_pruning_of_a_model():
+def test_m_by_n_zeroes_m_of_every_n_as_in_tfmot():
     model = keras.Sequential([keras.Input((8,)), L.Dense(8), L.Dense(4)])
-    pruned = tfprune.prune_low_magnitude(model, sparsity_m_by_n=(2, 4))
-    tfprune.PruningController(pruned).update(0)
-    for layer in pruned.layers:
-        kernel = layer.layer.kernel.numpy()
-        assert np.all((kernel.reshape(-1, 4, kernel.shape[1]) != 0).sum(axis=1) == 2)
+    for (m, n), zeros in [((2, 4), 2), ((1, 4), 1), ((3, 4), 3)]:
+        pruned = tfprune.prune_low_magnitude(model, tfprune.ConstantSparsity(m / n, 0, frequency=1),
+                                             sparsity_m_by_n=(m, n))
+        _update_once(pruned)
+        for layer in pruned.layers:
+            kernel = layer.layer.kernel.numpy()
+            assert np.all((kernel.reshape(-1, n, kernel.shape[1]) == 0).sum(axis=1) == zeros)
+
+
+def test_m_by_n_pads_an_input_axis_that_is_not_a_multiple_of_n_as_tfmot_does():
+    model = keras.Sequential([keras.Input((6,)), L.Dense(4, name="odd")])
+    pruned = tfprune.prune_low_magnitude(model, tfprune.ConstantSparsity(0.5, 0, frequency=1), sparsity_m_by_n=(2, 4))
+    _update_once(pruned)
+    zeros = pruned.layers[0].layer.kernel.numpy() == 0
+    assert np.all(zeros[:4].sum(axis=0) == 2) and not zeros[4:].any()  # the short group of 2 keeps both
+
+
+def test_m_by_n_warns_when_the_schedule_asks_for_another_sparsity():
+    with pytest.warns(UserWarning, match=r"zeroes 1 of every 4 weights \(25%\).*not used"):
+        tfprune.prune_low_magnitude(mlp(), tfprune.ConstantSparsity(0.5, 0), sparsity_m_by_n=(1, 4))
+
+
+@pytest.mark.parametrize("layer, input_axis", [(L.Conv2DTranspose(6, 3, name="t"), 3), (L.Conv2D(6, 3, name="t"), 2)])
+def test_m_by_n_and_blocks_run_along_the_true_input_axis(layer, input_axis):
+    model = keras.Sequential([keras.Input((5, 5, 8)), layer])
+    pruned = tfprune.prune_low_magnitude(model, tfprune.ConstantSparsity(0.5, 0, frequency=1), sparsity_m_by_n=(2, 4))
+    _update_once(pruned)
+    kernel = np.moveaxis(pruned.layers[0].layer.kernel.numpy(), input_axis, -1)  # (..., in=8)
+    assert np.all((kernel.reshape(*kernel.shape[:-1], 2, 4) == 0).sum(axis=-1) == 2)
+    blocked = tfprune.prune_low_magnitude(model, tfprune.ConstantSparsity(0.5, 0, frequency=1), block_size=(4, 1))
+    _update_once(blocked)
+    kernel = np.moveaxis(blocked.layers[0].layer.kernel.numpy(), input_axis, -1)
+    groups = kernel.reshape(*kernel.shape[:-1], 2, 4) == 0
+    assert np.all(groups.all(axis=-1) == groups.any(axis=-1))  # each block of 4 inputs is all zero or all kept
+
+
+def test_partial_edge_blocks_are_pruned_whole():
+    model = keras.Sequential([keras.Input((8,)), L.Dense(5, name="five")])
+    pruned = tfprune.prune_low_magnitude(model, tfprune.ConstantSparsity(0.5, 0, frequency=1), block_size=(1, 2))
+    _update_once(pruned)
+    zeros = pruned.layers[0].layer.kernel.numpy() == 0
+    assert np.all(zeros[:, 0] == zeros[:, 1]) and np.all(zeros[:, 2] == zeros[:, 3])
+    assert round(zeros[:, :4].sum() / 2 + zeros[:, 4].sum()) == round(0.5 * 8 * 3)  # 12 of 24 blocks
+
+
+def test_block_sparsity_on_a_one_dimensional_weight_is_rejected():
+    class Scale(L.Layer, tfprune.PrunableLayer):
+        def build(self, input_shape):
+            self.scale = self.add_weight(shape=(input_shape[-1],), name="scale")
+
+        def call(self, x):
+            return x * self.scale
+
+        def get_prunable_weights(self):
+            return [self.scale]
+
+    model = keras.Sequential([keras.Input((8,)), Scale(name="sc")])
+    with pytest.raises(ValueError, match="'sc/scale'.*1-D"):
+        tfprune.prune_low_magnitude(model, block_size=(1, 2))
 
 
 def test_strip_pruning_rejects_non_models():

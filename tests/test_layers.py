@@ -60,7 +60,7 @@ def test_layer_is_pruned_to_exact_sparsity_and_strips_to_same_outputs(name):
     x = _inputs(model)
     y = np.arange(len(x)) % 3
     pruned = tfprune.prune_low_magnitude(model, tfprune.ConstantSparsity(0.5, 0, frequency=1))
-    wrapped = [layer for layer in pruned._flatten_layers() if isinstance(layer, tfprune.PruneLowMagnitude)]
+    wrapped = [layer for layer in pruned._flatten_layers() if isinstance(layer, tfprune.PruneLowMagnitude) and layer.masks]
     assert len(wrapped) == 2  # the layer under test and the head
     assert len(wrapped[0].masks) == EXPECTED_WEIGHTS.get(name, 1)
     pruned.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
@@ -119,17 +119,19 @@ class Unknown(L.Layer):
         return x * self.v
 
 
-def test_unknown_weighted_layer_stays_dense_with_a_warning_naming_it():
+def test_unknown_weighted_layer_is_an_error_naming_it_and_the_fix():
+    model = keras.Sequential([keras.Input((4,)), Unknown(name="mystery"), L.Dense(2)])
+    with pytest.raises(ValueError, match="'mystery'.*PrunableLayer.*strict=False"):
+        tfprune.prune_low_magnitude(model)
+
+
+def test_non_strict_mode_leaves_unknown_layer_dense_with_a_warning():
     model = keras.Sequential([keras.Input((4,)), Unknown(name="mystery"), L.BatchNormalization(), L.Dense(2)])
     with pytest.warns(UserWarning, match="'mystery'.*stays dense"):
-        pruned = tfprune.prune_low_magnitude(model)
-    assert [type(layer).__name__ for layer in pruned.layers] == ["Unknown", "BatchNormalization", "PruneLowMagnitude"]
-
-
-def test_strict_mode_turns_unknown_layer_into_an_error():
-    model = keras.Sequential([keras.Input((4,)), Unknown(name="mystery"), L.Dense(2)])
-    with pytest.raises(ValueError, match="'mystery'"):
-        tfprune.prune_low_magnitude(model, strict=True)
+        pruned = tfprune.prune_low_magnitude(model, strict=False)
+    # As in tfmot, layers with nothing to prune are wrapped too (without masks); unknown ones are not.
+    assert [type(layer).__name__ for layer in pruned.layers] == ["Unknown", "PruneLowMagnitude", "PruneLowMagnitude"]
+    assert [len(layer.masks) for layer in pruned.layers[1:]] == [0, 1]
 
 
 def test_pruning_policy_can_exclude_layers():
@@ -140,8 +142,16 @@ def test_pruning_policy_can_exclude_layers():
     model = keras.Sequential([keras.Input((4,)), L.Dense(4, name="first"), L.Dense(2, name="second")])
     pruned = tfprune.prune_low_magnitude(model, pruning_policy=SkipFirst())
     assert [type(layer).__name__ for layer in pruned.layers] == ["Dense", "PruneLowMagnitude"]
+    assert pruned.layers[0].get_weights()[0] is not model.layers[0].get_weights()[0]  # copied, not shared
 
 
 def test_single_unprunable_layer_is_rejected():
-    with pytest.raises(ValueError, match="'drop'.*not prunable"):
-        tfprune.prune_low_magnitude(L.Dropout(0.5, name="drop"))
+    with pytest.raises(ValueError, match="'lstm2d'.*not prunable"):
+        tfprune.prune_low_magnitude(L.ConvLSTM2D(2, 3, name="lstm2d"))
+
+
+def test_single_weightless_layer_is_wrapped_without_masks_as_in_tfmot():
+    wrapper = tfprune.prune_low_magnitude(L.Dropout(0.5, name="drop"))
+    model = keras.Sequential([keras.Input((4,)), wrapper])
+    assert wrapper.built and wrapper.masks == [] and wrapper.pruned_weights == []
+    np.testing.assert_array_equal(model.predict(np.ones((2, 4)), verbose=0), np.ones((2, 4)))

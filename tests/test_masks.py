@@ -3,6 +3,7 @@ import pytest
 from keras import ops
 
 from tfprune import masks
+from tfprune.axes import WeightAxes
 
 
 def _np(x):
@@ -64,25 +65,43 @@ def test_m_by_n_keeps_m_largest_in_every_group_along_input_axis():
     assert np.all(np.where(groups == 1, a, np.inf).min(axis=1) >= np.where(groups == 0, a, -np.inf).max(axis=1))
 
 
-def test_m_by_n_on_conv_kernel():
+def test_m_by_n_on_conv_kernel_zeroes_m_of_every_n():
     w = np.random.default_rng(4).normal(size=(3, 3, 8, 6)).astype("float32")
     mask = _np(masks.m_by_n_mask(np.abs(w), 1, 4))
-    assert np.all(mask.reshape(3, 3, 2, 4, 6).sum(axis=3) == 1)
+    assert np.all(mask.reshape(3, 3, 2, 4, 6).sum(axis=3) == 3)
+
+
+def test_every_weight_keeps_at_least_one_unit_as_in_tfmot():
+    w = np.arange(1, 41, dtype="float32").reshape(8, 5)
+    assert int(masks.threshold_masks([w], 0.99, masks.Granularity())[0].sum()) == 1
+    blocks = masks.threshold_masks([w], 0.99, masks.Granularity((2, 5)))[0]
+    assert int(blocks.sum()) == 10 and blocks[-2:].all()  # one whole block, the largest
+    tiny, big = masks.threshold_masks([np.full((2, 2), 1e-3), w], 0.9, masks.Granularity())
+    assert int(tiny.sum()) == 1  # global ranking would prune all of it
+
+
+def test_global_ranking_caps_each_weight_and_redistributes_the_rest():
+    small = np.full((10, 10), 0.1, dtype="float32")
+    large = np.arange(1, 101, dtype="float32").reshape(10, 10)
+    m_small, m_large = masks.threshold_masks([small, large], 0.6, masks.Granularity(), max_sparsity=0.8)
+    assert int((m_small == 0).sum()) == 80  # capped
+    assert int((m_large == 0).sum()) == 40  # takes the rest of the 120: still exact in total
 
 
 def test_global_threshold_spans_weights_and_gives_exact_total():
     small = np.full((10, 10), 0.1, dtype="float32")
     large = np.arange(1, 101, dtype="float32").reshape(10, 10)
     m_small, m_large = (_np(m) for m in masks.threshold_masks([small, large], 0.6, masks.Granularity()))
-    assert int((m_small == 0).sum()) == 100  # all small weights go first
-    assert int((m_large == 0).sum()) == 20
-    assert np.all(m_large.reshape(-1)[20:] == 1)
+    assert int((m_small == 0).sum()) == 99  # the small weights go first, but one is kept
+    assert int((m_large == 0).sum()) == 21
+    assert np.all(m_large.reshape(-1)[21:] == 1)
 
 
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        ({"m_by_n": (4, 2)}, "must not exceed"),
+        ({"m_by_n": (4, 2)}, "must be smaller"),
+        ({"m_by_n": (4, 4)}, "must be smaller"),
         ({"m_by_n": (2,)}, "two positive integers"),
         ({"block_size": (0, 1)}, "block_size"),
         ({"block_size": (2, 2), "m_by_n": (2, 4)}, "cannot be combined"),
@@ -94,8 +113,7 @@ def test_invalid_granularity_is_rejected(kwargs, match):
         masks.Granularity(**kwargs)
 
 
-def test_granularity_that_does_not_fit_names_the_weight_and_axis():
-    with pytest.raises(ValueError, match=r"dense/kernel.*multiple of n=4"):
-        masks.Granularity(m_by_n=(2, 4)).check_fits((10, 8), "dense/kernel")
-    with pytest.raises(ValueError, match=r"does not fit conv/kernel.*axis -1"):
-        masks.Granularity(block_size=(1, 3)).check_fits((3, 3, 4, 8), "conv/kernel")
+def test_structured_granularity_on_a_1d_weight_names_the_weight():
+    with pytest.raises(ValueError, match=r"dense/bias.*1-D"):
+        masks.Granularity(m_by_n=(2, 4)).check_fits(WeightAxes.of_shape((8,)), (8,), "dense/bias")
+    masks.Granularity().check_fits(WeightAxes.of_shape((8,)), (8,), "dense/bias")

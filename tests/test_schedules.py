@@ -1,5 +1,7 @@
 import math
 
+import keras
+import numpy as np
 import pytest
 
 from tfprune import ConstantSparsity, PolynomialDecay
@@ -32,10 +34,37 @@ def test_polynomial_decay_matches_zhu_gupta_at_boundaries_and_midpoint():
     assert s(1000) == (False, pytest.approx(0.9))
 
 
-def test_polynomial_decay_always_updates_at_end_step_off_the_grid():
+def test_updates_happen_only_on_the_frequency_grid_as_in_tfmot():
     s = PolynomialDecay(0.0, 0.8, begin_step=0, end_step=95, frequency=10)
-    assert s(90)[0] and s(95) == (True, pytest.approx(0.8))
-    assert not s(94)[0]
+    assert s(90)[0] and s(95) == (False, pytest.approx(0.8))  # end_step off the grid: no update there
+    assert s.updates_until(95) == list(range(10, 91, 10))  # the first batch is step 1: no update at step 0
+
+
+def test_tfmot_recipe_reaches_final_sparsity_on_the_last_batch():
+    # PolynomialDecay(0, 0.8, 0, 10, frequency=5) over exactly 10 batches ends at 0.8 in tfmot.
+    s = PolynomialDecay(0.0, 0.8, begin_step=0, end_step=10, frequency=5)
+    assert s.updates_until(10) == [5, 10] and s.sparsity_at(10) == pytest.approx(0.8)
+
+
+def test_numpy_and_tensor_steps_are_accepted():
+    s = PolynomialDecay(0.2, 0.8, begin_step=np.int64(100), end_step=np.int32(110), power=3, frequency=2)
+    assert s(np.int64(102)) == (True, pytest.approx(0.4928))
+    assert s(keras.Variable(105, dtype="int64")) == (False, pytest.approx(0.725))
+    assert isinstance(s.end_step, int)
+
+
+def test_decreasing_polynomial_decay_warns():
+    with pytest.warns(UserWarning, match="lowers the sparsity"):
+        PolynomialDecay(0.9, 0.5, begin_step=0, end_step=10)
+
+
+def test_config_is_tfmots_format_and_keras_reads_it_back():
+    s = PolynomialDecay(0.2, 0.6, 10, 20, 5, 10)
+    config = s.get_config()
+    assert config["class_name"] == "PolynomialDecay" and config["config"]["power"] == 5
+    assert keras.saving.deserialize_keras_object(config) == s
+    assert keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(s)) == s
+    assert PolynomialDecay.from_config(config["config"]) == s
 
 
 def test_from_epochs_converts_to_steps():

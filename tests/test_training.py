@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import warnings
 
 import keras
 import numpy as np
@@ -65,7 +66,7 @@ def test_pruned_weights_stay_zero_between_updates_and_keep_their_own_constraint(
     keras.utils.set_random_seed(0)
     model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(32, activation="relu",
                               kernel_constraint=keras.constraints.MaxNorm(0.3)), keras.layers.Dense(10)])
-    schedule = tfprune.ConstantSparsity(0.7, begin_step=0, frequency=10**6)  # one mask update, at step 0
+    schedule = tfprune.ConstantSparsity(0.7, begin_step=1, frequency=10**6)  # one mask update, at the first batch
     pruned = compile_classifier(tfprune.prune_low_magnitude(model, schedule), learning_rate=1e-2)
     pruned.fit(x, y, epochs=2, batch_size=BATCH, verbose=0, callbacks=[tfprune.UpdatePruningStep()])
     for wrapper in tfprune.PruningController(pruned).wrappers:
@@ -99,16 +100,39 @@ def test_fit_ending_before_schedule_end_warns(digits):
     (x, y), _ = digits
     schedule = tfprune.PolynomialDecay(0.0, 0.8, begin_step=0, end_step=10_000, frequency=10)
     pruned = compile_classifier(tfprune.prune_low_magnitude(mlp(), schedule))
-    with pytest.warns(UserWarning, match="will not reach its final sparsity"):
+    with pytest.warns(UserWarning, match=r"runs 4 mask update\(s\), the last at step 40, and reaches sparsity "
+                                         r"0.00956 instead of 0.8. Train until step 10000"):
         pruned.fit(x, y, epochs=1, batch_size=BATCH, verbose=0, callbacks=[tfprune.UpdatePruningStep()])
+
+
+def test_tfmot_end_step_recipe_reaches_final_sparsity_without_a_warning(digits):
+    (x, y), _ = digits
+    x, y = x[: 10 * BATCH], y[: 10 * BATCH]  # exactly 10 batches
+    schedule = tfprune.PolynomialDecay(0.0, 0.8, begin_step=0, end_step=10, frequency=5)
+    pruned = compile_classifier(tfprune.prune_low_magnitude(mlp(), schedule))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        pruned.fit(x, y, epochs=1, batch_size=BATCH, verbose=0, callbacks=[tfprune.UpdatePruningStep()])
+    assert tfprune.sparsity_report(pruned)["total"]["sparsity"] == pytest.approx(0.8, abs=1e-3)
+    assert tfprune.PruningController(pruned).step == 10
+
+
+def test_frequency_longer_than_the_run_is_explained(digits):
+    (x, y), _ = digits
+    x, y = x[: 7 * BATCH], y[: 7 * BATCH]
+    schedule = tfprune.PolynomialDecay(0.5, 0.8, begin_step=0, end_step=7)  # tfmot's default frequency=100
+    pruned = compile_classifier(tfprune.prune_low_magnitude(mlp(), schedule))
+    with pytest.warns(UserWarning, match=r"runs no mask update at all.*`frequency`=100 exceeds the 7 steps"):
+        pruned.fit(x, y, epochs=1, batch_size=BATCH, verbose=0, callbacks=[tfprune.UpdatePruningStep()])
+    assert tfprune.sparsity_report(pruned)["total"]["sparsity"] == 0.0
 
 
 def test_keras_round_trip_mid_pruning_resumes_masks_and_schedule(digits, tmp_path):
     (x, y), _ = digits
     steps = _steps_per_epoch(x)
-    schedule = tfprune.PolynomialDecay(0.0, 0.8, begin_step=0, end_step=4 * steps - 1, frequency=5)
+    schedule = tfprune.PolynomialDecay(0.0, 0.8, begin_step=0, end_step=4 * steps, frequency=steps)
     pruned = compile_classifier(tfprune.prune_low_magnitude(mlp(), schedule))
-    with pytest.warns(UserWarning, match="final sparsity"):  # stopping half way, on purpose
+    with pytest.warns(UserWarning, match="instead of 0.8"):  # stopping half way, on purpose
         pruned.fit(x, y, epochs=2, batch_size=BATCH, verbose=0, callbacks=[tfprune.UpdatePruningStep()])
     mid = tfprune.sparsity_report(pruned)["total"]["sparsity"]
     assert 0.3 < mid < 0.8
@@ -177,7 +201,7 @@ def test_custom_training_loop_with_the_callback_driven_by_hand(digits):
 
 def test_pruning_summaries_write_real_tensorboard_scalars(digits, tmp_path):
     (x, y), _ = digits
-    pruned = compile_classifier(tfprune.prune_low_magnitude(mlp(), tfprune.ConstantSparsity(0.5, 0)))
+    pruned = compile_classifier(tfprune.prune_low_magnitude(mlp(), tfprune.ConstantSparsity(0.5, 0, frequency=1)))
     callbacks = [tfprune.UpdatePruningStep(), tfprune.PruningSummaries(tmp_path)]
     pruned.fit(x, y, epochs=2, batch_size=BATCH, verbose=0, callbacks=callbacks)
     event_files = list((tmp_path / "pruning").glob("events.out.tfevents.*"))
@@ -186,9 +210,10 @@ def test_pruning_summaries_write_real_tensorboard_scalars(digits, tmp_path):
     for event in tf.compat.v1.train.summary_iterator(str(event_files[0])):
         for value in event.summary.value:
             scalars.setdefault(value.tag, []).append(float(tf.make_ndarray(value.tensor)))
-    assert scalars["sparsity/total"] == [pytest.approx(0.5), pytest.approx(0.5)]
+    # at the start of each epoch (as tfmot) and at the end of training
+    assert scalars["sparsity/total"] == [0.0, pytest.approx(0.5), pytest.approx(0.5)]
     layer_tags = [tag for tag in scalars if tag.endswith("/kernel")]
-    assert len(layer_tags) == 3 and all(scalars[tag] == [0.5, 0.5] for tag in layer_tags)
+    assert len(layer_tags) == 3 and all(scalars[tag] == [0.0, 0.5, 0.5] for tag in layer_tags)
 
 
 def test_pruning_summaries_reject_bad_update_freq():

@@ -47,23 +47,28 @@ def prune_low_magnitude(
     sparsity_m_by_n=None,
     pruning_policy=None,
     scope="layer",
-    strict=False,
+    strict=True,
+    **kwargs,
 ):
     """Wraps a layer, a list of layers or a model so that its weights get pruned by magnitude.
 
     Args:
         to_prune: a Keras layer, a list of layers, or a Sequential, Functional,
             nested or subclassed model. Models are copied; the original is not modified.
+            Layers already wrapped inside a model are kept as they are.
         pruning_schedule: when and how far to prune; default `ConstantSparsity(0.5, 0)`.
-        block_size: prune blocks of this size over the last two weight axes
-            (input and output channels of Dense/Conv kernels).
+        block_size: prune (rows, columns) blocks of each weight's input x output view.
         block_pooling_type: "AVG" or "MAX", how a block's magnitude is pooled.
-        sparsity_m_by_n: `(m, n)` keeps the m largest of every n weights along the input axis.
-        pruning_policy: a `PruningPolicy` choosing which layers to prune.
+        sparsity_m_by_n: `(m, n)` zeroes the m smallest of every n consecutive weights
+            along the input axis, as in tfmot: (2, 4) is 2:4 sparsity, (1, 4) gives 25% zeros.
+        pruning_policy: a `PruningPolicy` choosing which layers to prune, e.g.
+            `PruneForLatencyOnXNNPack()`.
         scope: "layer" prunes every weight to the target; "global" ranks all
             weights of the model together, so total sparsity hits the target.
-        strict: raise instead of warning when the model holds a weighted layer
-            that tfprune does not know how to prune.
+        strict: raise (the default, as tfmot does) when the model holds a weighted layer
+            that tfprune does not know how to prune; `strict=False` leaves it dense with a warning.
+        **kwargs: Keras layer arguments for the wrapper (such as `input_shape`), when
+            `to_prune` is a single layer.
 
     Returns:
         The pruned layer(s) or model. Train it with `callbacks=[UpdatePruningStep()]`.
@@ -78,70 +83,71 @@ def prune_low_magnitude(
     ```
     """
     pruning_schedule = pruning_schedule or schedules.ConstantSparsity(0.5, 0)
-    masks_lib.Granularity(block_size, block_pooling_type, sparsity_m_by_n)  # validates early
+    granularity = masks_lib.Granularity(block_size, block_pooling_type, sparsity_m_by_n)  # validates early
     if scope not in SCOPES:
         raise ValueError(f"`scope` must be one of {SCOPES}, got {scope!r}.")
     if scope == "global" and sparsity_m_by_n is not None:
         raise ValueError("N:M sparsity is local to groups of n weights; use scope='layer' with `sparsity_m_by_n`.")
+    _warn_if_m_by_n_ignores_schedule(granularity, pruning_schedule)
     policy = pruning_policy or PruningPolicy()
+    settings = dict(
+        pruning_schedule=pruning_schedule,
+        block_size=block_size,
+        block_pooling_type=block_pooling_type,
+        sparsity_m_by_n=sparsity_m_by_n,
+        scope=scope,
+    )
 
-    def wrap(layer):
-        wrapper = PruneLowMagnitude(
-            layer,
-            pruning_schedule,
-            block_size=block_size,
-            block_pooling_type=block_pooling_type,
-            sparsity_m_by_n=sparsity_m_by_n,
-            scope=scope,
-        )
+    def wrap(layer, **layer_kwargs):
+        wrapper = PruneLowMagnitude(layer, **settings, **layer_kwargs)
         if layer.built:
             wrapper.build()
         return wrapper
 
     if isinstance(to_prune, keras.Model):
-        _check_not_pruned(to_prune)
         policy.ensure_model_supports_pruning(to_prune)
         return rebuild(to_prune, lambda layer: _prune_or_copy(layer, wrap, policy, strict))
     if isinstance(to_prune, (list, tuple)):
-        return [prune_low_magnitude(layer, pruning_schedule, block_size, block_pooling_type,
-                                    sparsity_m_by_n, pruning_policy, scope, strict) for layer in to_prune]
+        return [prune_low_magnitude(layer, pruning_policy=pruning_policy, strict=strict, **settings, **kwargs)
+                for layer in to_prune]
     if isinstance(to_prune, keras.layers.Layer):
         _check_not_pruned(to_prune)
-        if not registry.is_prunable(to_prune):
-            raise ValueError(
-                f"Layer '{to_prune.name}' ({type(to_prune).__name__}) is not prunable. Supported: Dense, "
-                "EinsumDense, Conv*, DepthwiseConv*, SeparableConv*, Embedding, MultiHeadAttention, RNNs and "
-                "their Bidirectional/TimeDistributed wrappers, or a layer that subclasses tfprune.PrunableLayer."
-            )
-        return wrap(to_prune)
+        return wrap(to_prune, **kwargs)
     raise ValueError(
         f"`to_prune` must be a Keras layer, a list of layers or a Keras model, got {type(to_prune).__name__}. "
         "tfprune works with Keras 3 (`import keras`); tf_keras / Keras 2 objects are not supported."
     )
 
 
-def _check_not_pruned(obj):
-    if isinstance(obj, PruneLowMagnitude) or (isinstance(obj, keras.Model) and pruning_wrappers(obj)):
+def _warn_if_m_by_n_ignores_schedule(granularity, schedule):
+    if granularity.m_by_n and abs(schedule.final_sparsity - granularity.m_by_n_sparsity) > 1e-9:
+        warnings.warn(
+            f"With sparsity_m_by_n={granularity.m_by_n} every update zeroes {granularity.m_by_n[0]} of every "
+            f"{granularity.m_by_n[1]} weights ({granularity.m_by_n_sparsity:.0%}); the schedule only decides when, "
+            f"so its sparsity ({schedule.final_sparsity:.0%}) is not used.",
+            stacklevel=3,
+        )
+
+
+def _check_not_pruned(layer):
+    if isinstance(layer, PruneLowMagnitude):
         raise ValueError(
-            f"'{obj.name}' is already pruned. Prune the original model once, or call "
+            f"'{layer.name}' is already pruned. Prune the original layer once, or call "
             "tfprune.strip_pruning() first to start again from the pruned weights."
         )
 
 
 def _prune_or_copy(layer, wrap, policy, strict):
-    if registry.is_prunable(layer):
-        if policy.allow_pruning(layer):
-            return wrap(copy_layer(layer))
-        return copy_layer(layer)
-    if not registry.is_dense_by_design(layer):
-        message = (
-            f"Layer '{layer.name}' ({type(layer).__name__}) has weights but tfprune does not know which to prune; "
-            "it stays dense. Subclass tfprune.PrunableLayer to prune it"
-        )
+    if isinstance(layer, PruneLowMagnitude):
+        return copy_layer(layer)  # pruned before: kept with its own settings, masks and step
+    if not (registry.is_prunable(layer) or registry.is_dense_by_design(layer)):
         if strict:
-            raise ValueError(message + ", or pass strict=False to leave it dense.")
-        warnings.warn(message + ".", stacklevel=4)
-    return copy_layer(layer)
+            raise ValueError(registry.unsupported_message(layer) + " Or pass strict=False to leave it dense.")
+        warnings.warn(registry.unsupported_message(layer) + " It stays dense (strict=False).", stacklevel=4)
+        return copy_layer(layer)
+    if isinstance(layer, keras.layers.InputLayer) or not policy.allow_pruning(layer):
+        return copy_layer(layer)
+    return wrap(copy_layer(layer))
 
 
 def strip_pruning(model):
@@ -168,6 +174,8 @@ def strip_pruning(model):
 
 def _stripped_layer(wrapper):
     inner = copy_layer(wrapper.layer)
+    if not wrapper.built:
+        return inner
     for variable, (_, value) in zip(registry.prunable_weights(inner), wrapper.masked_weights()):
         variable.assign(value)
     return inner

@@ -1,21 +1,21 @@
-"""Callbacks that drive pruning during `model.fit`, and log it to TensorBoard."""
+"""Callbacks that drive pruning during `model.fit`, and log it to TensorBoard (TensorFlow imported lazily)."""
 
 import os
 import warnings
 
 import keras
-import tensorflow as tf  # TensorBoard writing is TensorFlow-only: this module is at the edge.
 
-from tfprune.controller import PruningController
+from tfprune.controller import PruningController, pruning_wrappers
 from tfprune.report import sparsity_report
 
 
 class UpdatePruningStep(keras.callbacks.Callback):
     """Advances the pruning schedules and updates masks; required to `fit` a pruned model.
 
-    The schedule step counts training batches across `fit` calls. It is stored in the
-    model at every mask update and at the end of each epoch, so a model saved with
-    `ModelCheckpoint` (per epoch) resumes where it stopped.
+    The step counts training batches across `fit` calls, as in tfmot: the first batch
+    is step 1, so `end_step = steps_per_epoch * epochs` reaches the final sparsity on the
+    last batch. The step is stored in the model at every mask update and at the end of
+    each epoch, so a model saved with `ModelCheckpoint` (per epoch) resumes where it stopped.
 
     Example:
 
@@ -25,71 +25,72 @@ class UpdatePruningStep(keras.callbacks.Callback):
     model.fit(x, y, epochs=5, callbacks=[tfprune.UpdatePruningStep()])
     ```
 
-    In a custom training loop, call `on_train_begin()` once, `on_train_batch_begin(batch)`
-    before each step and `on_epoch_end(epoch)` / `on_train_end()` as `fit` would.
+    In a custom training loop, call `on_train_begin()` once, `on_train_batch_begin()` before
+    each step, `on_epoch_end()` after each epoch and `on_train_end()` at the end. Batch and
+    epoch arguments are ignored (tfmot's loop passes `batch=-1`): every call of
+    `on_train_batch_begin` is one more step.
     """
 
     def __init__(self):
         super().__init__()
         self.controller = None
         self.step = 0
-        self._epoch_start = 0
         self._warned = False
 
     def on_train_begin(self, logs=None):
-        self.controller = PruningController(self.model)
+        try:
+            self.controller = PruningController(self.model)
+        except ValueError as error:
+            if pruning_wrappers(self.model):
+                raise
+            warnings.warn(f"UpdatePruningStep does nothing: {error}", stacklevel=2)
+            self.controller = None
+            return
         self.controller.set_step_driven(True)
-        self.step = self._epoch_start = self.controller.step
+        self.step = self.controller.step
         self._warned = False
         if hasattr(self.model, "make_train_function"):
             # Trace a fresh train step: one traced without this callback raised, and is unusable.
             self.model.make_train_function(force=True)
 
-    def on_epoch_begin(self, epoch, logs=None):
-        self._epoch_start = self.step
-        steps, epochs = self.params.get("steps"), self.params.get("epochs")
-        if not self._warned and steps and epochs:
-            self._warn_if_unfinished(self.step + (epochs - epoch) * steps - 1)
+    def on_epoch_begin(self, epoch=None, logs=None):
+        steps, epochs = (self.params or {}).get("steps"), (self.params or {}).get("epochs")
+        if self.controller and not self._warned and steps and epochs and epoch is not None:
+            self._warn_if_short(self.step + (epochs - epoch) * steps)
 
-    def on_train_batch_begin(self, batch, logs=None):
-        self.step = self._epoch_start + batch
-        self.controller.update(self.step)
+    def on_train_batch_begin(self, batch=None, logs=None):
+        if self.controller:
+            self.step += 1
+            self.controller.update(self.step)
 
-    def on_train_batch_end(self, batch, logs=None):
-        self.step = self._epoch_start + batch + 1
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.controller.save_step(self.step)
+    def on_epoch_end(self, epoch=None, logs=None, batch=None):
+        if self.controller:
+            self.controller.save_step(self.step)
 
     def on_train_end(self, logs=None):
+        if not self.controller:
+            return
         self.controller.save_step(self.step)
         self.controller.reapply_masks()  # `fit` has just swapped in EMA weights, if the optimizer keeps them
         self.controller.set_step_driven(False)
         if not self._warned:
-            self._warn_if_unfinished(self.step - 1)
+            self._warn_if_short(self.step)
         # The next fit must retrace its train step, so that fitting without this callback is caught.
         if hasattr(self.model, "train_function"):
             self.model.train_function = None
 
-    def _warn_if_unfinished(self, last_step):
-        unfinished = self.controller.unfinished_schedules(last_step)
-        if unfinished:
+    def _warn_if_short(self, last_step):
+        for line in self.controller.shortfalls(last_step):
             self._warned = True
-            names = ", ".join(w.layer.name for w in unfinished[:5])
-            end = max(w.pruning_schedule.end_step for w in unfinished)
-            warnings.warn(
-                f"Training stops at step {last_step + 1} but the pruning schedule of {names} ends at step {end}: "
-                "the model will not reach its final sparsity. Train for more epochs or lower `end_step` "
-                "(PolynomialDecay.from_epochs helps).",
-                stacklevel=2,
-            )
+            warnings.warn(line, stacklevel=2)
 
 
 class PruningSummaries(keras.callbacks.Callback):
-    """Writes per-layer and total sparsity as TensorBoard scalars.
+    """Writes per-weight and total sparsity as TensorBoard scalars against the pruning step.
 
-    Scalars `sparsity/<layer>/<weight>` and `sparsity/total` go to `<log_dir>/pruning`,
-    every epoch (`update_freq="epoch"`) or every N batches (`update_freq=N`).
+    Scalars `sparsity/<variable path>` and `sparsity/total` go to `<log_dir>/pruning`:
+    at the start of every epoch (as tfmot does) and at the end of training, or every N
+    batches with `update_freq=N`. Outside `fit`, call `on_epoch_begin()` yourself.
 
     Example:
 
@@ -100,6 +101,8 @@ class PruningSummaries(keras.callbacks.Callback):
 
     def __init__(self, log_dir, update_freq="epoch"):
         super().__init__()
+        if not isinstance(log_dir, (str, os.PathLike)) or not os.fspath(log_dir):
+            raise ValueError(f"`log_dir` must be a non-empty string or path, got {log_dir!r}.")
         if update_freq != "epoch" and not (isinstance(update_freq, int) and update_freq > 0):
             raise ValueError(f"`update_freq` must be 'epoch' or a positive number of batches, got {update_freq!r}.")
         self.log_dir = os.fspath(log_dir)
@@ -107,25 +110,29 @@ class PruningSummaries(keras.callbacks.Callback):
         self._writer = None
         self._batches = 0
 
-    def on_train_begin(self, logs=None):
-        if self._writer is None:
-            self._writer = tf.summary.create_file_writer(os.path.join(self.log_dir, "pruning"))
+    def on_epoch_begin(self, epoch=None, logs=None):
+        if self.update_freq == "epoch":
+            self._write()
 
-    def on_train_batch_end(self, batch, logs=None):
+    def on_train_batch_end(self, batch=None, logs=None):
         self._batches += 1
         if self.update_freq != "epoch" and self._batches % self.update_freq == 0:
-            self._write(self._batches)
-
-    def on_epoch_end(self, epoch, logs=None):
-        if self.update_freq == "epoch":
-            self._write(epoch)
+            self._write()
 
     def on_train_end(self, logs=None):
+        self._write()
         self._writer.flush()
 
-    def _write(self, step):
+    def _write(self):
+        import tensorflow as tf  # TensorBoard event files are written by TensorFlow, only when logging
+
+        if self._writer is None:
+            self._writer = tf.summary.create_file_writer(os.path.join(self.log_dir, "pruning"))
+        wrappers = pruning_wrappers(self.model)
+        step = max(0, *(int(w.pruning_step.numpy()) for w in wrappers if w.built))
         report = sparsity_report(self.model)
         with self._writer.as_default():
             for row in report["layers"]:
-                tf.summary.scalar(f"sparsity/{row['layer']}/{row['weight']}", row["sparsity"], step=step)
+                tf.summary.scalar(f"sparsity/{row['weight']}", row["sparsity"], step=step)
             tf.summary.scalar("sparsity/total", report["total"]["sparsity"], step=step)
+        self._writer.flush()

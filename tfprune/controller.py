@@ -39,13 +39,14 @@ class PruningController:
                 raise ValueError(f"Pruned layer '{w.name}' is not built yet: call the model on data (or build it) first.")
         self.layer_scoped = [w for w in self.wrappers if w.scope == "layer"]
         self.global_scoped = tuple(w for w in self.wrappers if w.scope == "global")
+        _check_global_settings_agree(self.global_scoped)
         self._compiled = {}
         self._pending = None  # (step, layer sparsities, global sparsity) of the update being run
 
     @property
     def step(self):
-        """The number of training steps already taken, as saved in the model."""
-        return max(int(w.pruning_step.numpy()) for w in self.wrappers)
+        """The number of training steps already taken, as saved in the model (0 before the first fit)."""
+        return max(0, *(int(w.pruning_step.numpy()) for w in self.wrappers))
 
     def set_step_driven(self, driven):
         for w in self.wrappers:
@@ -106,7 +107,8 @@ class PruningController:
         masks = [m for w, sparsity, v in zip(targets, layer_sparsities, per_wrapper) for m in w.compute_masks(sparsity, v)]
         if global_sparsity is not None:
             scores = [np.abs(v) for layer_values in per_wrapper[len(layer_sparsities):] for v in layer_values]
-            masks += masks_lib.threshold_masks(scores, global_sparsity, self.global_scoped[0].granularity)
+            axes = [a for w in self.global_scoped for a in w.weight_axes]
+            masks += masks_lib.threshold_masks(scores, global_sparsity, self.global_scoped[0].granularity, axes)
         return [*masks, np.asarray(step, dtype=np.int64)]
 
     def reapply_masks(self):
@@ -114,6 +116,53 @@ class PruningController:
         for w in self.wrappers:
             w.apply_masks([m.value for m in w.masks], w.pruning_step.value)
 
-    def unfinished_schedules(self, last_step):
-        """Wrappers whose schedule still has updates after `last_step` (the "not sparse yet" trap)."""
-        return [w for w in self.wrappers if w.pruning_schedule.end_step > last_step]
+    def shortfalls(self, last_step):
+        """Why a run ending at `last_step` leaves layers short of their final sparsity, one line per schedule.
+
+        Empty when every schedule reaches its final sparsity (N:M layers reach their m/n at any update).
+        """
+        short = {}
+        for w in self.wrappers:
+            schedule = w.pruning_schedule
+            updates = schedule.updates_until(last_step)
+            if not w.masks or (w.granularity.m_by_n and updates):
+                continue
+            reached = schedule.sparsity_at(updates[-1]) if updates else 0.0
+            if reached < schedule.final_sparsity - 1e-9:
+                short.setdefault(schedule, []).append(w.layer.name)
+        return [_shortfall_line(schedule, names, last_step) for schedule, names in short.items()]
+
+
+def _shortfall_line(schedule, layer_names, last_step):
+    updates = schedule.updates_until(last_step)
+    names = ", ".join(layer_names[:4]) + (f" and {len(layer_names) - 4} more" if len(layer_names) > 4 else "")
+    if updates:
+        what = (f"runs {len(updates)} mask update(s), the last at step {updates[-1]}, and reaches sparsity "
+                f"{schedule.sparsity_at(updates[-1]):.3g} instead of {schedule.final_sparsity:.3g}")
+    else:
+        what = "runs no mask update at all, so these layers stay dense"
+    if not updates and schedule.begin_step > last_step:
+        hint = f" Pruning begins at step {schedule.begin_step}: lower `begin_step` or train longer."
+    elif schedule.frequency > last_step:
+        hint = f" `frequency`={schedule.frequency} exceeds the {last_step} steps of this run: lower it."
+    else:
+        hint = (f" Train until step {schedule.end_step} or lower `end_step`, keeping end_step - begin_step a "
+                "multiple of `frequency` (the first batch is step 1, as in tfmot).")
+    return f"Training ends at step {last_step}: {schedule!r} of {names} {what}.{hint}"
+
+
+def _check_global_settings_agree(wrappers):
+    """Global scope ranks all weights with one schedule and one granularity: they must be the same."""
+    if not wrappers:
+        return
+    first = wrappers[0]
+    for w in wrappers[1:]:
+        for what, mine, theirs in (("pruning schedule", w.pruning_schedule, first.pruning_schedule),
+                                   ("granularity", w.granularity, first.granularity)):
+            if mine != theirs:
+                raise ValueError(
+                    f"scope='global' ranks the weights of all globally pruned layers together, so they must share "
+                    f"one {what}, but '{w.layer.name}' has {mine!r} and '{first.layer.name}' has {theirs!r}. "
+                    "Prune the model with a single prune_low_magnitude(model, ..., scope='global') call, or use "
+                    "scope='layer' for layers with their own settings."
+                )

@@ -3,20 +3,28 @@
 Pure NumPy on host arrays, with no Keras layers or variables, so it serves every
 Keras backend alike. Masks are computed outside the train step, every `frequency`
 steps; an O(n) partition keeps that cheap (a 784x300 kernel takes under 1 ms).
-Granularities:
+
+Block and N:M sparsity tile a 2-D view of each weight whose rows run along its
+input axis (or the channel axis of a depthwise kernel) and whose columns run along
+its output axis, as described by `WeightAxes.grouping` (tfprune.axes); a Conv2DTranspose
+kernel `(h, w, out, in)` is therefore tiled along `in`, not along axis -2.
+Granularities, as in TensorFlow Model Optimization:
 
 - unstructured: `block_size=(1, 1)`;
-- block: scores pooled (AVG or MAX) over `block_size` blocks of the last two axes,
-  the whole block kept or pruned together (for Dense/Conv kernels the last two
-  axes are input and output channels);
-- N:M: `m_by_n=(m, n)` keeps the `m` largest of every `n` consecutive weights
-  along axis -2 (the input-channel axis of Dense and Conv kernels).
+- block: scores pooled (AVG or MAX) over `block_size` = (rows, columns) blocks, the
+  whole block kept or pruned together; blocks at the edge may be partial;
+- N:M: `m_by_n=(m, n)` zeroes the `m` smallest of every `n` consecutive weights along
+  the rows, so (2, 4) is 2:4 sparsity and (1, 4) gives 25% zeros. A last, shorter
+  group (input size not a multiple of n) keeps up to `n - m` weights, as tfmot's padding does.
 
-The number of pruned units is `round(sparsity * units)`, exactly.
+The number of pruned units is `round(sparsity * units)`, exactly, but every weight
+keeps at least one unit (one weight, or one block): a layer is never cut off entirely.
 """
 
 
 import numpy as np
+
+from tfprune.axes import WeightAxes
 
 POOLING_TYPES = ("AVG", "MAX")
 
@@ -26,81 +34,115 @@ class Granularity:
 
     Example:
 
-    >>> Granularity(block_size=(1, 4)).check_fits((16, 8), "dense/kernel")
+    >>> Granularity(m_by_n=(2, 4)).m_by_n  # zero 2 of every 4 consecutive input weights
+    (2, 4)
     """
 
     def __init__(self, block_size=(1, 1), block_pooling_type="AVG", m_by_n=None):
         block_size = tuple(block_size)
-        if len(block_size) != 2 or any(not isinstance(b, int) or b < 1 for b in block_size):
+        if len(block_size) != 2 or any(not _is_int(b) or b < 1 for b in block_size):
             raise ValueError(f"`block_size` must be two positive integers, got {block_size!r}.")
         if block_pooling_type not in POOLING_TYPES:
             raise ValueError(f"`block_pooling_type` must be one of {POOLING_TYPES}, got {block_pooling_type!r}.")
         if m_by_n is not None:
             m_by_n = tuple(m_by_n)
-            if len(m_by_n) != 2 or any(not isinstance(v, int) or v < 1 for v in m_by_n):
+            if len(m_by_n) != 2 or any(not _is_int(v) or v < 1 for v in m_by_n):
                 raise ValueError(f"`sparsity_m_by_n` must be two positive integers (m, n), got {m_by_n!r}.")
-            if m_by_n[0] > m_by_n[1]:
+            if m_by_n[0] >= m_by_n[1]:
                 raise ValueError(
-                    f"`sparsity_m_by_n` = {m_by_n}: m (weights kept) must not exceed n (group size); "
-                    "for 2:4 sparsity pass (2, 4)."
+                    f"`sparsity_m_by_n` = {m_by_n}: m (weights zeroed in every group) must be smaller than "
+                    "n (group size), as in tfmot; for 2:4 sparsity pass (2, 4)."
                 )
             if block_size != (1, 1):
                 raise ValueError("`sparsity_m_by_n` cannot be combined with a `block_size` other than (1, 1).")
-        self.block_size = block_size
+            m_by_n = (int(m_by_n[0]), int(m_by_n[1]))
+        self.block_size = tuple(int(b) for b in block_size)
         self.block_pooling_type = block_pooling_type
         self.m_by_n = m_by_n
 
-    def check_fits(self, shape, weight_name):
-        """Raises ValueError when this granularity cannot tile a weight of `shape`."""
-        if len(shape) < 2 and (self.m_by_n or self.block_size != (1, 1)):
-            raise ValueError(f"Weight {weight_name} of shape {tuple(shape)} is 1-D: block and N:M pruning need 2-D or more.")
+    @property
+    def structured(self):
+        """True for block or N:M sparsity, which need a weight with input and output axes."""
+        return self.m_by_n is not None or self.block_size != (1, 1)
+
+    @property
+    def m_by_n_sparsity(self):
+        """The fraction of weights N:M sparsity zeroes (for input sizes that are multiples of n)."""
+        return self.m_by_n[0] / self.m_by_n[1]
+
+    def check_fits(self, axes, shape, weight_name):
+        """Raises ValueError when this granularity cannot tile a weight of `shape` with `axes`."""
+        if self.structured and axes.grouping is None:
+            raise ValueError(
+                f"Weight {weight_name} of shape {tuple(shape)} has no input and output axes (a 1-D weight?): "
+                "block and N:M pruning tile input x output; prune it unstructured (no block_size/sparsity_m_by_n)."
+            )
+
+    def __eq__(self, other):
+        return isinstance(other, Granularity) and vars(self) == vars(other)
+
+    def __repr__(self):
         if self.m_by_n:
-            n = self.m_by_n[1]
-            if shape[-2] % n:
-                raise ValueError(
-                    f"N:M sparsity {self.m_by_n} needs the input axis (axis -2) of {weight_name} to be a multiple "
-                    f"of n={n}, but its shape is {tuple(shape)}. Exclude this layer or choose another n."
-                )
-        for axis, b in zip((-2, -1), self.block_size):
-            if b > 1 and shape[axis] % b:
-                raise ValueError(
-                    f"`block_size` {self.block_size} does not fit {weight_name} of shape {tuple(shape)}: "
-                    f"axis {axis} ({shape[axis]}) is not a multiple of {b}."
-                )
+            return f"N:M sparsity {self.m_by_n}"
+        if self.block_size != (1, 1):
+            return f"blocks {self.block_size} ({self.block_pooling_type})"
+        return "unstructured"
 
 
-def _as_3d(x):
-    return x.reshape(-1, x.shape[-2], x.shape[-1]) if x.ndim >= 2 else x.reshape(1, 1, -1)
+def _is_int(value):
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
-def pool_blocks(scores, granularity):
-    """Pools scores over blocks of the last two axes -> array of shape (P, R/b0, C/b1)."""
-    s = _as_3d(np.asarray(scores, dtype=np.float32))
+def to_grid(x, axes):
+    """`x` with its grouping axes (rows, columns) moved last, as a (P, rows, columns) array."""
+    grouping = axes.grouping
+    if grouping is None:
+        return x.reshape(1, 1, -1)
+    moved = np.moveaxis(x, grouping, (-2, -1))
+    return moved.reshape(-1, moved.shape[-2], moved.shape[-1])
+
+
+def from_grid(grid, axes, shape):
+    """Inverse of `to_grid`: a (P, rows, columns) array back in the layout of a weight of `shape`."""
+    grouping = axes.grouping
+    if grouping is None:
+        return grid.reshape(shape)
+    moved_shape = np.moveaxis(np.empty(shape, dtype=bool), grouping, (-2, -1)).shape
+    return np.moveaxis(grid.reshape(moved_shape), (-2, -1), grouping)
+
+
+def pool_blocks(grid, granularity):
+    """Pools (P, R, C) scores over blocks -> (P, ceil(R/b0), ceil(C/b1)); edge blocks may be partial."""
     b0, b1 = granularity.block_size
     if (b0, b1) == (1, 1):
-        return s
-    p, r, c = s.shape
-    s = s.reshape(p, r // b0, b0, c // b1, b1)
-    reduce = np.mean if granularity.block_pooling_type == "AVG" else np.max
-    return reduce(s, axis=(2, 4))
+        return grid
+    p, r, c = grid.shape
+    rows, cols = -(-r // b0) * b0, -(-c // b1) * b1
+    padded = (rows, cols) != (r, c)
+    if padded:
+        grid = np.pad(grid.astype(np.float32), ((0, 0), (0, rows - r), (0, cols - c)), constant_values=np.nan)
+    blocks = grid.reshape(p, rows // b0, b0, cols // b1, b1)
+    if granularity.block_pooling_type == "AVG":
+        return (np.nanmean if padded else np.mean)(blocks, axis=(2, 4))
+    return (np.nanmax if padded else np.max)(blocks, axis=(2, 4))
 
 
-def expand_blocks(block_mask, granularity, shape):
-    """Inverse of `pool_blocks` for masks: repeats each block entry over its block."""
+def expand_blocks(block_mask, granularity, grid_shape):
+    """Inverse of `pool_blocks` for masks: repeats each block entry over its block, cropped to `grid_shape`."""
     b0, b1 = granularity.block_size
     if (b0, b1) != (1, 1):
         block_mask = np.repeat(np.repeat(block_mask, b0, axis=1), b1, axis=2)
-    return block_mask.reshape(shape)
+        block_mask = block_mask[:, : grid_shape[1], : grid_shape[2]]
+    return block_mask
 
 
-def keep_largest(scores, sparsity):
-    """1-D boolean keep-mask pruning exactly round(sparsity * n) of the smallest scores.
+def keep_largest(scores, num_pruned):
+    """1-D boolean keep-mask that prunes exactly `num_pruned` of the smallest `scores`.
 
     O(n): a partition finds the threshold; ties at the threshold (such as the zeros of
     already-pruned weights) are pruned in index order until the count is exact.
     """
-    num_pruned = int(round(sparsity * scores.size))
-    if num_pruned == 0:
+    if num_pruned <= 0:
         return np.ones(scores.size, dtype=bool)
     # Already-pruned weights score 0: rank only the live ones. np.compress, unlike boolean
     # indexing, is not slowed by a random zero pattern (0.3 ms instead of 2 ms for 784x300).
@@ -114,30 +156,75 @@ def keep_largest(scores, sparsity):
     return keep
 
 
-def threshold_masks(score_list, sparsity, granularity):
+def _pruned_counts(sizes, num_pruned, caps, flat_scores):
+    """How many units to prune in each weight: one global threshold, no weight beyond its cap.
+
+    A weight whose share would pass its cap is pruned to the cap and the rest of the
+    budget is ranked again among the others (water filling), so the total stays exact
+    whenever the caps allow it.
+    """
+    counts = [None] * len(sizes)
+    offsets = np.cumsum([0, *sizes])
+    budget = num_pruned
+    while True:
+        free = [i for i, c in enumerate(counts) if c is None]
+        if not free:
+            return counts
+        pool = np.concatenate([flat_scores[offsets[i] : offsets[i + 1]] for i in free])
+        keep = keep_largest(pool, min(budget, pool.size))
+        start, shares = 0, {}
+        for i in free:
+            shares[i] = sizes[i] - int(np.count_nonzero(keep[start : start + sizes[i]]))
+            start += sizes[i]
+        over = [i for i in free if shares[i] > caps[i]]
+        if not over:
+            for i in free:
+                counts[i] = shares[i]
+            return counts
+        for i in over:
+            counts[i] = caps[i]
+            budget -= caps[i]
+
+
+def threshold_masks(score_list, sparsity, granularity, axes_list=None, max_sparsity=None):
     """Masks for several weights ranked together (one threshold across all of them).
 
     Layer-scope pruning passes one weight's scores; global scope passes all of them.
+    `axes_list` gives each weight's `WeightAxes` (needed for blocks). Every weight
+    keeps at least one unit, and at most `max_sparsity` of its units are pruned when given.
     Returns boolean keep-masks with the shapes of `score_list`.
     """
-    pooled = [pool_blocks(s, granularity) for s in score_list]
+    axes_list = axes_list or [WeightAxes.of_shape(np.shape(s)) for s in score_list]
+    grids = [to_grid(np.asarray(s), a) for s, a in zip(score_list, axes_list)]
+    pooled = [pool_blocks(g, granularity) for g in grids]
+    sizes = [p.size for p in pooled]
+    caps = [size - 1 if max_sparsity is None else min(size - 1, int(max_sparsity * size)) for size in sizes]
     flat = pooled[0].reshape(-1) if len(pooled) == 1 else np.concatenate([p.reshape(-1) for p in pooled])
-    flat_mask = keep_largest(flat, sparsity)
+    num_pruned = int(round(sparsity * flat.size))
+    if len(pooled) == 1:
+        counts = [min(num_pruned, caps[0])]
+    else:
+        counts = _pruned_counts(sizes, num_pruned, caps, flat)
     masks = []
-    offset = 0
-    for scores, p in zip(score_list, pooled):
-        block_mask = flat_mask[offset : offset + p.size].reshape(p.shape)
-        masks.append(expand_blocks(block_mask, granularity, np.shape(scores)))
-        offset += p.size
+    for scores, axes, grid, p, count in zip(score_list, axes_list, grids, pooled, counts):
+        block_mask = keep_largest(p.reshape(-1), count).reshape(p.shape)
+        masks.append(from_grid(expand_blocks(block_mask, granularity, grid.shape), axes, np.shape(scores)))
     return masks
 
 
-def m_by_n_mask(scores, m, n):
-    """Keeps the m largest of every n consecutive scores along axis -2."""
+def m_by_n_mask(scores, m, n, axes=None):
+    """Zeroes the m smallest of every n consecutive scores along the rows (input axis) of `axes`.
+
+    Without `axes`, rows are axis -2 (the input axis of Dense and Conv kernels).
+    """
     scores = np.asarray(scores, dtype=np.float32)
-    s = np.swapaxes(_as_3d(scores), 1, 2)  # (P, C, R)
-    p, c, r = s.shape
-    groups = s.reshape(p, c, r // n, n)
+    axes = axes or WeightAxes.of_shape(scores.shape)
+    grid = to_grid(scores, axes)
+    p, r, c = grid.shape
+    rows = -(-r // n) * n
+    # Padding ranks below every real score, so a short last group keeps its real weights first.
+    padded = np.pad(np.swapaxes(grid, 1, 2), ((0, 0), (0, 0), (0, rows - r)), constant_values=-1.0)
+    groups = padded.reshape(p, c, rows // n, n)
     rank = np.argsort(np.argsort(-groups, axis=-1, kind="stable"), axis=-1)
-    keep = rank < m
-    return np.swapaxes(keep.reshape(p, c, r), 1, 2).reshape(scores.shape)
+    keep = np.swapaxes((rank < n - m).reshape(p, c, rows)[:, :, :r], 1, 2)
+    return from_grid(keep, axes, scores.shape)

@@ -15,17 +15,19 @@ from tfprune import registry
 
 
 def copy_layer(layer):
-    """An independent, built copy of `layer` with the same weights."""
+    """An independent copy of `layer` with the same weights, built if `layer` is."""
     new = layer.__class__.from_config(layer.get_config())
-    if layer.built and layer.weights:
+    if layer.built:
         build_config = layer.get_build_config()
-        if not build_config:
+        if not build_config and layer.weights:
             raise ValueError(
                 f"Cannot copy layer '{layer.name}': it was built without recorded input shapes. "
                 "Build the model by calling it on data (or with keras.Input) first."
             )
-        new.build_from_config(build_config)
-        new.set_weights(layer.get_weights())
+        if build_config:
+            new.build_from_config(build_config)
+        if layer.weights:
+            new.set_weights(layer.get_weights())
     return new
 
 
@@ -36,12 +38,28 @@ def _is_graph_model(model):
 def rebuild(model, replace):
     """A new model like `model` where each leaf layer `l` is replaced by `replace(l)`."""
     if _is_graph_model(model):
-        if not model.built:
+        if not model.built and not isinstance(model, keras.Sequential):
             raise ValueError(
                 f"Model '{model.name}' is not built: give it an input shape (keras.Input) or call it on data first."
             )
-        return keras.models.clone_model(model, clone_function=replace, recursive=True)
+        # Operations written as expressions (`h + x`) are graph nodes but not layers: kept as they are.
+        return keras.models.clone_model(
+            model,
+            input_tensors=_named_inputs(model),
+            clone_function=lambda op: replace(op) if isinstance(op, keras.layers.Layer) else op,
+            recursive=True,
+        )
     return _rebuild_subclassed(model, replace)
+
+
+def _named_inputs(model):
+    """Fresh inputs named like the model's input layers (clone_model would rename them), or None."""
+    if not isinstance(model, Functional):
+        return None
+    return keras.tree.map_structure(
+        lambda t: keras.Input(batch_shape=t.shape, dtype=t.dtype, sparse=t.sparse, name=t._keras_history.operation.name),
+        model.input,
+    )
 
 
 def _rebuild_subclassed(model, replace):
@@ -89,7 +107,7 @@ def _is_user_container(layer):
     # A user's block of layers is descended into; Keras' own composite layers
     # (attention, RNN, wrappers), tfprune wrappers and PrunableLayers are replaced whole.
     library = type(layer).__module__.split(".")[0] in ("keras", "tfprune")
-    return bool(layer._layers) and not library and not isinstance(layer, registry.PrunableLayer)
+    return bool(layer._layers) and not library and not registry.has_custom_prunable_weights(layer)
 
 
 def _untrack(parent, layer):

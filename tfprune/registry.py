@@ -6,9 +6,12 @@ Biases are never pruned. Layers without weights pass through untouched.
 """
 
 import abc
+import dataclasses
 
 import keras
 from keras import layers as L
+
+from tfprune.axes import WeightAxes
 
 
 class PrunableLayer(metaclass=abc.ABCMeta):
@@ -34,63 +37,177 @@ class PrunableLayer(metaclass=abc.ABCMeta):
         """Returns the list of `keras.Variable`s to prune."""
 
 
-# Layer classes -> names of their prunable weight attributes.
+@dataclasses.dataclass(frozen=True)
+class PrunableWeight:
+    """A prunable variable of a layer and the meaning of its axes."""
+
+    variable: keras.Variable
+    axes: WeightAxes
+
+
+def _kernel_axes(layer, variable):
+    return WeightAxes.of_shape(variable.shape)
+
+
+def _transposed_kernel_axes(layer, variable):
+    return WeightAxes.of_shape(variable.shape, transposed=True)
+
+
+def _depthwise_axes(layer, variable):
+    rank = len(variable.shape)
+    return WeightAxes(depthwise=rank - 2, output=(rank - 1,))
+
+
+def _einsum_axes(layer, variable):
+    """Kernel axes from the equation: letters shared with the output are output axes, the rest input."""
+    inputs, outputs = layer.equation.split("->")
+    _, kernel = inputs.split(",")
+    if "." in kernel:
+        return WeightAxes.of_shape(variable.shape)
+    output_axes = tuple(i for i, letter in enumerate(kernel) if letter in outputs)
+    input_axes = tuple(i for i, letter in enumerate(kernel) if letter not in outputs)
+    return WeightAxes(input=input_axes, output=output_axes)
+
+
+# Layer classes -> (prunable weight attribute, axes of that weight).
 _WEIGHTS_BY_CLASS = (
-    (L.Dense, ("kernel",)),
-    (L.EinsumDense, ("kernel",)),
-    (L.Conv1DTranspose, ("kernel",)),
-    (L.Conv2DTranspose, ("kernel",)),
-    (L.Conv3DTranspose, ("kernel",)),
-    (L.DepthwiseConv1D, ("kernel",)),
-    (L.DepthwiseConv2D, ("kernel",)),
-    (L.SeparableConv1D, ("depthwise_kernel", "pointwise_kernel")),
-    (L.SeparableConv2D, ("depthwise_kernel", "pointwise_kernel")),
-    (L.Conv1D, ("kernel",)),
-    (L.Conv2D, ("kernel",)),
-    (L.Conv3D, ("kernel",)),
-    (L.Embedding, ("embeddings",)),
-    (L.SimpleRNNCell, ("kernel", "recurrent_kernel")),
-    (L.LSTMCell, ("kernel", "recurrent_kernel")),
-    (L.GRUCell, ("kernel", "recurrent_kernel")),
+    (L.Dense, (("kernel", _kernel_axes),)),
+    (L.EinsumDense, (("kernel", _einsum_axes),)),
+    (L.Conv1DTranspose, (("kernel", _transposed_kernel_axes),)),
+    (L.Conv2DTranspose, (("kernel", _transposed_kernel_axes),)),
+    (L.Conv3DTranspose, (("kernel", _transposed_kernel_axes),)),
+    (L.DepthwiseConv1D, (("kernel", _depthwise_axes),)),
+    (L.DepthwiseConv2D, (("kernel", _depthwise_axes),)),
+    (L.SeparableConv1D, (("depthwise_kernel", _depthwise_axes), ("pointwise_kernel", _kernel_axes))),
+    (L.SeparableConv2D, (("depthwise_kernel", _depthwise_axes), ("pointwise_kernel", _kernel_axes))),
+    (L.Conv1D, (("kernel", _kernel_axes),)),
+    (L.Conv2D, (("kernel", _kernel_axes),)),
+    (L.Conv3D, (("kernel", _kernel_axes),)),
+    (L.Embedding, (("embeddings", _kernel_axes),)),
+    (L.SimpleRNNCell, (("kernel", _kernel_axes), ("recurrent_kernel", _kernel_axes))),
+    (L.LSTMCell, (("kernel", _kernel_axes), ("recurrent_kernel", _kernel_axes))),
+    (L.GRUCell, (("kernel", _kernel_axes), ("recurrent_kernel", _kernel_axes))),
 )
 
-# Weighted layers that are deliberately left dense, without a warning.
+# Layers with nothing to prune: normalization (deliberately dense) and weightless layers.
+# Weightless ones are recognised once built (no weights); these are known before build too.
 _DENSE_BY_DESIGN = (
     L.BatchNormalization,
     L.LayerNormalization,
     L.GroupNormalization,
+    L.UnitNormalization,
     L.Normalization,
     L.InputLayer,
+    L.Activation,
+    L.ReLU,
+    L.LeakyReLU,
+    L.ELU,
+    L.Softmax,
+    L.Dropout,
+    L.SpatialDropout1D,
+    L.SpatialDropout2D,
+    L.SpatialDropout3D,
+    L.GaussianDropout,
+    L.GaussianNoise,
+    L.AlphaDropout,
+    L.ActivityRegularization,
+    L.Flatten,
+    L.Reshape,
+    L.Permute,
+    L.RepeatVector,
+    L.Masking,
+    L.Lambda,
+    L.Rescaling,
+    L.Cropping1D,
+    L.Cropping2D,
+    L.Cropping3D,
+    L.ZeroPadding1D,
+    L.ZeroPadding2D,
+    L.ZeroPadding3D,
+    L.UpSampling1D,
+    L.UpSampling2D,
+    L.UpSampling3D,
+    L.Add,
+    L.Subtract,
+    L.Multiply,
+    L.Average,
+    L.Maximum,
+    L.Minimum,
+    L.Concatenate,
+    L.Dot,
+    L.AveragePooling1D,
+    L.AveragePooling2D,
+    L.AveragePooling3D,
+    L.MaxPooling1D,
+    L.MaxPooling2D,
+    L.MaxPooling3D,
+    L.GlobalAveragePooling1D,
+    L.GlobalAveragePooling2D,
+    L.GlobalAveragePooling3D,
+    L.GlobalMaxPooling1D,
+    L.GlobalMaxPooling2D,
+    L.GlobalMaxPooling3D,
 )
 
 
+def _rnn_cells(layer):
+    cells = layer.cell.cells if isinstance(layer.cell, L.StackedRNNCells) else [layer.cell]
+    if all(has_custom_prunable_weights(c) or _weights_by_class(c) for c in cells):
+        return list(cells)
+    return None
+
+
 def _sublayers(layer):
-    """Inner layers whose weights belong to a container layer."""
+    """Inner layers whose weights belong to a container layer, or None."""
     if isinstance(layer, L.MultiHeadAttention):
         return [layer._query_dense, layer._key_dense, layer._value_dense, layer._output_dense]
     if isinstance(layer, L.Bidirectional):
         return [layer.forward_layer, layer.backward_layer]
     if isinstance(layer, L.TimeDistributed):
         return [layer.layer]
-    if isinstance(layer, L.RNN) and isinstance(layer.cell, (L.SimpleRNNCell, L.LSTMCell, L.GRUCell)):
-        return [layer.cell]
+    if isinstance(layer, L.RNN):
+        return _rnn_cells(layer)
     return None
+
+
+def _weights_by_class(layer):
+    for cls, weights in _WEIGHTS_BY_CLASS:
+        if isinstance(layer, cls):
+            return weights
+    return ()
+
+
+def has_custom_prunable_weights(layer):
+    """True for layers that list their own prunable weights: `PrunableLayer`s, or any layer with a
+    `get_prunable_weights()` method (tfmot accepts both)."""
+    return isinstance(layer, PrunableLayer) or callable(getattr(layer, "get_prunable_weights", None))
 
 
 def is_prunable(layer):
     """True if tfprune knows which weights of `layer` to prune (decided by type, before build)."""
-    if isinstance(layer, PrunableLayer):
+    if has_custom_prunable_weights(layer):
         return True
     if isinstance(layer, (L.Bidirectional, L.TimeDistributed)):
         return is_prunable(layer.forward_layer if isinstance(layer, L.Bidirectional) else layer.layer)
     if _sublayers(layer) is not None:
         return True
-    return any(isinstance(layer, cls) for cls, _ in _WEIGHTS_BY_CLASS)
+    return bool(_weights_by_class(layer))
 
 
 def is_dense_by_design(layer):
-    """True for layers that pass through: no weights, or normalization layers."""
+    """True for layers with nothing to prune: no weights, or normalization layers."""
     return isinstance(layer, _DENSE_BY_DESIGN) or (layer.built and not layer.weights)
+
+
+def unsupported_message(layer):
+    """Why `layer` cannot be wrapped for pruning, and what to do about it."""
+    return (
+        f"Layer '{layer.name}' ({type(layer).__name__}) is not prunable: tfprune does not know which of its "
+        "weights to prune. Supported: Dense, EinsumDense, Conv*, DepthwiseConv*, SeparableConv*, Embedding, "
+        "MultiHeadAttention, SimpleRNN/LSTM/GRU (also stacked cells), Bidirectional/TimeDistributed around them, "
+        "weightless and normalization layers (left dense), and any layer that subclasses tfprune.PrunableLayer "
+        "and returns its prunable variables from get_prunable_weights()."
+    )
 
 
 def _variable(layer, name):
@@ -106,6 +223,40 @@ def _variable(layer, name):
     return value
 
 
+def describe_weights(layer):
+    """The prunable weights of a built layer with the meaning of their axes (empty for unknown layers).
+
+    Custom `PrunableLayer`s get the axes of a Dense/Conv kernel: input -2, output -1.
+
+    Example:
+
+    >>> d = keras.layers.Dense(4); d.build((None, 3))
+    >>> [(p.variable.name, p.axes.input, p.axes.output) for p in describe_weights(d)]
+    [('kernel', (0,), (1,))]
+    """
+    if has_custom_prunable_weights(layer):
+        return [PrunableWeight(w, WeightAxes.of_shape(w.shape)) for w in layer.get_prunable_weights()]
+    if getattr(layer, "quantization_mode", None):
+        raise ValueError(
+            f"Layer '{layer.name}' is quantized ({layer.quantization_mode}); prune the float model first."
+        )
+    inner = _sublayers(layer)
+    if inner is None:
+        described = []
+        for name, axes_of in _weights_by_class(layer):
+            variable = _variable(layer, name)
+            described.append(PrunableWeight(variable, axes_of(layer, variable)))
+        return described
+    described = [[p for p in describe_weights(sub)] for sub in inner]
+    if isinstance(layer, L.MultiHeadAttention):  # query/key/value: (dim, heads, key_dim); output: (heads, key_dim, dim)
+        described = [
+            [dataclasses.replace(p, axes=dataclasses.replace(p.axes, head=(p.axes.input if i == 3 else p.axes.output)[0]))
+             for p in projection]
+            for i, projection in enumerate(described)
+        ]
+    return [p for projection in described for p in projection]
+
+
 def prunable_weights(layer):
     """The list of prunable variables of a built layer (empty for unknown layers).
 
@@ -115,16 +266,4 @@ def prunable_weights(layer):
     >>> [w.name for w in prunable_weights(d)]
     ['kernel']
     """
-    if isinstance(layer, PrunableLayer):
-        return list(layer.get_prunable_weights())
-    if getattr(layer, "quantization_mode", None):
-        raise ValueError(
-            f"Layer '{layer.name}' is quantized ({layer.quantization_mode}); prune the float model first."
-        )
-    inner = _sublayers(layer)
-    if inner is not None:
-        return [w for sub in inner for w in prunable_weights(sub)]
-    for cls, names in _WEIGHTS_BY_CLASS:
-        if isinstance(layer, cls):
-            return [_variable(layer, n) for n in names]
-    return []
+    return [p.variable for p in describe_weights(layer)]

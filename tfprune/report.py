@@ -13,9 +13,12 @@ from tfprune.wrapper import PruneLowMagnitude
 
 
 def _prunable_layers(layer):
-    """Yields the outermost wrappers and prunable layers inside `layer`, depth first."""
+    """Yields the outermost wrappers (with weights to prune) and prunable layers inside `layer`, depth first."""
     for sub in layer._layers:
-        if isinstance(sub, PruneLowMagnitude) or (registry.is_prunable(sub) and sub.built):
+        if isinstance(sub, PruneLowMagnitude):
+            if sub.built and sub.masks:
+                yield sub
+        elif registry.is_prunable(sub) and sub.built:
             yield sub
         else:
             yield from _prunable_layers(sub)
@@ -23,15 +26,16 @@ def _prunable_layers(layer):
 
 def _effective_weights(layer):
     if isinstance(layer, PruneLowMagnitude):
-        return [(w.name, value) for w, value in layer.masked_weights()]
-    return [(w.name, ops.convert_to_numpy(w.value)) for w in registry.prunable_weights(layer)]
+        return [(w.path, value) for w, value in layer.masked_weights()]
+    return [(w.path, ops.convert_to_numpy(w.value)) for w in registry.prunable_weights(layer)]
 
 
 def sparsity_report(model):
     """Per-weight and total sparsity of the prunable weights of `model`.
 
     Returns a dict: `{"layers": [{"layer", "weight", "shape", "params", "nonzeros",
-    "sparsity"}, ...], "total": {"params", "nonzeros", "sparsity"}}`.
+    "sparsity"}, ...], "total": {"params", "nonzeros", "sparsity"}}`, where "weight" is the
+    variable path (unique in the model, e.g. "mha/query/kernel").
 
     Example:
 
@@ -61,12 +65,12 @@ def sparsity_report(model):
 
 def format_report(report):
     """The report as a fixed-width text table."""
-    lines = [f"{'layer':<28} {'weight':<22} {'shape':<18} {'params':>9} {'non-zero':>9} {'sparsity':>9}"]
+    lines = [f"{'layer':<28} {'weight':<40} {'shape':<18} {'params':>9} {'non-zero':>9} {'sparsity':>9}"]
     for r in report["layers"]:
         shape = "x".join(str(d) for d in r["shape"])
         lines.append(
-            f"{r['layer']:<28} {r['weight']:<22} {shape:<18} {r['params']:>9} {r['nonzeros']:>9} {r['sparsity']:>9.2%}"
+            f"{r['layer']:<28} {r['weight']:<40} {shape:<18} {r['params']:>9} {r['nonzeros']:>9} {r['sparsity']:>9.2%}"
         )
     t = report["total"]
-    lines.append(f"{'total':<28} {'':<22} {'':<18} {t['params']:>9} {t['nonzeros']:>9} {t['sparsity']:>9.2%}")
+    lines.append(f"{'total':<28} {'':<40} {'':<18} {t['params']:>9} {t['nonzeros']:>9} {t['sparsity']:>9.2%}")
     return "\n".join(lines)

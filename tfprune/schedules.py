@@ -6,12 +6,18 @@ mid-pruning resumes on the same schedule.
 """
 
 import math
+import warnings
 
 import keras
+import numpy as np
+
+
+def _is_int(value):
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
 def _check_sparsity(name, value):
-    if not isinstance(value, (int, float)) or math.isnan(value) or not 0.0 <= value < 1.0:
+    if not isinstance(value, (int, float, np.number)) or math.isnan(value) or not 0.0 <= value < 1.0:
         raise ValueError(
             f"`{name}` must be a number in [0, 1), got {value!r}. "
             "Sparsity is the fraction of weights set to zero: 0.8 keeps 20% of them."
@@ -20,8 +26,10 @@ def _check_sparsity(name, value):
 
 def _check_steps(begin_step, end_step, frequency):
     for name, value in (("begin_step", begin_step), ("end_step", end_step), ("frequency", frequency)):
-        if not isinstance(value, int) or isinstance(value, bool):
+        if not _is_int(value):
             raise ValueError(f"`{name}` must be an integer number of training steps, got {value!r}.")
+    if end_step < -1:
+        raise ValueError(f"`end_step` must be -1 (prune until training ends) or a step >= 0, got {end_step}.")
     if begin_step < 0:
         raise ValueError(f"`begin_step` must be >= 0, got {begin_step}.")
     if end_step != -1 and end_step < begin_step:
@@ -36,31 +44,66 @@ def _check_steps(begin_step, end_step, frequency):
 class PruningSchedule:
     """Base class: decides when masks are updated and to which sparsity.
 
-    Subclasses implement `target_sparsity(step)` and `get_config()`.
-    Calling a schedule with a step returns `(should_update, sparsity)`. Masks
-    update every `frequency` steps from `begin_step`, and always at `end_step`
-    so that the final sparsity is reached even when `end_step` is off the grid.
+    Subclasses implement `sparsity_at(step)`, `final_sparsity` and `get_config()`.
+    Calling a schedule with a step returns `(should_update, sparsity)`. As in tfmot,
+    masks update at the steps of `[begin_step, end_step]` that are `frequency` steps
+    apart from `begin_step`, and the first training batch is step 1: with
+    `end_step = steps_per_epoch * epochs` the final update happens on the last batch
+    when `end_step - begin_step` is a multiple of `frequency`.
     """
 
     def __init__(self, begin_step, end_step, frequency):
         _check_steps(begin_step, end_step, frequency)
-        self.begin_step = begin_step
-        self.end_step = end_step
-        self.frequency = frequency
+        self.begin_step = int(begin_step)
+        self.end_step = int(end_step)
+        self.frequency = int(frequency)
 
     def __call__(self, step):
+        step = _as_step(step)
+        return self._should_update(step), self.sparsity_at(step)
+
+    def _should_update(self, step):
         in_range = step >= self.begin_step and (self.end_step == -1 or step <= self.end_step)
-        on_grid = (step - self.begin_step) % self.frequency == 0 or step == self.end_step
-        should_update = in_range and on_grid
-        return should_update, self.target_sparsity(step)
+        return in_range and (step - self.begin_step) % self.frequency == 0
 
-    def target_sparsity(self, step):
-        raise NotImplementedError
+    def sparsity_at(self, step):
+        """The target sparsity at `step` (whether or not masks update then)."""
+        raise NotImplementedError(f"{type(self).__name__} must implement sparsity_at(step).")
 
-    @property
-    def final_sparsity(self):
-        """The sparsity this schedule ends at."""
-        raise NotImplementedError
+    def get_config(self):
+        """`{"class_name", "config": constructor arguments, ...}`, the format of tfmot that
+        `keras.saving.deserialize_keras_object` reads back without custom objects."""
+        raise NotImplementedError(f"{type(self).__name__} must implement get_config(); see ConstantSparsity.")
+
+    def _config(self, **arguments):
+        return {
+            "module": type(self).__module__,
+            "class_name": type(self).__name__,
+            "config": arguments,
+            "registered_name": keras.saving.get_registered_name(type(self)),
+        }
+
+    def _arguments(self):
+        config = self.get_config()
+        return config.get("config", config)
+
+    def updates_until(self, last_step):
+        """The steps in `1..last_step` at which masks update (the first batch is step 1).
+
+        Example:
+
+        >>> PolynomialDecay(0.0, 0.8, begin_step=0, end_step=10, frequency=5).updates_until(10)
+        [5, 10]
+        """
+        first = self.begin_step if self.begin_step >= 1 else self.frequency
+        last = last_step if self.end_step == -1 else min(last_step, self.end_step)
+        return list(range(first, last + 1, self.frequency))
+
+    def __eq__(self, other):
+        return type(self) is type(other) and self._arguments() == other._arguments()
+
+    def __hash__(self):
+        return hash((type(self).__name__, tuple(sorted(self._arguments().items()))))
 
     @classmethod
     def from_epochs(cls, *args, steps_per_epoch, begin_epoch=0, end_epoch=None, **kwargs):
@@ -73,7 +116,7 @@ class PruningSchedule:
         >>> (s.begin_step, s.end_step)
         (30, 120)
         """
-        if not isinstance(steps_per_epoch, int) or steps_per_epoch <= 0:
+        if not _is_int(steps_per_epoch) or steps_per_epoch <= 0:
             raise ValueError(
                 f"`steps_per_epoch` must be a positive integer, got {steps_per_epoch!r}; "
                 "it is usually ceil(num_samples / batch_size)."
@@ -83,10 +126,11 @@ class PruningSchedule:
 
     @classmethod
     def from_config(cls, config):
-        return cls(**config)
+        """Reads both tfmot's `{"class_name", "config"}` format and plain constructor arguments."""
+        return cls(**config.get("config", config))
 
     def __repr__(self):
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        args = ", ".join(f"{k}={v!r}" for k, v in self._arguments().items())
         return f"{type(self).__name__}({args})"
 
 
@@ -103,22 +147,22 @@ class ConstantSparsity(PruningSchedule):
     def __init__(self, target_sparsity, begin_step=0, end_step=-1, frequency=100):
         _check_sparsity("target_sparsity", target_sparsity)
         super().__init__(begin_step, end_step, frequency)
-        self.sparsity = float(target_sparsity)
+        self.target_sparsity = float(target_sparsity)
 
-    def target_sparsity(self, step):
-        return self.sparsity
+    def sparsity_at(self, step):
+        return self.target_sparsity
 
     @property
     def final_sparsity(self):
-        return self.sparsity
+        return self.target_sparsity
 
     def get_config(self):
-        return {
-            "target_sparsity": self.sparsity,
-            "begin_step": self.begin_step,
-            "end_step": self.end_step,
-            "frequency": self.frequency,
-        }
+        return self._config(
+            target_sparsity=self.target_sparsity,
+            begin_step=self.begin_step,
+            end_step=self.end_step,
+            frequency=self.frequency,
+        )
 
 
 @keras.saving.register_keras_serializable(package="tfprune")
@@ -144,33 +188,48 @@ class PolynomialDecay(PruningSchedule):
             raise ValueError("PolynomialDecay needs a finite `end_step` (the step where sparsity reaches its final value).")
         if not isinstance(power, (int, float)) or math.isnan(power) or power <= 0:
             raise ValueError(f"`power` must be a positive number, got {power!r}; Zhu & Gupta use 3.")
+        if initial_sparsity > final_sparsity:
+            warnings.warn(
+                f"PolynomialDecay({initial_sparsity}, {final_sparsity}, ...) lowers the sparsity over time: masks "
+                "reopen, but the weights pruned earlier restart from zero. Did you swap initial and final sparsity?",
+                stacklevel=2,
+            )
         self.initial_sparsity = float(initial_sparsity)
-        self._final_sparsity = float(final_sparsity)
+        self.final_sparsity = float(final_sparsity)
         self.power = power
 
-    def target_sparsity(self, step):
+    def sparsity_at(self, step):
         span = max(self.end_step - self.begin_step, 1)
         progress = min(1.0, max(0.0, (step - self.begin_step) / span))
-        sparsity = self._final_sparsity + (self.initial_sparsity - self._final_sparsity) * (1.0 - progress) ** self.power
+        sparsity = self.final_sparsity + (self.initial_sparsity - self.final_sparsity) * (1.0 - progress) ** self.power
         return round(sparsity, 12)
 
-    @property
-    def final_sparsity(self):
-        return self._final_sparsity
-
     def get_config(self):
-        return {
-            "initial_sparsity": self.initial_sparsity,
-            "final_sparsity": self._final_sparsity,
-            "begin_step": self.begin_step,
-            "end_step": self.end_step,
-            "power": self.power,
-            "frequency": self.frequency,
-        }
+        return self._config(
+            initial_sparsity=self.initial_sparsity,
+            final_sparsity=self.final_sparsity,
+            begin_step=self.begin_step,
+            end_step=self.end_step,
+            power=self.power,
+            frequency=self.frequency,
+        )
+
+
+def _as_step(step):
+    """A Python int from an int, a NumPy integer or a scalar tensor (tfmot passes tf.Variables)."""
+    if _is_int(step):
+        return int(step)
+    try:
+        value = np.asarray(keras.ops.convert_to_numpy(step))
+    except Exception as error:  # symbolic tensors, strings, ...
+        raise ValueError(f"A pruning schedule needs a concrete integer step, got {step!r}.") from error
+    if value.shape != () or not np.issubdtype(value.dtype, np.integer):
+        raise ValueError(f"A pruning schedule needs a scalar integer step, got {step!r}.")
+    return int(value)
 
 
 def serialize(schedule):
-    return keras.saving.serialize_keras_object(schedule)
+    return schedule.get_config()
 
 
 def deserialize(config):

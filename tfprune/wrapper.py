@@ -74,10 +74,14 @@ class PruneLowMagnitude(keras.layers.Wrapper):
             raise ValueError(f"PruneLowMagnitude wraps a Keras layer, got {type(layer).__name__}: {layer!r}.")
         if isinstance(layer, PruneLowMagnitude):
             raise ValueError(f"Layer '{layer.layer.name}' is already wrapped for pruning; do not prune it twice.")
+        if not (registry.is_prunable(layer) or registry.is_dense_by_design(layer)):
+            raise ValueError(registry.unsupported_message(layer))
         if scope not in SCOPES:
             raise ValueError(f"`scope` must be one of {SCOPES}, got {scope!r}.")
         kwargs.setdefault("name", f"prune_low_magnitude_{layer.name}")
         super().__init__(layer, **kwargs)
+        if getattr(self, "_input_shape_arg", None) is None and getattr(layer, "_input_shape_arg", None) is not None:
+            self._input_shape_arg = layer._input_shape_arg  # so that a Sequential model starting with it is built
         if isinstance(pruning_schedule, dict):
             pruning_schedule = schedules.deserialize(pruning_schedule)
         self.pruning_schedule = pruning_schedule or schedules.ConstantSparsity(0.5)
@@ -92,22 +96,37 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         self.step_driven = False
         self.supports_masking = getattr(layer, "supports_masking", False)
 
+    # tfmot's attribute names for the granularity
+    @property
+    def block_size(self):
+        return self.granularity.block_size
+
+    @property
+    def block_pooling_type(self):
+        return self.granularity.block_pooling_type
+
+    @property
+    def sparsity_m_by_n(self):
+        return self.granularity.m_by_n
+
     def build(self, input_shape=None):
         if not self.layer.built:
             self.layer.build(input_shape)
-        self.pruned_weights = registry.prunable_weights(self.layer)
-        if not self.pruned_weights:
-            raise ValueError(
-                f"Layer '{self.layer.name}' ({type(self.layer).__name__}) has no prunable weights. "
-                "Only wrap layers listed in tfprune.registry, or subclass tfprune.PrunableLayer."
-            )
-        for w in self.pruned_weights:
-            self.granularity.check_fits(w.shape, f"'{self.layer.name}/{w.name}'")
+        described = registry.describe_weights(self.layer)
+        if not described and not registry.is_dense_by_design(self.layer):
+            raise ValueError(registry.unsupported_message(self.layer))
+        self.pruned_weights = [p.variable for p in described]
+        self.weight_axes = [p.axes for p in described]
+        for w, axes in zip(self.pruned_weights, self.weight_axes):
+            self.granularity.check_fits(axes, w.shape, f"'{self.layer.name}/{w.name}'")
         self.masks = [
             self.add_weight(name=f"{w.name}_mask", shape=w.shape, dtype=w.dtype, initializer="ones", trainable=False)
             for w in self.pruned_weights
         ]
-        self.pruning_step = self.add_weight(name="pruning_step", shape=(), dtype="int64", initializer="zeros", trainable=False)
+        # Training steps taken, as in tfmot: -1 until the first fit, and the first batch is step 1.
+        self.pruning_step = self.add_weight(
+            name="pruning_step", shape=(), dtype="int64", initializer=keras.initializers.Constant(-1), trainable=False
+        )
         for w, mask in zip(self.pruned_weights, self.masks):
             w.constraint = KeepPruned(mask, w.constraint)
 
@@ -120,14 +139,14 @@ class PruneLowMagnitude(keras.layers.Wrapper):
             self.layer.build_from_config(config)
         self.build()
 
-    def call(self, inputs, *args, training=None, **kwargs):
+    def call(self, *args, training=None, **kwargs):
         if training and not self.step_driven:
             raise RuntimeError(
                 f"'{self.name}' is being trained without the pruning step callback, so its masks would never "
                 "update. Add it: model.fit(..., callbacks=[tfprune.UpdatePruningStep()]). In a custom training "
                 "loop, call the callback's on_train_begin() / on_train_batch_begin() yourself (see README)."
             )
-        return self.layer(inputs, *args, **kwargs)
+        return self.layer(*args, **kwargs)
 
     def compute_mask(self, *args, **kwargs):
         return self.layer.compute_mask(*args, **kwargs)
@@ -141,8 +160,11 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         """
         if self.granularity.m_by_n:
             m, n = self.granularity.m_by_n
-            return [masks_lib.m_by_n_mask(np.abs(w), m, n) for w in weights]
-        return [masks_lib.threshold_masks([np.abs(w)], sparsity, self.granularity)[0] for w in weights]
+            return [masks_lib.m_by_n_mask(np.abs(w), m, n, axes) for w, axes in zip(weights, self.weight_axes)]
+        return [
+            masks_lib.threshold_masks([np.abs(w)], sparsity, self.granularity, [axes])[0]
+            for w, axes in zip(weights, self.weight_axes)
+        ]
 
     def apply_masks(self, new_masks, step):
         """Stores `new_masks`, zeroes the pruned entries of the weights and records `step`.
