@@ -139,14 +139,16 @@ class PruneLowMagnitude(keras.layers.Wrapper):
             self.layer.build_from_config(config)
         self.build()
 
-    def call(self, *args, training=None, **kwargs):
+    def call(self, inputs=None, *args, training=None, **kwargs):
         if training and not self.step_driven:
             raise RuntimeError(
                 f"'{self.name}' is being trained without the pruning step callback, so its masks would never "
                 "update. Add it: model.fit(..., callbacks=[tfprune.UpdatePruningStep()]). In a custom training "
                 "loop, call the callback's on_train_begin() / on_train_batch_begin() yourself (see README)."
             )
-        return self.layer(*args, **kwargs)
+        if inputs is None:  # called with keyword arguments only, e.g. attention(query=q, value=v)
+            return self.layer(*args, **kwargs)
+        return self.layer(inputs, *args, **kwargs)
 
     def compute_mask(self, *args, **kwargs):
         return self.layer.compute_mask(*args, **kwargs)
