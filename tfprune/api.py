@@ -83,12 +83,11 @@ def prune_low_magnitude(
     ```
     """
     pruning_schedule = pruning_schedule or schedules.ConstantSparsity(0.5, 0)
-    granularity = masks_lib.Granularity(block_size, block_pooling_type, sparsity_m_by_n)  # validates early
+    masks_lib.Granularity(block_size, block_pooling_type, sparsity_m_by_n)  # validates early
     if scope not in SCOPES:
         raise ValueError(f"`scope` must be one of {SCOPES}, got {scope!r}.")
     if scope == "global" and sparsity_m_by_n is not None:
         raise ValueError("N:M sparsity is local to groups of n weights; use scope='layer' with `sparsity_m_by_n`.")
-    _warn_if_m_by_n_ignores_schedule(granularity, pruning_schedule)
     policy = pruning_policy or PruningPolicy()
     settings = dict(
         pruning_schedule=pruning_schedule,
@@ -119,16 +118,6 @@ def prune_low_magnitude(
     )
 
 
-def _warn_if_m_by_n_ignores_schedule(granularity, schedule):
-    if granularity.m_by_n and abs(schedule.final_sparsity - granularity.m_by_n_sparsity) > 1e-9:
-        warnings.warn(
-            f"With sparsity_m_by_n={granularity.m_by_n} every update zeroes {granularity.m_by_n[0]} of every "
-            f"{granularity.m_by_n[1]} weights ({granularity.m_by_n_sparsity:.0%}); the schedule only decides when, "
-            f"so its sparsity ({schedule.final_sparsity:.0%}) is not used.",
-            stacklevel=3,
-        )
-
-
 def _check_not_pruned(layer):
     if isinstance(layer, PruneLowMagnitude):
         raise ValueError(
@@ -140,7 +129,7 @@ def _check_not_pruned(layer):
 def _prune_or_copy(layer, wrap, policy, strict):
     if isinstance(layer, PruneLowMagnitude):
         return copy_layer(layer)  # pruned before: kept with its own settings, masks and step
-    if not (registry.is_prunable(layer) or registry.is_dense_by_design(layer)):
+    if not registry.is_supported(layer):
         if strict:
             raise ValueError(registry.unsupported_message(layer) + " Or pass strict=False to leave it dense.")
         warnings.warn(registry.unsupported_message(layer) + " It stays dense (strict=False).", stacklevel=4)

@@ -5,7 +5,7 @@ import warnings
 
 import keras
 
-from tfprune.controller import PruningController, pruning_wrappers
+from tfprune.controller import PruningController, pruning_wrappers, saved_step
 from tfprune.report import sparsity_report
 
 
@@ -38,14 +38,12 @@ class UpdatePruningStep(keras.callbacks.Callback):
         self._warned = False
 
     def on_train_begin(self, logs=None):
-        try:
-            self.controller = PruningController(self.model)
-        except ValueError as error:
-            if pruning_wrappers(self.model):
-                raise
-            warnings.warn(f"UpdatePruningStep does nothing: {error}", stacklevel=2)
+        if not pruning_wrappers(self.model):  # tfmot's callback does nothing then: say so
+            warnings.warn(f"UpdatePruningStep does nothing: model '{self.model.name}' has no pruned layers.",
+                          stacklevel=2)
             self.controller = None
             return
+        self.controller = PruningController(self.model)
         self.controller.set_step_driven(True)
         self.step = self.controller.step
         self._warned = False
@@ -121,15 +119,13 @@ class PruningSummaries(keras.callbacks.Callback):
 
     def on_train_end(self, logs=None):
         self._write()
-        self._writer.flush()
 
     def _write(self):
         import tensorflow as tf  # TensorBoard event files are written by TensorFlow, only when logging
 
         if self._writer is None:
             self._writer = tf.summary.create_file_writer(os.path.join(self.log_dir, "pruning"))
-        wrappers = pruning_wrappers(self.model)
-        step = max(0, *(int(w.pruning_step.numpy()) for w in wrappers if w.built))
+        step = saved_step(pruning_wrappers(self.model))
         report = sparsity_report(self.model)
         with self._writer.as_default():
             for row in report["layers"]:

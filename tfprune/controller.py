@@ -37,8 +37,11 @@ class PruningController:
         for w in self.wrappers:
             if not w.built:
                 raise ValueError(f"Pruned layer '{w.name}' is not built yet: call the model on data (or build it) first.")
-        self.layer_scoped = [w for w in self.wrappers if w.scope == "layer"]
-        self.global_scoped = tuple(w for w in self.wrappers if w.scope == "global")
+        # Wrappers of weightless layers (Dropout, Flatten, ... as tfmot wraps them) only carry the step.
+        masked = [w for w in self.wrappers if w.masks]
+        self.layer_scoped = [w for w in masked if w.scope == "layer"]
+        self.global_scoped = tuple(w for w in masked if w.scope == "global")
+        self._global_axes = [a for w in self.global_scoped for a in w.weight_axes]
         _check_global_settings_agree(self.global_scoped)
         self._compiled = {}
         self._pending = None  # (step, layer sparsities, global sparsity) of the update being run
@@ -46,7 +49,7 @@ class PruningController:
     @property
     def step(self):
         """The number of training steps already taken, as saved in the model (0 before the first fit)."""
-        return max(0, *(int(w.pruning_step.numpy()) for w in self.wrappers))
+        return saved_step(self.wrappers)
 
     def set_step_driven(self, driven):
         for w in self.wrappers:
@@ -107,13 +110,13 @@ class PruningController:
         masks = [m for w, sparsity, v in zip(targets, layer_sparsities, per_wrapper) for m in w.compute_masks(sparsity, v)]
         if global_sparsity is not None:
             scores = [np.abs(v) for layer_values in per_wrapper[len(layer_sparsities):] for v in layer_values]
-            axes = [a for w in self.global_scoped for a in w.weight_axes]
-            masks += masks_lib.threshold_masks(scores, global_sparsity, self.global_scoped[0].granularity, axes)
+            masks += masks_lib.threshold_masks(scores, global_sparsity, self.global_scoped[0].granularity,
+                                               self._global_axes)
         return [*masks, np.asarray(step, dtype=np.int64)]
 
     def reapply_masks(self):
         """Zeroes the pruned weights again, e.g. after the optimizer swapped in averaged (EMA) weights."""
-        for w in self.wrappers:
+        for w in (*self.layer_scoped, *self.global_scoped):
             w.apply_masks([m.value for m in w.masks], w.pruning_step.value)
 
     def shortfalls(self, last_step):
@@ -122,19 +125,24 @@ class PruningController:
         Empty when every schedule reaches its final sparsity (N:M layers reach their m/n at any update).
         """
         short = {}
-        for w in self.wrappers:
-            schedule = w.pruning_schedule
+        for w in (*self.layer_scoped, *self.global_scoped):
+            short.setdefault(w.pruning_schedule, []).append(w)
+        lines = []
+        for schedule, wrappers in short.items():
             updates = schedule.updates_until(last_step)
-            if not w.masks or (w.granularity.m_by_n and updates):
-                continue
+            names = [w.layer.name for w in wrappers if not (w.granularity.m_by_n and updates)]
             reached = schedule.sparsity_at(updates[-1]) if updates else 0.0
-            if reached < schedule.final_sparsity - 1e-9:
-                short.setdefault(schedule, []).append(w.layer.name)
-        return [_shortfall_line(schedule, names, last_step) for schedule, names in short.items()]
+            if names and reached < schedule.final_sparsity - 1e-9:
+                lines.append(_shortfall_line(schedule, updates, names, last_step))
+        return lines
 
 
-def _shortfall_line(schedule, layer_names, last_step):
-    updates = schedule.updates_until(last_step)
+def saved_step(wrappers):
+    """Training steps taken, as stored in built `wrappers` (-1 before the first fit reads as 0)."""
+    return max(0, *(int(w.pruning_step.numpy()) for w in wrappers if w.built))
+
+
+def _shortfall_line(schedule, updates, layer_names, last_step):
     names = ", ".join(layer_names[:4]) + (f" and {len(layer_names) - 4} more" if len(layer_names) > 4 else "")
     if updates:
         what = (f"runs {len(updates)} mask update(s), the last at step {updates[-1]}, and reaches sparsity "

@@ -25,8 +25,10 @@ keeps at least one unit (one weight, or one block): a layer is never cut off ent
 import numpy as np
 
 from tfprune.axes import WeightAxes
+from tfprune.validation import is_integer
 
 POOLING_TYPES = ("AVG", "MAX")
+_FLAT = WeightAxes()  # no input/output axes: to_grid ranks the weight as one flat row
 
 
 class Granularity:
@@ -40,13 +42,13 @@ class Granularity:
 
     def __init__(self, block_size=(1, 1), block_pooling_type="AVG", m_by_n=None):
         block_size = tuple(block_size)
-        if len(block_size) != 2 or any(not _is_int(b) or b < 1 for b in block_size):
+        if len(block_size) != 2 or any(not is_integer(b) or b < 1 for b in block_size):
             raise ValueError(f"`block_size` must be two positive integers, got {block_size!r}.")
         if block_pooling_type not in POOLING_TYPES:
             raise ValueError(f"`block_pooling_type` must be one of {POOLING_TYPES}, got {block_pooling_type!r}.")
         if m_by_n is not None:
             m_by_n = tuple(m_by_n)
-            if len(m_by_n) != 2 or any(not _is_int(v) or v < 1 for v in m_by_n):
+            if len(m_by_n) != 2 or any(not is_integer(v) or v < 1 for v in m_by_n):
                 raise ValueError(f"`sparsity_m_by_n` must be two positive integers (m, n), got {m_by_n!r}.")
             if m_by_n[0] >= m_by_n[1]:
                 raise ValueError(
@@ -89,10 +91,6 @@ class Granularity:
         return "unstructured"
 
 
-def _is_int(value):
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-
-
 def to_grid(x, axes):
     """`x` with its grouping axes (rows, columns) moved last, as a (P, rows, columns) array."""
     grouping = axes.grouping
@@ -107,7 +105,8 @@ def from_grid(grid, axes, shape):
     grouping = axes.grouping
     if grouping is None:
         return grid.reshape(shape)
-    moved_shape = np.moveaxis(np.empty(shape, dtype=bool), grouping, (-2, -1)).shape
+    rest = [size for axis, size in enumerate(shape) if axis not in grouping]
+    moved_shape = (*rest, shape[grouping[0]], shape[grouping[1]])
     return np.moveaxis(grid.reshape(moved_shape), (-2, -1), grouping)
 
 
@@ -194,7 +193,10 @@ def threshold_masks(score_list, sparsity, granularity, axes_list=None, max_spars
     keeps at least one unit, and at most `max_sparsity` of its units are pruned when given.
     Returns boolean keep-masks with the shapes of `score_list`.
     """
-    axes_list = axes_list or [WeightAxes.of_shape(np.shape(s)) for s in score_list]
+    if granularity.block_size == (1, 1):
+        axes_list = [_FLAT] * len(score_list)  # single weights need no 2-D view: rank them flat
+    else:
+        axes_list = axes_list or [WeightAxes.of_shape(np.shape(s)) for s in score_list]
     grids = [to_grid(np.asarray(s), a) for s, a in zip(score_list, axes_list)]
     pooled = [pool_blocks(g, granularity) for g in grids]
     sizes = [p.size for p in pooled]

@@ -199,11 +199,19 @@ def is_dense_by_design(layer):
     return isinstance(layer, _DENSE_BY_DESIGN) or (layer.built and not layer.weights)
 
 
+def is_supported(layer):
+    """True for layers a `PruneLowMagnitude` may wrap: prunable ones, and those with nothing to prune."""
+    return is_prunable(layer) or is_dense_by_design(layer)
+
+
 def unsupported_message(layer):
     """Why `layer` cannot be wrapped for pruning, and what to do about it."""
+    inner = [sub.name for sub in getattr(layer, "_layers", []) if is_prunable(sub)]
+    holds = (f" It holds prunable layers ({', '.join(inner[:4])}), but custom layers are not descended into "
+             "inside Sequential/Functional models yet." if inner else "")
     return (
         f"Layer '{layer.name}' ({type(layer).__name__}) is not prunable: tfprune does not know which of its "
-        "weights to prune. Supported: Dense, EinsumDense, Conv*, DepthwiseConv*, SeparableConv*, Embedding, "
+        f"weights to prune.{holds} Supported: Dense, EinsumDense, Conv*, DepthwiseConv*, SeparableConv*, Embedding, "
         "MultiHeadAttention, SimpleRNN/LSTM/GRU (also stacked cells), Bidirectional/TimeDistributed around them, "
         "weightless and normalization layers (left dense), and any layer that subclasses tfprune.PrunableLayer "
         "and returns its prunable variables from get_prunable_weights()."
@@ -240,21 +248,21 @@ def describe_weights(layer):
         raise ValueError(
             f"Layer '{layer.name}' is quantized ({layer.quantization_mode}); prune the float model first."
         )
-    inner = _sublayers(layer)
-    if inner is None:
-        described = []
-        for name, axes_of in _weights_by_class(layer):
-            variable = _variable(layer, name)
-            described.append(PrunableWeight(variable, axes_of(layer, variable)))
-        return described
-    described = [[p for p in describe_weights(sub)] for sub in inner]
-    if isinstance(layer, L.MultiHeadAttention):  # query/key/value: (dim, heads, key_dim); output: (heads, key_dim, dim)
-        described = [
-            [dataclasses.replace(p, axes=dataclasses.replace(p.axes, head=(p.axes.input if i == 3 else p.axes.output)[0]))
-             for p in projection]
-            for i, projection in enumerate(described)
+    if isinstance(layer, L.MultiHeadAttention):
+        # query/key/value kernels are (dim, heads, key_dim); the output kernel is (heads, key_dim, dim).
+        *projections, output = _sublayers(layer)
+        return [_with_head(p, p.axes.output[0]) for sub in projections for p in describe_weights(sub)] + [
+            _with_head(p, p.axes.input[0]) for p in describe_weights(output)
         ]
-    return [p for projection in described for p in projection]
+    inner = _sublayers(layer)
+    if inner is not None:
+        return [p for sub in inner for p in describe_weights(sub)]
+    return [PrunableWeight(v, axes_of(layer, v))
+            for v, axes_of in ((_variable(layer, name), axes_of) for name, axes_of in _weights_by_class(layer))]
+
+
+def _with_head(prunable, head_axis):
+    return dataclasses.replace(prunable, axes=dataclasses.replace(prunable.axes, head=head_axis))
 
 
 def prunable_weights(layer):

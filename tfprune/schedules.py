@@ -11,9 +11,7 @@ import warnings
 import keras
 import numpy as np
 
-
-def _is_int(value):
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+from tfprune.validation import is_integer
 
 
 def _check_sparsity(name, value):
@@ -26,7 +24,7 @@ def _check_sparsity(name, value):
 
 def _check_steps(begin_step, end_step, frequency):
     for name, value in (("begin_step", begin_step), ("end_step", end_step), ("frequency", frequency)):
-        if not _is_int(value):
+        if not is_integer(value):
             raise ValueError(f"`{name}` must be an integer number of training steps, got {value!r}.")
     if end_step < -1:
         raise ValueError(f"`end_step` must be -1 (prune until training ends) or a step >= 0, got {end_step}.")
@@ -116,7 +114,7 @@ class PruningSchedule:
         >>> (s.begin_step, s.end_step)
         (30, 120)
         """
-        if not _is_int(steps_per_epoch) or steps_per_epoch <= 0:
+        if not is_integer(steps_per_epoch) or steps_per_epoch <= 0:
             raise ValueError(
                 f"`steps_per_epoch` must be a positive integer, got {steps_per_epoch!r}; "
                 "it is usually ceil(num_samples / batch_size)."
@@ -217,7 +215,7 @@ class PolynomialDecay(PruningSchedule):
 
 def _as_step(step):
     """A Python int from an int, a NumPy integer or a scalar tensor (tfmot passes tf.Variables)."""
-    if _is_int(step):
+    if is_integer(step):
         return int(step)
     try:
         value = np.asarray(keras.ops.convert_to_numpy(step))

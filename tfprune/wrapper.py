@@ -14,6 +14,8 @@ Train pruned models with a Keras optimizer (`fit`, or `optimizer.apply` in a cus
 loop): updates written to the variables by other means bypass the constraint.
 """
 
+import warnings
+
 import keras
 import numpy as np
 from keras import ops
@@ -36,6 +38,16 @@ class KeepPruned:
         if self.inner is not None:
             value = self.inner(value)
         return ops.multiply(value, ops.cast(self.mask.value, value.dtype))
+
+
+def _warn_if_m_by_n_ignores_schedule(granularity, schedule):
+    if granularity.m_by_n and abs(schedule.final_sparsity - granularity.m_by_n_sparsity) > 1e-9:
+        warnings.warn(
+            f"With sparsity_m_by_n={granularity.m_by_n} every update zeroes {granularity.m_by_n[0]} of every "
+            f"{granularity.m_by_n[1]} weights ({granularity.m_by_n_sparsity:.0%}); the schedule only decides when, "
+            f"so its sparsity ({schedule.final_sparsity:.0%}) is not used.",
+            stacklevel=4,
+        )
 
 
 @keras.saving.register_keras_serializable(package="tfprune")
@@ -74,7 +86,7 @@ class PruneLowMagnitude(keras.layers.Wrapper):
             raise ValueError(f"PruneLowMagnitude wraps a Keras layer, got {type(layer).__name__}: {layer!r}.")
         if isinstance(layer, PruneLowMagnitude):
             raise ValueError(f"Layer '{layer.layer.name}' is already wrapped for pruning; do not prune it twice.")
-        if not (registry.is_prunable(layer) or registry.is_dense_by_design(layer)):
+        if not registry.is_supported(layer):
             raise ValueError(registry.unsupported_message(layer))
         if scope not in SCOPES:
             raise ValueError(f"`scope` must be one of {SCOPES}, got {scope!r}.")
@@ -91,6 +103,7 @@ class PruneLowMagnitude(keras.layers.Wrapper):
                 f"PolynomialDecay, got {type(self.pruning_schedule).__name__}."
             )
         self.granularity = masks_lib.Granularity(block_size, block_pooling_type, sparsity_m_by_n)
+        _warn_if_m_by_n_ignores_schedule(self.granularity, self.pruning_schedule)
         self.scope = scope
         # Set by UpdatePruningStep (or a custom loop calling it); checked when a train step is traced.
         self.step_driven = False
