@@ -12,9 +12,10 @@ final = tfprune.strip_pruning(pruned)
 ```
 """
 
-from tfprune.api import PruningPolicy, load_model, prune_low_magnitude, prune_scope, strip_pruning
+from tfprune.api import load_model, prune_low_magnitude, prune_scope, strip_pruning
 from tfprune.callbacks import PruningSummaries, UpdatePruningStep
 from tfprune.controller import PruningController
+from tfprune.policy import PruneForLatencyOnXNNPack, PruningPolicy
 from tfprune.registry import PrunableLayer
 from tfprune.report import format_report, sparsity_report
 from tfprune.schedules import ConstantSparsity, PolynomialDecay, PruningSchedule
@@ -27,6 +28,7 @@ __all__ = [
     "PolynomialDecay",
     "PrunableLayer",
     "PruneLowMagnitude",
+    "PruneForLatencyOnXNNPack",
     "PruningController",
     "PruningPolicy",
     "PruningSchedule",

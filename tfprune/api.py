@@ -15,28 +15,9 @@ from tfprune import masks as masks_lib
 from tfprune import registry
 from tfprune import schedules
 from tfprune.controller import pruning_wrappers
+from tfprune.policy import PruningPolicy
 from tfprune.rebuild import copy_layer, rebuild
 from tfprune.wrapper import SCOPES, PruneLowMagnitude
-
-
-class PruningPolicy:
-    """Decides which layers get pruned; subclass to restrict pruning.
-
-    Example:
-
-    ```python
-    class SkipFirstLayer(tfprune.PruningPolicy):
-        def allow_pruning(self, layer):
-            return layer.name != "conv_in"
-    ```
-    """
-
-    def allow_pruning(self, layer):
-        """True if `layer` (a prunable layer) should be pruned."""
-        return True
-
-    def ensure_model_supports_pruning(self, model):
-        """Raises ValueError if `model` does not suit this policy."""
 
 
 def prune_low_magnitude(
