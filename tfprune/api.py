@@ -6,9 +6,11 @@ tfmot is an import change, but everything here works on Keras 3 models.
 
 import contextlib
 import os
+import re
 import warnings
 import zipfile
 
+import h5py
 import keras
 
 from tfprune import masks as masks_lib
@@ -124,7 +126,8 @@ def strip_pruning(model):
     """Returns a plain Keras model with the pruned weights (zeros included) and no tfprune classes.
 
     Its outputs equal the pruned model's in inference. A single wrapper gives back a
-    copy of its inner layer. The pruned model is not modified.
+    copy of its inner layer. The pruned model is not modified; a model without
+    pruned layers is returned as it is, with a warning.
 
     Example:
 
@@ -138,7 +141,8 @@ def strip_pruning(model):
     if not isinstance(model, keras.Model):
         raise ValueError(f"strip_pruning expects a Keras model or a pruned layer, got {type(model).__name__}.")
     if not pruning_wrappers(model):
-        warnings.warn(f"Model '{model.name}' has no pruned layers; strip_pruning returns a plain copy.", stacklevel=2)
+        warnings.warn(f"Model '{model.name}' has no pruned layers; strip_pruning returns it unchanged.", stacklevel=2)
+        return model
     return rebuild(model, lambda layer: _stripped_layer(layer) if isinstance(layer, PruneLowMagnitude) else copy_layer(layer))
 
 
@@ -174,9 +178,10 @@ def _schedule_classes():
 
 
 def load_model(path, **kwargs):
-    """Loads a (possibly mid-pruning) `.keras` model, with a clear error for a bad file.
+    """Loads a (possibly mid-pruning) `.keras` or legacy `.h5` model, with a clear error for a bad file.
 
     Masks and the schedule step are restored, so `fit` continues where it stopped.
+    Keyword arguments (`custom_objects`, `compile`, `safe_mode`) go to `keras.models.load_model`.
 
     Example:
 
@@ -188,7 +193,10 @@ def load_model(path, **kwargs):
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"No model file at '{path}'.")
-    if not zipfile.is_zipfile(path):
+    is_h5 = h5py.is_hdf5(path)
+    if is_h5 and not path.endswith((".h5", ".hdf5")):
+        raise ValueError(f"'{path}' is an HDF5 (legacy Keras) file: give it a .h5 extension so that Keras reads it as one.")
+    if not is_h5 and not zipfile.is_zipfile(path):
         raise ValueError(
             f"'{path}' is not a valid .keras archive (corrupt or truncated: a .keras file is a zip). "
             "Re-save the model, or restore it from an earlier checkpoint."
@@ -196,8 +204,29 @@ def load_model(path, **kwargs):
     try:
         with prune_scope():
             return keras.models.load_model(path, **kwargs)
-    except (zipfile.BadZipFile, OSError, ValueError, KeyError, EOFError) as error:
+    except (TypeError, ValueError) as error:
+        missing = _missing_class(error)
+        if missing:
+            raise ValueError(
+                f"Could not load '{path}': it holds the custom class '{missing}', which Keras cannot find. Decorate "
+                f"{missing} with @keras.saving.register_keras_serializable() and import its module before loading, "
+                f"or pass custom_objects={{'{missing}': {missing}}}."
+            ) from error
+        if "safe_mode" in str(error):
+            raise  # Keras' own message says what to do about a Python lambda in the file
+        raise ValueError(f"Could not load '{path}': {type(error).__name__}: {error}") from error
+    except (zipfile.BadZipFile, OSError, KeyError, EOFError) as error:
         raise ValueError(
             f"Could not load '{path}': {type(error).__name__}: {error}. The file is corrupt, truncated or "
             "was not written by keras.Model.save()."
         ) from error
+
+
+def _missing_class(error):
+    """The class name in Keras' "Could not locate class 'X'" anywhere in the chain of `error`, or None."""
+    while error is not None:
+        found = re.search(r"(?:Could not locate (?:class|function)|Unknown [a-z ]+:) '([^']+)'", str(error))
+        if found:
+            return found.group(1)
+        error = error.__cause__ or error.__context__
+    return None

@@ -2,21 +2,32 @@
 
 Used both to wrap layers for pruning and to strip the wrappers again.
 `rebuild(model, replace)` calls `replace(layer)` on every leaf layer of a
-Sequential, Functional or subclassed model (nested models included); `replace`
-returns a new, built layer with its weights set. Sequential and Functional models
-go through `keras.models.clone_model`; subclassed models are re-created from their
-config and their layer attributes swapped before first use.
+Sequential, Functional or subclassed model (nested models and users' container
+layers included); `replace` returns a new, built layer with its weights set.
+Sequential and Functional models go through `keras.models.clone_model`;
+subclassed models and container layers are re-created from their config and the
+layers they hold swapped by path (see `containers`).
 """
 
 import keras
 from keras.src.models.functional import Functional
 
-from tfprune import registry
+from tfprune.containers import get_at, is_graph_model, is_user_container, leaf_paths, mark_swapped, set_at, user_class
 
 
 def copy_layer(layer):
-    """An independent copy of `layer` with the same weights, built if `layer` is."""
-    new = layer.__class__.from_config(layer.get_config())
+    """An independent copy of `layer` with the same weights, built if `layer` is.
+
+    A layer without weights that cannot be re-created from its config (a `Lambda`
+    of a Python lambda, under Keras' safe mode) is returned itself: it holds no
+    state to share with the original.
+    """
+    try:
+        new = _recreate(layer, type(layer))
+    except ValueError:
+        if layer.weights:
+            raise
+        return layer
     if layer.built:
         build_config = layer.get_build_config()
         if not build_config and layer.weights:
@@ -31,25 +42,28 @@ def copy_layer(layer):
     return new
 
 
-def _is_graph_model(model):
-    return isinstance(model, (keras.Sequential, Functional))
-
-
 def rebuild(model, replace):
     """A new model like `model` where each leaf layer `l` is replaced by `replace(l)`."""
-    if _is_graph_model(model):
+    if is_graph_model(model):
         if not model.built and not isinstance(model, keras.Sequential):
             raise ValueError(
                 f"Model '{model.name}' is not built: give it an input shape (keras.Input) or call it on data first."
             )
-        # Operations written as expressions (`h + x`) are graph nodes but not layers: kept as they are.
         return keras.models.clone_model(
             model,
             input_tensors=_named_inputs(model),
-            clone_function=lambda op: replace(op) if isinstance(op, keras.layers.Layer) else op,
+            clone_function=lambda op: _replace_operation(op, replace),
             recursive=True,
         )
-    return _rebuild_subclassed(model, replace)
+    return _rebuild_container(model, replace)
+
+
+def _replace_operation(op, replace):
+    if not isinstance(op, keras.layers.Layer):
+        return op  # an operation written as an expression (`h + x`) is a graph node, not a layer: kept
+    if is_user_container(op):
+        return _rebuild_container(op, replace)
+    return replace(op)
 
 
 def _named_inputs(model):
@@ -62,64 +76,51 @@ def _named_inputs(model):
     )
 
 
-def _rebuild_subclassed(model, replace):
-    try:
-        clone = model.__class__.from_config(model.get_config())
-    except Exception as error:  # get_config/from_config of user code can fail in many ways
-        raise ValueError(
-            f"Cannot copy subclassed model '{model.name}' ({type(model).__name__}): from_config(get_config()) "
-            f"failed with {type(error).__name__}: {error}. Give its __init__ serializable arguments or "
-            "implement get_config()."
-        ) from error
-    _swap_sublayers(model, clone, replace)
-    build_config = model.get_build_config()
-    if model.built and build_config:
-        clone.build_from_config(build_config)
+def _rebuild_container(container, replace):
+    """A copy of a user's subclassed model or container layer, each held layer `l` replaced by `replace(l)`."""
+    clone = _fresh_copy(container)
+    for path in leaf_paths(container):
+        held = get_at(container, path)
+        set_at(clone, path, rebuild(held, replace) if is_graph_model(held) else replace(held))
+    build_config = container.get_build_config()
+    if container.built and build_config:
+        clone.build_from_config(build_config)  # builds what the container creates itself, if anything
+        clone.built = True  # as Keras' own deserialization does: a subclassed model's build leaves it unset
+    _copy_own_variables(container, clone)
+    mark_swapped(clone)
     return clone
 
 
-def _swap_sublayers(original, clone, replace):
-    """Replaces the layer attributes of `clone` by `replace(<same attribute of original>)`."""
-    for name, value in list(vars(original).items()):
-        if name.startswith("_"):
-            continue
-        if isinstance(value, keras.layers.Layer):
-            setattr_layer(clone, name, _replacement(value, getattr(clone, name), replace))
-        elif isinstance(value, (list, tuple)) and any(isinstance(v, keras.layers.Layer) for v in value):
-            items = getattr(clone, name)
-            for i, v in enumerate(value):
-                if isinstance(v, keras.layers.Layer):
-                    new = _replacement(v, items[i], replace)
-                    _untrack(clone, items[i])
-                    items[i] = new
+def _fresh_copy(container):
+    """`container` re-created, unbuilt, from its config (its user class's, if pruned before)."""
+    return _recreate(container, user_class(container))
 
 
-def _replacement(original, fresh, replace):
-    if _is_graph_model(original):
-        return rebuild(original, replace)
-    if _is_user_container(original):
-        _swap_sublayers(original, fresh, replace)
-        return fresh
-    return replace(original)
+def _recreate(layer, cls):
+    """`cls.from_config(cls.get_config(layer))`, or a ValueError saying what the user must add."""
+    try:
+        return cls.from_config(cls.get_config(layer))
+    except Exception as error:  # get_config/from_config of user code can fail in many ways
+        kind = "model" if isinstance(layer, keras.Model) else "layer"
+        raise ValueError(
+            f"Cannot copy {kind} '{layer.name}' ({cls.__name__}): from_config(get_config()) failed with "
+            f"{type(error).__name__}: {error}. tfprune prunes a copy and leaves yours untouched, so {cls.__name__} "
+            "must be re-creatable from its config: let __init__ take **kwargs and pass them to "
+            "super().__init__(**kwargs), and give it a get_config() returning its other constructor arguments."
+        ) from error
 
 
-def _is_user_container(layer):
-    # A user's block of layers is descended into; Keras' own composite layers
-    # (attention, RNN, wrappers), tfprune wrappers and PrunableLayers are replaced whole.
-    library = type(layer).__module__.split(".")[0] in ("keras", "tfprune")
-    return bool(layer._layers) and not library and not registry.has_custom_prunable_weights(layer)
+def _copy_own_variables(container, clone):
+    """Copies the variables `container` creates itself (not those of the layers it holds)."""
+    own, new = _own_variables(container), _own_variables(clone)
+    if len(own) != len(new):
+        raise ValueError(
+            f"Cannot copy custom layer '{container.name}' ({type(container).__name__}): it holds {len(own)} "
+            f"variables of its own, its copy built from get_build_config() holds {len(new)}. Create them in build()."
+        )
+    for source, target in zip(own, new):
+        target.assign(source)
 
 
-def _untrack(parent, layer):
-    if layer in parent._layers:
-        parent._layers.remove(layer)
-
-
-def setattr_layer(parent, name, new):
-    """Sets `parent.<name> = new`, untracking the layer it replaces."""
-    _untrack(parent, getattr(parent, name))
-    was_locked = parent._tracker.locked
-    parent._tracker.unlock()
-    setattr(parent, name, new)
-    if was_locked:
-        parent._tracker.lock()
+def _own_variables(layer):
+    return list(layer._trainable_variables) + list(layer._non_trainable_variables)

@@ -206,15 +206,13 @@ def is_supported(layer):
 
 def unsupported_message(layer):
     """Why `layer` cannot be wrapped for pruning, and what to do about it."""
-    inner = [sub.name for sub in getattr(layer, "_layers", []) if is_prunable(sub)]
-    holds = (f" It holds prunable layers ({', '.join(inner[:4])}), but custom layers are not descended into "
-             "inside Sequential/Functional models yet." if inner else "")
     return (
         f"Layer '{layer.name}' ({type(layer).__name__}) is not prunable: tfprune does not know which of its "
-        f"weights to prune.{holds} Supported: Dense, EinsumDense, Conv*, DepthwiseConv*, SeparableConv*, Embedding, "
+        "weights to prune. Supported: Dense, EinsumDense, Conv*, DepthwiseConv*, SeparableConv*, Embedding, "
         "MultiHeadAttention, SimpleRNN/LSTM/GRU (also stacked cells), Bidirectional/TimeDistributed around them, "
         "weightless and normalization layers (left dense), and any layer that subclasses tfprune.PrunableLayer "
-        "and returns its prunable variables from get_prunable_weights()."
+        "and returns its prunable variables from get_prunable_weights(); your own layers that hold such layers "
+        "as attributes are pruned inside."
     )
 
 

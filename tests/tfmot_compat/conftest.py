@@ -23,7 +23,6 @@ OPEN = {
     "testPruneThenLoadTFWeights_DifferentInferenceWithoutTraining": "weights of a dense model load into a pruned one",
     "testPruneThenLoadTFWeights_DoesNotPreserveWeights": "weights of a dense model load into a pruned one",
     "testMbyNSparsityPruning_SupportedLayersConv2D_not_multiple_4": "check of N:M padding on a 7-channel Conv2D",
-    "testSparsityPruningMbyN_SupportedSubclassLayers": "custom container layers inside Functional models",
     "testPruneCustomNonPrunableLayer": "a custom layer without prunable weights must be refused when unbuilt",
     "testPruneMiscObject": "tfmot's exact error message for non-Keras objects",
     "testPruneModelCustomNonPrunableLayerRaisesError": "an unbuilt custom layer in a Sequential must be refused",

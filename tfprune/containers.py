@@ -1,0 +1,141 @@
+"""Users' own container layers and subclassed models, with pruned layers inside.
+
+A container is a layer or subclassed model written by a user (keras.io's
+`TransformerBlock`, a `class Net(keras.Model)`) that holds other layers as
+attributes. tfprune addresses those layers by path, `("block", "dense")` or
+`("blocks", 2)`, and swaps them for wrappers. So that such a container saves
+and loads as a `.keras` file, its class becomes a subclass of the user's class
+mixing in `PrunedContainer`, whose config records the swapped layers.
+"""
+
+import keras
+from keras.src.models.functional import Functional
+
+from tfprune import registry
+from tfprune.wrapper import PruneLowMagnitude
+
+
+def is_graph_model(layer):
+    return isinstance(layer, (keras.Sequential, Functional))
+
+
+def is_user_container(layer):
+    """True for a user's layer or subclassed model holding layers, which tfprune descends into.
+
+    Keras' own composite layers (attention, RNN, wrappers), tfprune wrappers and
+    `PrunableLayer`s are pruned whole; Sequential and Functional models are cloned.
+    """
+    library = type(layer).__module__.split(".")[0] in ("keras", "tfprune")
+    return (
+        bool(layer._layers)
+        and not library
+        and not is_graph_model(layer)
+        and not registry.has_custom_prunable_weights(layer)
+    )
+
+
+def leaf_paths(container):
+    """Paths of the layers held by `container`, descending into nested user containers."""
+    for name, value in list(vars(container).items()):
+        if name.startswith("_"):
+            continue
+        if isinstance(value, keras.layers.Layer):
+            yield from _paths_below((name,), value)
+        elif isinstance(value, (list, tuple)):
+            for index, item in enumerate(value):
+                if isinstance(item, keras.layers.Layer):
+                    yield from _paths_below((name, index), item)
+
+
+def _paths_below(path, layer):
+    if is_user_container(layer):
+        for below in leaf_paths(layer):
+            yield path + below
+    else:
+        yield path
+
+
+def get_at(container, path):
+    for key in path:
+        container = container[key] if isinstance(key, int) else getattr(container, key)
+    return container
+
+
+def set_at(container, path, new):
+    """Puts layer `new` at `path` in place of the layer there, keeping the owner's layer order."""
+    owner = get_at(container, path[:-2] if isinstance(path[-1], int) else path[:-1])
+    old = get_at(container, path)
+    tracker = owner._tracker
+    if tracker.is_in_store("layers", old):
+        tracker.replace_tracked_value("layers", old, new)
+    else:
+        locked, tracker.locked = tracker.locked, False
+        tracker.track(new)
+        tracker.locked = locked
+    if isinstance(path[-1], int):
+        get_at(container, path[:-1])[path[-1]] = new
+    else:
+        setattr(owner, path[-1], new)
+
+
+def _holds_wrappers(layer):
+    return any(isinstance(sub, PruneLowMagnitude) for sub in layer._flatten_layers())
+
+
+@keras.saving.register_keras_serializable("tfprune")
+class PrunedContainer:
+    """Mixed into a user's container class once pruned layers are swapped in, so that it saves and loads.
+
+    Its config is the user's own config plus, for every path where the user's
+    constructor would create a different layer, the layer that is there now.
+    """
+
+    @classmethod
+    def user_class(cls):
+        return cls.__mro__[cls.__mro__.index(PrunedContainer) + 1]
+
+    def get_config(self):
+        user_class = self.user_class()
+        return {
+            "container": {
+                "module": user_class.__module__,
+                "class_name": user_class.__name__,
+                "config": user_class.get_config(self),
+                "registered_name": keras.saving.get_registered_name(user_class),
+            },
+            "swapped": [
+                {"path": list(path), "layer": keras.saving.serialize_keras_object(get_at(self, path))}
+                for path in leaf_paths(self)
+                if _holds_wrappers(get_at(self, path))
+            ],
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        container = keras.saving.deserialize_keras_object(config["container"])
+        for swapped in config["swapped"]:
+            set_at(container, tuple(swapped["path"]), keras.saving.deserialize_keras_object(swapped["layer"]))
+        mark_swapped(container)
+        return container
+
+
+_PRUNED_CLASSES = {}
+
+
+def user_class(container):
+    """The user's own class of `container`, pruned or not."""
+    cls = type(container)
+    return cls.user_class() if issubclass(cls, PrunedContainer) else cls
+
+
+def mark_swapped(container):
+    """Gives `container` the saveable pruned variant of its user class if it now holds wrappers, else the user class."""
+    plain = user_class(container)
+    if not _holds_wrappers(container):
+        container.__class__ = plain
+        return
+    if plain not in _PRUNED_CLASSES:
+        pruned = type(plain.__name__, (PrunedContainer, plain), {"__module__": plain.__module__})
+        # Every pruned variant serializes as "tfprune>PrunedContainer"; loading needs only the generic from_config.
+        _PRUNED_CLASSES[plain] = keras.saving.register_keras_serializable("tfprune", "PrunedContainer")(pruned)
+    container.__class__ = _PRUNED_CLASSES[plain]
