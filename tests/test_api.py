@@ -172,3 +172,38 @@ def test_block_sparsity_on_a_one_dimensional_weight_is_rejected():
 def test_strip_pruning_rejects_non_models():
     with pytest.raises(ValueError, match="strip_pruning expects"):
         tfprune.strip_pruning("model")
+
+
+def _model_with_a_small_faint_layer():
+    """A big layer and a small one whose weights are all smaller: global ranking would empty the small one."""
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((64,)), L.Dense(64, name="big"), L.Dense(4, name="faint")])
+    model.get_layer("faint").kernel.assign(model.get_layer("faint").kernel * 1e-3)
+    return model
+
+
+def test_global_scope_holds_each_weight_at_max_layer_sparsity_and_the_report_says_so():
+    model = _model_with_a_small_faint_layer()
+    rows = {}
+    for cap in (None, 0.5, 1.0):
+        pruned = tfprune.prune_low_magnitude(model, tfprune.ConstantSparsity(0.5, 0), scope="global",
+                                             max_layer_sparsity=cap)
+        tfprune.PruningController(pruned).update(0)
+        report = tfprune.sparsity_report(pruned)
+        assert report["total"]["sparsity"] == pytest.approx(0.5, abs=1e-3)  # the budget moves, the total holds
+        rows[cap] = {row["layer"]: row for row in report["layers"]}
+    assert rows[None]["faint"]["nonzeros"] == 256 - int(0.99 * 256) and rows[None]["faint"]["at_cap"]  # default 0.99
+    assert rows[0.5]["faint"]["sparsity"] == 0.5 and rows[0.5]["faint"]["at_cap"]
+    assert rows[0.5]["big"]["sparsity"] == pytest.approx(0.5, abs=1e-3) and rows[0.5]["big"]["at_cap"]
+    assert rows[1.0]["faint"]["nonzeros"] == 1 and not rows[1.0]["big"]["at_cap"]  # only the keep-one floor
+    assert "* 1 weight(s) held at max_layer_sparsity" in tfprune.format_report(
+        {"layers": list(rows[None].values()), "total": {"params": 1, "nonzeros": 1, "sparsity": 0.0}})
+
+
+def test_max_layer_sparsity_is_checked():
+    with pytest.raises(ValueError, match="needs scope='global'"):
+        tfprune.prune_low_magnitude(mlp(), max_layer_sparsity=0.9)
+    with pytest.raises(ValueError, match="exceeds max_layer_sparsity=0.8.*raise max_layer_sparsity"):
+        tfprune.prune_low_magnitude(mlp(), tfprune.ConstantSparsity(0.9, 0), scope="global", max_layer_sparsity=0.8)
+    with pytest.raises(ValueError, match=r"must be in \(0, 1\]"):
+        tfprune.prune_low_magnitude(mlp(), scope="global", max_layer_sparsity=1.5)

@@ -27,9 +27,10 @@ def prune_low_magnitude(
     pruning_schedule=None,
     block_size=(1, 1),
     block_pooling_type="AVG",
-    sparsity_m_by_n=None,
     pruning_policy=None,
+    sparsity_m_by_n=None,
     scope="layer",
+    max_layer_sparsity=None,
     strict=True,
     **kwargs,
 ):
@@ -42,12 +43,15 @@ def prune_low_magnitude(
         pruning_schedule: when and how far to prune; default `ConstantSparsity(0.5, 0)`.
         block_size: prune (rows, columns) blocks of each weight's input x output view.
         block_pooling_type: "AVG" or "MAX", how a block's magnitude is pooled.
-        sparsity_m_by_n: `(m, n)` zeroes the m smallest of every n consecutive weights
-            along the input axis, as in tfmot: (2, 4) is 2:4 sparsity, (1, 4) gives 25% zeros.
         pruning_policy: a `PruningPolicy` choosing which layers to prune, e.g.
             `PruneForLatencyOnXNNPack()`.
+        sparsity_m_by_n: `(m, n)` zeroes the m smallest of every n consecutive weights
+            along the input axis, as in tfmot: (2, 4) is 2:4 sparsity, (1, 4) gives 25% zeros.
         scope: "layer" prunes every weight to the target; "global" ranks all
             weights of the model together, so total sparsity hits the target.
+        max_layer_sparsity: with scope="global", no single weight is pruned beyond this
+            fraction (default 0.99), so that global ranking never cuts a small layer off;
+            `sparsity_report` marks the weights held there.
         strict: raise (the default, as tfmot does) when the model holds a weighted layer
             that tfprune does not know how to prune; `strict=False` leaves it dense with a warning.
         **kwargs: Keras layer arguments for the wrapper (such as `input_shape`), when
@@ -78,6 +82,7 @@ def prune_low_magnitude(
         block_pooling_type=block_pooling_type,
         sparsity_m_by_n=sparsity_m_by_n,
         scope=scope,
+        max_layer_sparsity=max_layer_sparsity,
     )
 
     def wrap(layer, **layer_kwargs):

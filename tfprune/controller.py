@@ -110,8 +110,9 @@ class PruningController:
         masks = [m for w, sparsity, v in zip(targets, layer_sparsities, per_wrapper) for m in w.compute_masks(sparsity, v)]
         if global_sparsity is not None:
             scores = [np.abs(v) for layer_values in per_wrapper[len(layer_sparsities):] for v in layer_values]
-            masks += masks_lib.threshold_masks(scores, global_sparsity, self.global_scoped[0].granularity,
-                                               self._global_axes)
+            first = self.global_scoped[0]
+            masks += masks_lib.threshold_masks(scores, global_sparsity, first.granularity, self._global_axes,
+                                               max_sparsity=first.max_layer_sparsity)
         return [*masks, np.asarray(step, dtype=np.int64)]
 
     def reapply_masks(self):
@@ -166,7 +167,8 @@ def _check_global_settings_agree(wrappers):
     first = wrappers[0]
     for w in wrappers[1:]:
         for what, mine, theirs in (("pruning schedule", w.pruning_schedule, first.pruning_schedule),
-                                   ("granularity", w.granularity, first.granularity)):
+                                   ("granularity", w.granularity, first.granularity),
+                                   ("max_layer_sparsity", w.max_layer_sparsity, first.max_layer_sparsity)):
             if mine != theirs:
                 raise ValueError(
                     f"scope='global' ranks the weights of all globally pruned layers together, so they must share "

@@ -25,6 +25,7 @@ from tfprune import registry
 from tfprune import schedules
 
 SCOPES = ("layer", "global")
+GLOBAL_MAX_LAYER_SPARSITY = 0.99
 
 
 class KeepPruned:
@@ -50,6 +51,24 @@ def _warn_if_m_by_n_ignores_schedule(granularity, schedule):
         )
 
 
+def _checked_max_layer_sparsity(max_layer_sparsity, scope, schedule):
+    if scope != "global":
+        if max_layer_sparsity is not None:
+            raise ValueError("`max_layer_sparsity` caps global ranking; it needs scope='global'.")
+        return None
+    if max_layer_sparsity is None:
+        return GLOBAL_MAX_LAYER_SPARSITY
+    if not 0.0 < max_layer_sparsity <= 1.0:
+        raise ValueError(f"`max_layer_sparsity` must be in (0, 1], got {max_layer_sparsity!r}.")
+    if schedule.final_sparsity > max_layer_sparsity:
+        raise ValueError(
+            f"The global target sparsity {schedule.final_sparsity:g} exceeds max_layer_sparsity="
+            f"{max_layer_sparsity:g}, the most any weight may be pruned, so it cannot be reached: raise "
+            "max_layer_sparsity (at most 1.0) or lower the target."
+        )
+    return float(max_layer_sparsity)
+
+
 @keras.saving.register_keras_serializable(package="tfprune")
 class PruneLowMagnitude(keras.layers.Wrapper):
     """Prunes the weights of `layer` to the sparsity given by `pruning_schedule`.
@@ -63,6 +82,8 @@ class PruneLowMagnitude(keras.layers.Wrapper):
             see `tfprune.masks`.
         scope: "layer" (each weight pruned to the target on its own) or "global"
             (one magnitude threshold across every globally-pruned weight of the model).
+        max_layer_sparsity: scope="global" only: the most any one weight of this layer
+            is pruned; default 0.99.
 
     Example:
 
@@ -80,6 +101,7 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         block_pooling_type="AVG",
         sparsity_m_by_n=None,
         scope="layer",
+        max_layer_sparsity=None,
         **kwargs,
     ):
         if not isinstance(layer, keras.layers.Layer):
@@ -105,6 +127,7 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         self.granularity = masks_lib.Granularity(block_size, block_pooling_type, sparsity_m_by_n)
         _warn_if_m_by_n_ignores_schedule(self.granularity, self.pruning_schedule)
         self.scope = scope
+        self.max_layer_sparsity = _checked_max_layer_sparsity(max_layer_sparsity, scope, self.pruning_schedule)
         # Set by UpdatePruningStep (or a custom loop calling it); checked when a train step is traced.
         self.step_driven = False
         self.supports_masking = getattr(layer, "supports_masking", False)
@@ -205,6 +228,7 @@ class PruneLowMagnitude(keras.layers.Wrapper):
                 "block_pooling_type": self.granularity.block_pooling_type,
                 "sparsity_m_by_n": None if self.granularity.m_by_n is None else list(self.granularity.m_by_n),
                 "scope": self.scope,
+                "max_layer_sparsity": self.max_layer_sparsity,
             }
         )
         return config
