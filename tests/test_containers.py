@@ -105,7 +105,9 @@ def test_subclassed_model_with_container_layers_keeps_tracking_prunes_saves_and_
     x, y = np.random.rand(64, 8).astype("float32"), np.random.randint(0, 3, 64)
     model = BlockNet()
     model(x[:1])
+    model.compile("sgd", "mse")
     pruned = tfprune.prune_low_magnitude(model, **SCHEDULE)
+    assert pruned.compiled and pruned.optimizer is not model.optimizer  # compiled like the original, as clone_model does
 
     assert len(pruned.trainable_weights) == len(model.trainable_weights) == 14
     assert len(tfprune.sparsity_report(pruned)["layers"]) == 4  # three blocks' Dense and the head

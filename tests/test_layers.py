@@ -125,6 +125,28 @@ def test_unknown_weighted_layer_is_an_error_naming_it_and_the_fix():
         tfprune.prune_low_magnitude(model)
 
 
+class StandardizedConv2D(L.Conv2D):
+    """keras.io's weight standardization: a zeroed raw kernel entry is not zero in the kernel used."""
+
+    def convolution_op(self, inputs, kernel):
+        mean, var = keras.ops.moments(kernel, axes=[0, 1, 2], keepdims=True)
+        return keras.ops.conv(inputs, (kernel - mean) / keras.ops.sqrt(var + 1e-10), padding="valid")
+
+
+class PrunableStandardizedConv2D(StandardizedConv2D, tfprune.PrunableLayer):
+    def get_prunable_weights(self):
+        return [self.kernel]
+
+
+def test_a_users_subclass_of_a_supported_layer_must_name_its_weights_as_in_tfmot():
+    model = keras.Sequential([keras.Input((6, 6, 2)), StandardizedConv2D(4, 3, name="ws")])
+    with pytest.raises(ValueError, match="'ws' .StandardizedConv2D. subclasses Conv2D.*PrunableLayer.*self.kernel"):
+        tfprune.prune_low_magnitude(model)
+    model = keras.Sequential([keras.Input((6, 6, 2)), PrunableStandardizedConv2D(4, 3, name="ws")])
+    pruned = tfprune.prune_low_magnitude(model, tfprune.ConstantSparsity(0.5, 0))
+    assert [w.path for w in pruned.layers[0].pruned_weights] == ["ws/kernel"]
+
+
 def test_non_strict_mode_leaves_unknown_layer_dense_with_a_warning():
     model = keras.Sequential([keras.Input((4,)), Unknown(name="mystery"), L.BatchNormalization(), L.Dense(2)])
     with pytest.warns(UserWarning, match="'mystery'.*stays dense"):

@@ -100,10 +100,14 @@ def prune_low_magnitude(
     if isinstance(to_prune, keras.layers.Layer):
         _check_not_pruned(to_prune)
         return wrap(to_prune, **kwargs)
-    raise ValueError(
-        f"`to_prune` must be a Keras layer, a list of layers or a Keras model, got {type(to_prune).__name__}. "
-        "tfprune works with Keras 3 (`import keras`); tf_keras / Keras 2 objects are not supported."
+    message = (  # tfmot's words, so that code checking them keeps working
+        "`prune_low_magnitude` can only prune an object of the following types: keras.models.Sequential, keras "
+        "functional model, keras.layers.Layer, list of keras.layers.Layer. You passed an object of type: "
+        f"{type(to_prune).__name__}."
     )
+    if type(to_prune).__module__.split(".")[0] in ("tf_keras", "tensorflow"):
+        message += " tfprune works with Keras 3 (`import keras`); tf_keras / Keras 2 objects are not supported."
+    raise ValueError(message)
 
 
 def _check_not_pruned(layer):

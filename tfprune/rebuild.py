@@ -55,7 +55,10 @@ def rebuild(model, replace):
             clone_function=lambda op: _replace_operation(op, replace),
             recursive=True,
         )
-    return _rebuild_container(model, replace)
+    clone = _rebuild_container(model, replace)
+    if model.compiled:  # as clone_model does for the graph models above
+        clone.compile_from_config(model.get_compile_config())
+    return clone
 
 
 def _replace_operation(op, replace):

@@ -157,8 +157,19 @@ def _rnn_cells(layer):
     return None
 
 
+_LIBRARIES = ("keras", "keras_hub", "keras_nlp", "keras_cv", "tfprune")
+
+
+def _from_a_library(layer):
+    """False for a user's own class: a `class MyDense(Dense)` may use its `kernel` differently in `call`
+    (weight standardization, for one), so it is pruned only if it names its weights, as in tfmot."""
+    return type(layer).__module__.split(".")[0] in _LIBRARIES
+
+
 def _sublayers(layer):
     """Inner layers whose weights belong to a container layer, or None."""
+    if not _from_a_library(layer):
+        return None
     if isinstance(layer, L.MultiHeadAttention):
         return [layer._query_dense, layer._key_dense, layer._value_dense, layer._output_dense]
     if isinstance(layer, L.Bidirectional):
@@ -171,6 +182,8 @@ def _sublayers(layer):
 
 
 def _weights_by_class(layer):
+    if not _from_a_library(layer):
+        return ()
     for cls, weights in _WEIGHTS_BY_CLASS:
         if isinstance(layer, cls):
             return weights
@@ -206,6 +219,14 @@ def is_supported(layer):
 
 def unsupported_message(layer):
     """Why `layer` cannot be wrapped for pruning, and what to do about it."""
+    base = next((cls.__name__ for cls, _ in _WEIGHTS_BY_CLASS if isinstance(layer, cls)), None)
+    if base:
+        return (
+            f"Layer '{layer.name}' ({type(layer).__name__}) subclasses {base}, but its call may use the weights "
+            f"differently, so tfprune (like tfmot) does not prune it as a {base}. If it does use them as {base} "
+            "does, add tfprune.PrunableLayer to its bases and return them from get_prunable_weights(), e.g. "
+            "[self.kernel]."
+        )
     return (
         f"Layer '{layer.name}' ({type(layer).__name__}) is not prunable: tfprune does not know which of its "
         "weights to prune. Supported: Dense, EinsumDense, Conv*, DepthwiseConv*, SeparableConv*, Embedding, "

@@ -170,6 +170,10 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         # The wrapped layer's own shapes, so that layers with several inputs (attention) rebuild on load.
         return self.layer.get_build_config()
 
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        return super().from_config(dict(config), custom_objects)  # keras.layers.Wrapper pops from the dict it gets
+
     def build_from_config(self, config):
         if config and not self.layer.built:
             self.layer.build_from_config(config)

@@ -17,24 +17,20 @@ DELIBERATE = {
     "testPruneScope_NeededForKerasModel": "tfprune classes are registered with Keras: no scope needed to load",
     "testPruneSubclassModel": "tfprune prunes subclassed models; tfmot refuses them",
     "testConv3DWeightNotPrunedWithSparsityMbyN": "N:M runs along the input axis of any kernel; tfmot skips rank 3/5",
+    "testPrunePretrainedModel_RemovesOptimizer": "the copy is compiled like the original, as Keras 3 clones are",
+    "testPruneThenLoadTFWeights_DifferentInferenceWithoutTraining": "a dense weights file does not fit a pruned "
+    "model: Keras 3 raises where tfmot's TF checkpoint silently loaded nothing",
+    "testPruneThenLoadTFWeights_DoesNotPreserveWeights": "same: the mismatched load raises instead of doing nothing",
 }
-OPEN = {
-    "testPrunePretrainedModel_RemovesOptimizer": "the copied model keeps no optimizer attribute check (Keras 3)",
-    "testPruneThenLoadTFWeights_DifferentInferenceWithoutTraining": "weights of a dense model load into a pruned one",
-    "testPruneThenLoadTFWeights_DoesNotPreserveWeights": "weights of a dense model load into a pruned one",
-    "testMbyNSparsityPruning_SupportedLayersConv2D_not_multiple_4": "check of N:M padding on a 7-channel Conv2D",
-    "testPruneCustomNonPrunableLayer": "a custom layer without prunable weights must be refused when unbuilt",
-    "testPruneMiscObject": "tfmot's exact error message for non-Keras objects",
-    "testPruneModelCustomNonPrunableLayerRaisesError": "an unbuilt custom layer in a Sequential must be refused",
-    "testCustomLayerNonPrunable": "layer built outside a model via Input",
-    "testCustomLayerPrunable": "layer built outside a model via Input",
-    "testEmbedding": "Sequential.build after a wrapper given input_shape (Keras 3)",
-    "testCollectPrunableLayers": "Sequential.build after a wrapper given input_shape (Keras 3)",
-    "testPruneModel": "get_config round trip of a Sequential of wrappers",
-}
+OPEN = {}
 
 
-def pytest_collection_modifyitems(items):
+def pytest_collection_modifyitems(config, items):
+    # tf.test.TestCase's own `test_session` helper is not a test (it skips itself): leave it out of the counts.
+    helpers = [item for item in items if item.name == "test_session"]
+    if helpers:
+        config.hook.pytest_deselected(items=helpers)
+        items[:] = [item for item in items if item.name != "test_session"]
     for item in items:
         name = item.name
         for table, kind in ((DELIBERATE, "deliberate difference"), (OPEN, "open, issue 7")):

@@ -78,7 +78,7 @@ class PruningWrapperTest(tf.test.TestCase):
             layers.Embedding(10, 10),
             input_shape=(10,),
             **self.params))
-    self.model.build(input_shape=(10, 1))
+    # Translated: Keras 2's build() here was a no-op (the first layer has input_shape); Keras 3 raises.
 
     self._check_mask_count(expected_mask_count=1)
 
@@ -119,14 +119,14 @@ class PruningWrapperTest(tf.test.TestCase):
 
   def testCustomLayerNonPrunable(self):
     layer = CustomLayer(input_dim=16, output_dim=32)
-    inputs = keras.layers.Input(shape=(16))
+    inputs = keras.layers.Input(shape=(16,))
     _ = layer(inputs)
     with self.assertRaises(ValueError):
       pruning_wrapper.PruneLowMagnitude(layer, block_pooling_type='MAX')
 
   def testCustomLayerPrunable(self):
     layer = CustomLayerPrunable(input_dim=16, output_dim=32)
-    inputs = keras.layers.Input(shape=(16))
+    inputs = keras.layers.Input(shape=(16,))
     _ = layer(inputs)
     pruned_layer = pruning_wrapper.PruneLowMagnitude(
         layer, block_pooling_type='MAX'
@@ -147,7 +147,7 @@ class PruningWrapperTest(tf.test.TestCase):
     self.model.add(Prune(layers.Dense(10)))
     self.model.add(Prune(layers.Dropout(0.5)))
 
-    self.model.build(input_shape=(1, 4))
+    # Translated: Keras 2's build() here was a no-op (the first layer has input_shape); Keras 3 raises.
 
     self.assertLen(pruning_wrapper.controller.pruning_wrappers(self.model), 5)
 

@@ -177,7 +177,7 @@ def is_model_sparsity_not(sparsity, model):
 def is_pruned_m_by_n(weights, m_by_n=(2, 4)):
   """NumPy version of tfmot's pruning_utils.is_pruned_m_by_n (last_channel='C_OUT').
 
-  At least m zeros in every n consecutive input-channel values of a rank-2 or rank-4 kernel.
+  At most n - m non-zeros in every n consecutive input-channel values of a rank-2 or rank-4 kernel.
   """
   num_zeros, num_elem = m_by_n
   weights = keras.ops.convert_to_numpy(weights)
@@ -187,9 +187,10 @@ def is_pruned_m_by_n(weights, m_by_n=(2, 4)):
     prepared = np.transpose(weights, (3, 0, 1, 2)).reshape(-1, weights.shape[2])
   else:
     raise ValueError(f'weight tensor with shape: {weights.shape} is not supported.')
+  num_non_zeros = num_elem - num_zeros
   for row in prepared:
     for col in range(0, row.size, num_elem):
-      if np.count_nonzero(row[col:col + num_elem] == 0) < min(num_zeros, row[col:col + num_elem].size):
+      if np.count_nonzero(row[col:col + num_elem]) > num_non_zeros:
         return False
   return True
 
