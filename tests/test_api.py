@@ -1,5 +1,8 @@
 """Model kinds that prune_low_magnitude accepts, and the errors for what it rejects."""
 
+import subprocess
+import sys
+
 import keras
 import numpy as np
 import pytest
@@ -207,3 +210,12 @@ def test_max_layer_sparsity_is_checked():
         tfprune.prune_low_magnitude(mlp(), tfprune.ConstantSparsity(0.9, 0), scope="global", max_layer_sparsity=0.8)
     with pytest.raises(ValueError, match=r"must be in \(0, 1\]"):
         tfprune.prune_low_magnitude(mlp(), scope="global", max_layer_sparsity=1.5)
+
+
+def test_import_tfprune_loads_nothing_beyond_keras_and_its_backend():
+    code = (
+        "import sys, keras; before = set(sys.modules); import tfprune; "
+        "print(sorted({m.split('.')[0] for m in set(sys.modules) - before}), 'tfprune.deploy' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip().splitlines()[-1] == "['tfprune'] False"  # TensorBoard, LiteRT, the converter: on first use

@@ -13,10 +13,9 @@ import pytest
 import tfprune
 from tests.conftest import compile_classifier, mlp
 from tfprune import cli
-from tfprune.deploy import LiteRTModel, export_tflite
+from tfprune.deploy import LiteRTModel, benchmark_tflite, export_tflite
 from tfprune.deploy.aarch64 import SYSROOT_PYTHON, LiteRTProcess, build_sysroot, compare_with_host
 from tfprune.deploy.android import AdbBenchmark, parse_benchmark_output
-from tfprune.deploy.bench import benchmark_tflite
 
 DATA = Path(__file__).parent / "data"
 

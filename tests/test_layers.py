@@ -40,9 +40,10 @@ CASES = {
     "GRU": lambda: _seq((5, 4), L.GRU(8)),
     "Bidirectional(LSTM)": lambda: _seq((5, 4), L.Bidirectional(L.LSTM(4))),
     "TimeDistributed(Dense)": lambda: _seq((5, 4), L.TimeDistributed(L.Dense(8))),
+    "RNN(LSTMCell, GRUCell)": lambda: _seq((5, 4), L.RNN([L.LSTMCell(6), L.GRUCell(8)])),
 }
 EXPECTED_WEIGHTS = {"SeparableConv1D": 2, "SeparableConv2D": 2, "MultiHeadAttention": 4, "SimpleRNN": 2,
-                    "LSTM": 2, "GRU": 2, "Bidirectional(LSTM)": 4}
+                    "LSTM": 2, "GRU": 2, "Bidirectional(LSTM)": 4, "RNN(LSTMCell, GRUCell)": 4}
 
 
 def _inputs(model, n=32):
