@@ -219,3 +219,20 @@ def test_import_tfprune_loads_nothing_beyond_keras_and_its_backend():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip().splitlines()[-1] == "['tfprune'] False"  # TensorBoard, LiteRT, the converter: on first use
+
+
+def test_global_scope_on_a_small_mobilenet_v2_keeps_every_depthwise_kernel_alive():
+    keras.utils.set_random_seed(0)
+    model = keras.applications.MobileNetV2(input_shape=(32, 32, 3), alpha=0.35, weights=None, classes=10)
+    kept = {}
+    for cap in (1.0, None):
+        pruned = tfprune.prune_low_magnitude(model, tfprune.ConstantSparsity(0.9, 0), scope="global",
+                                             max_layer_sparsity=cap)
+        tfprune.PruningController(pruned).update(0)
+        report = tfprune.sparsity_report(pruned)
+        assert report["total"]["sparsity"] == pytest.approx(0.9, abs=1e-5)
+        kept[cap] = {row["weight"]: row for row in report["layers"]}
+    cut_off = [name for name, row in kept[1.0].items() if row["nonzeros"] == 1]
+    assert len(cut_off) >= 10 and any("depthwise" in name for name in cut_off)  # what the floor is for
+    assert all(row["nonzeros"] >= 0.01 * row["params"] - 1 for row in kept[None].values())
+    assert all(kept[None][name]["at_cap"] for name in cut_off)

@@ -1,5 +1,9 @@
 """Users' own container layers and subclassed models (keras.io style): pruned inside, trained, saved, stripped."""
 
+import subprocess
+import sys
+from pathlib import Path
+
 import h5py
 import keras
 import numpy as np
@@ -124,6 +128,16 @@ def test_subclassed_model_with_container_layers_keeps_tracking_prunes_saves_and_
     assert isinstance(loaded, BlockNet) and isinstance(loaded.stack[0].dense, tfprune.PruneLowMagnitude)
     np.testing.assert_array_equal(loaded.predict(x, verbose=0), pruned.predict(x, verbose=0))
     assert tfprune.PruningController(loaded).step == tfprune.PruningController(pruned).step
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "expected.npy", pruned.predict(x, verbose=0))
+    in_a_new_process = (  # where only the module defining BlockNet is imported, as in a user's serving job
+        "import numpy as np, tfprune, tests.test_containers; d = __import__('pathlib').Path(r'%s'); "
+        "m = tfprune.load_model(d / 'blocknet.keras'); "
+        "print(float(np.abs(m.predict(np.load(d / 'x.npy'), verbose=0) - np.load(d / 'expected.npy')).max()))"
+    ) % tmp_path
+    result = subprocess.run([sys.executable, "-c", in_a_new_process], capture_output=True, text=True,
+                            cwd=Path(__file__).parent.parent)
+    assert result.returncode == 0 and result.stdout.strip().splitlines()[-1] == "0.0", result.stderr[-2000:]
 
     stripped = tfprune.strip_pruning(pruned)
     assert type(stripped) is BlockNet and type(stripped.first) is ResidualBlock
@@ -194,3 +208,22 @@ def test_load_model_names_a_missing_custom_class_and_reads_legacy_h5(tmp_path):
     (tmp_path / "legacy.keras").write_bytes((tmp_path / "legacy.h5").read_bytes())
     with pytest.raises(ValueError, match="HDF5.*give it a .h5 extension"):
         tfprune.load_model(tmp_path / "legacy.keras")
+
+
+def test_an_uncopyable_weighted_layer_left_dense_says_what_to_add():
+    class Scale(L.Layer):  # weighted, unknown to tfprune, and its __init__ takes no **kwargs
+        def __init__(self, init):
+            super().__init__()
+            self.init = init
+
+        def build(self, shape):
+            self.v = self.add_weight(shape=(shape[-1],), initializer="ones")
+
+        def call(self, x):
+            return x * self.v
+
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, L.Dense(2)(Scale(2.0)(inputs)))
+    with pytest.warns(UserWarning, match="'scale'.*stays dense"):
+        with pytest.raises(ValueError, match=r"(?s)Cannot copy layer 'scale'.*\*\*kwargs"):
+            tfprune.prune_low_magnitude(model, strict=False)
