@@ -102,7 +102,7 @@ def main():
     result["targets_met"] = {
         "gzip_at_most_1_15_of_float32": result["gzip_ratio_float32_over_pruned_int8"] >= 15,
         "accuracy_within_1_point": result["accuracy_drop_points"] <= 1.0,
-        "agreement_at_least_99": pruned_int8.parity["top1_agreement"] >= 0.99,
+        "agreement_at_least_99": pruned_int8.parity["outputs"]["output_0"]["top1_agreement"] >= 0.99,
     }
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "deploy_lenet.json").write_text(json.dumps(result, indent=2) + "\n")

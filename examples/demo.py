@@ -113,7 +113,7 @@ def main():
             "sparsity": rep["sparsity"],
             "tflite_bytes": exports[name].file_bytes,
             "gzip_bytes": exports[name].gzip_bytes,
-            "top1_agreement": exports[name].parity["top1_agreement"],
+            "top1_agreement": exports[name].parity["outputs"]["output_0"]["top1_agreement"],
             "median_latency_ms": latency[name]["median_ms"],
             "p90_latency_ms": latency[name]["p90_ms"],
         })

@@ -45,7 +45,7 @@ def test_int8_export_is_integer_only_verified_and_keeps_the_zeros(exported):
     assert path.is_file() and path.stat().st_size == report.file_bytes
     assert report.integer_only and report.float_ops == []
     assert "FULLY_CONNECTED" in report.ops
-    assert report.parity["top1_agreement"] >= 0.99
+    assert report.parity["outputs"]["output_0"]["top1_agreement"] >= 0.99
     kernels = [t for t in report.tensors if t["dtype"] == "INT8" and len(t["shape"]) == 2]
     assert len(kernels) == 3 and all(abs(t["sparsity"] - 0.9) < 0.01 for t in kernels)
     assert report.gzip_bytes < report.file_bytes / 2  # zeros compress
@@ -64,8 +64,9 @@ def test_float_and_float16_and_dynamic_exports_run_and_match(pruned_model, digit
     model, _ = pruned_model
     for mode in (None, "float16", "dynamic"):
         report = export_tflite(model, tmp_path / f"{mode}.tflite", quantize=mode, parity_data=x_test[:100])
-        assert report.parity["top1_agreement"] >= 0.98, mode
-    assert export_tflite(model, tmp_path / "f.tflite", parity_data=x_test[:50]).parity["max_abs_diff"] < 1e-4
+        assert report.parity["outputs"]["output_0"]["top1_agreement"] >= 0.98, mode
+    exact = export_tflite(model, tmp_path / "f.tflite", parity_data=x_test[:50]).parity["outputs"]["output_0"]
+    assert exact["max_abs_diff"] < 1e-4 and exact["sqnr_db"] > 80
 
 
 def test_report_saves_as_json(exported, tmp_path):
@@ -133,7 +134,7 @@ def test_subclassed_model_exports(digits, tmp_path):
     model = TwoLayerNet()
     model(x[:2])
     report = export_tflite(model, tmp_path / "s.tflite", parity_data=x[:20])
-    assert report.parity["top1_agreement"] == 1.0
+    assert report.parity["outputs"]["output_0"]["top1_agreement"] == 1.0
 
 
 def test_benchmark_measures_models_side_by_side(exported, pruned_model, tmp_path):

@@ -27,6 +27,20 @@ def _percentile(values, q):
     return float(np.percentile(values, q))
 
 
+def _random_sample(model):
+    """A random float input sample (a list of them for several inputs); integer ids get zeros, always valid."""
+    rng = np.random.default_rng(0)
+
+    def sample(detail):
+        shape = tuple(detail["shape"][1:])
+        if np.issubdtype(detail["dtype"], np.integer) and not detail["quantization"][0]:
+            return np.zeros(shape, detail["dtype"])
+        return rng.random(shape, dtype=np.float32)
+
+    samples = [sample(d) for d in model.inputs]
+    return samples[0] if len(samples) == 1 else samples
+
+
 def benchmark_tflite(path_or_paths, num_threads=1, runs=200, warmup=20, use_xnnpack=True, input_data=None):
     """Measures first-inference and steady-state latency of one or more .tflite models.
 
@@ -35,7 +49,7 @@ def benchmark_tflite(path_or_paths, num_threads=1, runs=200, warmup=20, use_xnnp
         num_threads: interpreter threads.
         runs, warmup: timed and untimed invocations per model (interleaved across models).
         use_xnnpack: False disables LiteRT's default XNNPack delegate.
-        input_data: optional float sample (without batch axis); random data otherwise.
+        input_data: optional sample (without batch axis; a list for several inputs); random data otherwise.
 
     Returns:
         {"machine": {...}, "settings": {...}, "models": [{"path", "file_bytes", "first_inference_ms",
@@ -56,10 +70,7 @@ def benchmark_tflite(path_or_paths, num_threads=1, runs=200, warmup=20, use_xnnp
         before = _rss_bytes()
         model = LiteRTModel.load(path, num_threads=num_threads, use_xnnpack=use_xnnpack)
         after = _rss_bytes()
-        shape = model.input["shape"]
-        rng = np.random.default_rng(0)
-        sample = input_data if input_data is not None else rng.random(tuple(shape[1:]), dtype=np.float32)
-        prepared = model.prepare(sample)
+        prepared = model.prepare(input_data if input_data is not None else _random_sample(model))
         start = time.perf_counter()
         model.invoke(prepared)
         first = time.perf_counter() - start

@@ -1,13 +1,18 @@
 """`export_tflite`: Keras 3 model -> verified .tflite file plus an export report.
 
-The path that works for Keras 3 is SavedModel (`model.export`) then
-`tf.lite.TFLiteConverter.from_saved_model`. Sparse encoding is only kept when the
-result loads in the default LiteRT interpreter: XNNPack rejects sparse INT8 and
-dynamic-range weights, and then tfprune falls back to dense storage and says so.
+The path that works for Keras 3 is SavedModel (`keras.export.ExportArchive`) then
+`tf.lite.TFLiteConverter.from_saved_model`, with a signature that keeps every input's
+dtype (integer ids stay integers) and names inputs `input_i` and outputs `output_i` in
+Keras order. Recurrent layers are unrolled over their (fixed) number of time steps first:
+a TFLite WHILE loop cannot be fully quantized (the converter crashes), plain ops can.
+Sparse encoding is only kept when the result loads in the default LiteRT interpreter:
+XNNPack rejects sparse INT8 and dynamic-range weights, and then tfprune falls back to
+dense storage and says so. Parity is judged by `tfprune.deploy.parity`.
 """
 
 import dataclasses
 import gzip
+import importlib.metadata
 import json
 import os
 import tempfile
@@ -18,10 +23,13 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+import tfprune
 from tfprune.api import strip_pruning
 from tfprune.controller import pruning_wrappers
+from tfprune.deploy import parity as parity_lib
 from tfprune.deploy.flatbuffer import inspect_tflite
 from tfprune.deploy.litert import LiteRTModel
+from tfprune.rebuild import copy_layer, rebuild
 
 QUANTIZE_MODES = (None, "dynamic", "float16", "int8")
 
@@ -39,59 +47,107 @@ class ExportReport:
     integer_only: bool
     float_ops: list
     tensors: list
+    io: list = dataclasses.field(default_factory=list)
     parity: dict | None = None
     notes: list = dataclasses.field(default_factory=list)
+    versions: dict = dataclasses.field(default_factory=dict)
 
     def to_dict(self):
         return dataclasses.asdict(self)
 
     def save_json(self, path):
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        _atomic_write(Path(path), (json.dumps(self.to_dict(), indent=2) + "\n").encode())
 
     def summary(self):
         lines = [f"{self.path}: {self.file_bytes:,} bytes ({self.gzip_bytes:,} gzipped), quantize={self.quantize}, "
                  f"sparse encoding: {self.sparse_encoding}"]
+        lines += [f"  {entry}" for entry in self.io]
         if self.parity:
-            p = self.parity
-            lines.append(f"  parity on {p['samples']} samples: top-1 agreement {p['top1_agreement']:.2%}, "
-                         f"max |diff| {p['max_abs_diff']:.4f}, mean |diff| {p['mean_abs_diff']:.5f}")
+            lines.append(f"  parity on {self.parity['samples']} samples: "
+                         f"{parity_lib.summary_line(self.parity['outputs'])}")
         lines += [f"  note: {n}" for n in self.notes]
         return "\n".join(lines)
 
 
-def _calibration_samples(representative_data, input_shape, limit):
-    """Float32 samples (each with a batch axis of 1) from an array, tf.data.Dataset or generator."""
-    if isinstance(representative_data, tf.data.Dataset):
-        batches = (b[0] if isinstance(b, (tuple, list)) else b for b in representative_data.as_numpy_iterator())
-    elif isinstance(representative_data, np.ndarray):
-        batches = iter([representative_data])
-    elif hasattr(representative_data, "__iter__") or callable(representative_data):
-        source = representative_data() if callable(representative_data) else representative_data
-        batches = (np.asarray(b[0] if isinstance(b, (tuple, list)) else b) for b in source)
+@dataclasses.dataclass(frozen=True)
+class _Input:
+    """One model input as exported: signature name, shape (batch None) and dtype."""
+
+    name: str
+    keras_name: str
+    shape: tuple
+    dtype: str
+
+    @property
+    def is_integer(self):
+        return np.issubdtype(np.dtype(self.dtype), np.integer)
+
+
+def _model_inputs(model):
+    tensors = getattr(model, "inputs", None)
+    if not tensors:  # subclassed: one input, from the build config {"input_shape": (batch, ...)}
+        build_config = model.get_build_config() or {}
+        shape = next(iter(build_config.values()), None)
+        if shape is None:
+            raise ValueError(f"Model '{model.name}' has no known input shape: call it on data once before exporting.")
+        return [_Input("input_0", "input", (None, *tuple(shape)[1:]), "float32")]
+    return [_Input(f"input_{i}", t.name, (None, *tuple(t.shape)[1:]), keras.backend.standardize_dtype(t.dtype))
+            for i, t in enumerate(tensors)]
+
+
+def _split_inputs(element, inputs):
+    """The input arrays of one batch or dataset element: `x`, `[x1, x2]`, `{name: x}`, or `x` of an `(x, y)` pair."""
+    if isinstance(element, dict):
+        missing = [spec.keras_name for spec in inputs if spec.keras_name not in element]
+        if missing:
+            raise ValueError(f"Input data given by name lacks input(s) {missing}; it has {sorted(element)}.")
+        return [element[spec.keras_name] for spec in inputs]
+    if isinstance(element, (tuple, list)):
+        if len(inputs) == 1:
+            return [element[0]]  # (x, y) or [x]
+        if isinstance(element[0], (tuple, list, dict)):
+            return _split_inputs(element[0], inputs)  # ((x1, x2), y)
+        return list(element)
+    return [element]
+
+
+def _samples(data, inputs, limit, what):
+    """Up to `limit` samples from an array (a list of arrays for several inputs), tf.data.Dataset or generator.
+
+    Returns one batch array per input, cast to that input's dtype.
+    """
+    if isinstance(data, tf.data.Dataset):
+        batches = data.as_numpy_iterator()
+    elif isinstance(data, (np.ndarray, list, tuple, dict)):
+        batches = iter([data])
+    elif hasattr(data, "__iter__") or callable(data):
+        batches = data() if callable(data) else data
     else:
-        raise TypeError(
-            f"`representative_data` must be a numpy array, a tf.data.Dataset or a generator of input batches, "
-            f"got {type(representative_data).__name__}."
-        )
-    samples = []
-    expected = tuple(input_shape[1:])
+        raise TypeError(f"`{what}` must be a numpy array (a list of arrays for several inputs), a tf.data.Dataset "
+                        f"or a generator of input batches, got {type(data).__name__}.")
+    collected = [[] for _ in inputs]
+    count = 0
     for batch in batches:
-        batch = np.asarray(batch)
-        if batch.shape == expected:
-            batch = batch[None]
-        if tuple(batch.shape[1:]) != expected:
-            raise ValueError(
-                f"Calibration data has samples of shape {tuple(batch.shape[1:])} but the model expects {expected} "
-                "(without the batch axis). Pass inputs shaped like the model's input."
-            )
-        if not np.issubdtype(batch.dtype, np.number):
-            raise ValueError(f"Calibration data must be numeric, got dtype {batch.dtype}.")
-        samples += [s[None].astype(np.float32) for s in batch]
-        if len(samples) >= limit:
+        arrays = _split_inputs(batch, inputs)
+        if len(arrays) != len(inputs):
+            raise ValueError(f"`{what}` gives {len(arrays)} arrays per batch; the model has {len(inputs)} inputs.")
+        arrays = [np.asarray(a) for a in arrays]
+        for spec, array in zip(inputs, arrays):
+            if array.shape == spec.shape[1:]:
+                array = array[None]
+            if tuple(array.shape[1:]) != spec.shape[1:] or not np.issubdtype(array.dtype, np.number):
+                raise ValueError(
+                    f"`{what}` has samples of shape {tuple(array.shape[1:])} ({array.dtype}) for input "
+                    f"'{spec.keras_name}', which expects {spec.shape[1:]} ({spec.dtype}) without the batch axis."
+                )
+        for collected_input, array, spec in zip(collected, arrays, inputs):
+            collected_input.append(array.astype(spec.dtype))
+        count += len(arrays[0])
+        if count >= limit:
             break
-    if not samples:
-        raise ValueError("`representative_data` is empty: INT8 calibration needs at least one input sample.")
-    return samples[:limit]
+    if not count:
+        raise ValueError(f"`{what}` is empty: it needs at least one input sample.")
+    return [np.concatenate(c, axis=0)[:limit] for c in collected]
 
 
 def _check_writable(path):
@@ -102,26 +158,63 @@ def _check_writable(path):
         raise PermissionError(f"Cannot write '{path}': folder '{parent}' is not writable.")
 
 
-def _input_shape(model):
-    shape = getattr(model, "inputs", None) and model.inputs[0].shape
-    if shape is None:
-        build_config = model.get_build_config() or {}  # subclassed: {"input_shape": (batch, ...)}
-        shape = next(iter(build_config.values()), None)
-    if shape is None:
-        raise ValueError(f"Model '{model.name}' has no known input shape: call it on data once before exporting.")
-    return (None, *tuple(shape)[1:])
+def _is_recurrent(layer):
+    return isinstance(layer, keras.layers.RNN) or (
+        isinstance(layer, (keras.layers.Bidirectional, keras.layers.TimeDistributed))
+        and _is_recurrent(getattr(layer, "forward_layer", None) or layer.layer)
+    )
 
 
-def _saved_model(model, directory, input_shape):
+def _with_unroll(config):
+    if isinstance(config, dict):
+        return {key: True if key == "unroll" else _with_unroll(value) for key, value in config.items()}
+    if isinstance(config, list):
+        return [_with_unroll(value) for value in config]
+    return config
+
+
+def _unrolled(layer):
+    """A copy of `layer` with its recurrence unrolled (same weights), or a plain copy of a non-recurrent layer."""
+    if not _is_recurrent(layer):
+        return copy_layer(layer)
+    input_shape = (layer.get_build_config() or {}).get("input_shape")
+    if not input_shape or input_shape[1] is None:
+        raise ValueError(
+            f"Recurrent layer '{layer.name}' runs over a variable number of time steps. TFLite export unrolls "
+            "recurrent layers, so it needs a fixed sequence length: build the model with "
+            "keras.Input((time_steps, features))."
+        )
+    new = type(layer).from_config(_with_unroll(layer.get_config()))
+    new.build_from_config(layer.get_build_config())
+    new.set_weights(layer.get_weights())
+    return new
+
+
+def _exportable(model, notes):
+    """`model`, or a copy with its recurrent layers unrolled (a note says which)."""
+    recurrent = [layer.name for layer in model._flatten_layers(include_self=False) if _is_recurrent(layer)]
+    if not recurrent:
+        return model
+    notes.append(f"recurrent layers {', '.join(recurrent)} unrolled over their time steps: TFLite runs them as "
+                 "plain ops in the default interpreter, in every quantization mode (no Flex delegate needed).")
+    return rebuild(model, _unrolled)
+
+
+def _saved_model(model, directory, inputs):
     archive = keras.export.ExportArchive()
     archive.track(model)
+
+    def serve(*tensors):
+        outputs = keras.tree.flatten(model(list(tensors) if len(tensors) > 1 else tensors[0], training=False))
+        return {f"output_{i}": output for i, output in enumerate(outputs)}
+
     archive.add_endpoint(
-        "serve", lambda x: model(x, training=False), input_signature=[tf.TensorSpec(input_shape, tf.float32)]
+        "serve", serve, input_signature=[tf.TensorSpec(i.shape, i.dtype, name=i.name) for i in inputs]
     )
     archive.write_out(directory, verbose=False)
 
 
-def _convert(saved_model_dir, quantize, calibration, sparse, float_io):
+def _convert(saved_model_dir, quantize, calibration, sparse, float_io, inputs):
     converter = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir)
     optimizations = []
     if quantize:
@@ -132,9 +225,12 @@ def _convert(saved_model_dir, quantize, calibration, sparse, float_io):
     if quantize == "float16":
         converter.target_spec.supported_types = [tf.float16]
     if quantize == "int8":
-        converter.representative_dataset = lambda: ([s] for s in calibration)
+        converter.representative_dataset = lambda: (
+            {spec.name: batch[i : i + 1] for spec, batch in zip(inputs, calibration)}
+            for i in range(len(calibration[0]))
+        )
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        if not float_io:
+        if not float_io:  # float inputs and outputs become int8; integer inputs (ids) stay as they are
             converter.inference_input_type = tf.int8
             converter.inference_output_type = tf.int8
     try:
@@ -142,32 +238,64 @@ def _convert(saved_model_dir, quantize, calibration, sparse, float_io):
     except Exception as error:  # the converter raises ConverterError and plain exceptions alike
         if quantize == "int8":
             raise ValueError(
-                f"INT8 conversion failed: {error}\nSome op has no full-integer kernel. Export with "
-                "quantize='dynamic' (int8 weights, float activations) or quantize=None (float32) instead."
+                f"INT8 conversion failed: {str(error).strip()[:2000]}\nSome op has no full-integer kernel. "
+                "quantize='dynamic' (int8 weights, float activations) keeps such ops in float."
             ) from error
         raise
 
 
+def _io_description(lite, inputs):
+    """What each input and output became, e.g. "input 'ids' (int32): int32 (kept integer, not quantized)"."""
+    return [f"input '{spec.keras_name}' ({spec.dtype}): {_tensor_kind(detail)}" for spec, detail in zip(inputs, lite.inputs)] + [
+        f"output_{i}: {_tensor_kind(detail)}" for i, detail in enumerate(lite.outputs)]
+
+
+def _tensor_kind(detail):
+    dtype = np.dtype(detail["dtype"]).name
+    scale, zero_point = detail["quantization"]
+    if scale:
+        return f"{dtype}, quantized (scale {scale:.4g}, zero point {zero_point})"
+    if np.issubdtype(np.dtype(detail["dtype"]), np.integer):
+        return f"{dtype} (kept integer, not quantized)"
+    return dtype
+
+
 def _parity(model, lite, x):
-    expected = np.asarray(model.predict(x, verbose=0, batch_size=256))
-    actual = lite.predict(x)
-    diff = np.abs(expected.astype(np.float64) - actual)
-    agreement = float(np.mean(np.argmax(expected, -1) == np.argmax(actual, -1)))
-    return {"samples": int(len(x)), "top1_agreement": agreement,
-            "max_abs_diff": float(diff.max()), "mean_abs_diff": float(diff.mean())}
+    expected = keras.tree.flatten(model.predict(x if len(x) > 1 else x[0], verbose=0, batch_size=256))
+    actual = lite.predict(x if len(x) > 1 else x[0])
+    actual = actual if isinstance(actual, list) else [actual]
+    return {
+        "samples": int(len(x[0])),
+        "outputs": {f"output_{i}": parity_lib.output_metrics(e, a, detail["quantization"][0])
+                    for i, (e, a, detail) in enumerate(zip(expected, actual, lite.outputs))},
+    }
 
 
 def _atomic_write(path, content):
+    """Writes `content` to `path` through a temporary file: complete or not at all, with the user's umask."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(content)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; a plain open() would not
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _umask():
+    current = os.umask(0)
+    os.umask(current)
+    return current
+
+
+def versions():
+    """The tfprune, TensorFlow, Keras and LiteRT versions that produce an export."""
+    return {"tfprune": tfprune.__version__, "tensorflow": tf.__version__, "keras": keras.__version__,
+            "ai_edge_litert": importlib.metadata.version("ai-edge-litert")}
 
 
 def export_tflite(
@@ -179,21 +307,27 @@ def export_tflite(
     float_io=False,
     parity_data=None,
     min_agreement=0.99,
+    min_sqnr_db=None,
     on_parity_failure="raise",
     num_calibration_samples=200,
 ):
     """Converts a Keras 3 model (pruned or plain) to .tflite, verifies it and writes it atomically.
 
     Args:
-        model: a Keras model; pruning wrappers are stripped first.
+        model: a Keras model, with any number of inputs and outputs; pruning wrappers are stripped first.
         path: where to write the .tflite file. Nothing is written there unless all checks pass.
         quantize: None (float32), "dynamic", "float16" or "int8" (full integer).
-        representative_data: calibration inputs for "int8": array, tf.data.Dataset or generator.
+        representative_data: calibration inputs for "int8": an array (a list of arrays for several
+            inputs), a tf.data.Dataset or a generator of batches (`(x, y)` pairs are fine).
         sparse_encoding: store pruned weights in TFLite's sparse format when the result still
             loads in the default LiteRT interpreter and is smaller; otherwise fall back (see report notes).
-        float_io: for "int8", keep float32 inputs/outputs instead of int8.
+        float_io: for "int8", keep float32 inputs/outputs instead of int8. Integer inputs
+            (token ids) are never quantized, in any mode.
         parity_data: inputs to compare Keras and TFLite outputs on; defaults to the calibration data.
-        min_agreement: minimum top-1 agreement between Keras and TFLite.
+        min_agreement: minimum top-1 agreement, on the samples where top-1 means something
+            (see `tfprune.deploy.parity`).
+        min_sqnr_db: minimum signal-to-quantization-noise ratio of every output; default per
+            mode, `parity.MIN_SQNR_DB`.
         on_parity_failure: "raise" (nothing written) or "warn".
 
     Returns:
@@ -216,7 +350,7 @@ def export_tflite(
     _check_writable(path)
     if pruning_wrappers(model):
         model = strip_pruning(model)
-    input_shape = _input_shape(model)
+    inputs = _model_inputs(model)
     calibration = None
     if quantize == "int8":
         if representative_data is None:
@@ -224,34 +358,46 @@ def export_tflite(
                 "quantize='int8' needs `representative_data`: a few hundred typical inputs (e.g. x_train[:200]) "
                 "to calibrate activation ranges."
             )
-        calibration = _calibration_samples(representative_data, input_shape, num_calibration_samples)
-    if parity_data is None and calibration is not None:
-        parity_data = np.concatenate(calibration, axis=0)
+        calibration = _samples(representative_data, inputs, num_calibration_samples, "representative_data")
+    x_parity = calibration if parity_data is None else _samples(parity_data, inputs, 10**9, "parity_data")
     notes = []
+    exportable = _exportable(model, notes)
     with tempfile.TemporaryDirectory() as saved_model_dir:
-        _saved_model(model, saved_model_dir, input_shape)
-        content = _convert(saved_model_dir, quantize, calibration, False, float_io)
+        _saved_model(exportable, saved_model_dir, inputs)
+        content = _convert(saved_model_dir, quantize, calibration, False, float_io, inputs)
         sparse_state = "off"
         if sparse_encoding:
-            sparse_content = _convert(saved_model_dir, quantize, calibration, True, float_io)
+            sparse_content = _convert(saved_model_dir, quantize, calibration, True, float_io, inputs)
             content, sparse_state = _choose_sparse(content, sparse_content, notes)
     lite = LiteRTModel(content, name=str(path)).smoke_test()
     info = inspect_tflite(content)
-    parity = _parity(model, lite, np.asarray(parity_data, dtype=np.float32)) if parity_data is not None else None
-    if parity and parity["top1_agreement"] < min_agreement:
-        message = (f"TFLite/Keras top-1 agreement {parity['top1_agreement']:.2%} is below {min_agreement:.2%} "
-                   f"on {parity['samples']} samples (max |diff| {parity['max_abs_diff']:.4f}). Calibrate with more "
-                   "representative data, or export with quantize='dynamic' or None.")
-        if on_parity_failure == "raise":
-            raise ValueError(message + f" Nothing was written to '{path}'.")
-        warnings.warn(message, stacklevel=2)
-        notes.append(message)
+    parity = _parity(model, lite, x_parity) if x_parity is not None else None
+    if parity:
+        failed = parity_lib.failures(parity["outputs"], quantize, min_agreement, min_sqnr_db)
+        parity["passed"] = not failed
+        if failed:
+            message = (f"The TFLite model does not reproduce Keras on {parity['samples']} samples: "
+                       f"{'; '.join(failed)}. {_advice(quantize, calibration)}")
+            if on_parity_failure == "raise":
+                raise ValueError(message + f" Nothing was written to '{path}'.")
+            warnings.warn(message, stacklevel=2)
+            notes.append(message)
     _atomic_write(path, content)
     return ExportReport(
         path=str(path), quantize=quantize, file_bytes=len(content), gzip_bytes=len(gzip.compress(content, 9)),
         sparse_encoding=sparse_state, ops=info["ops"], integer_only=info["integer_only"],
-        float_ops=info["float_ops"], tensors=info["tensors"], parity=parity, notes=notes,
+        float_ops=info["float_ops"], tensors=info["tensors"], io=_io_description(lite, inputs),
+        parity=parity, notes=notes, versions=versions(),
     )
+
+
+def _advice(quantize, calibration):
+    if quantize == "int8":
+        return (f"Calibrate with more representative inputs (used {len(calibration[0])}), or export with "
+                "quantize='dynamic' (int8 weights, float activations) or 'float16'.")
+    if quantize in ("dynamic", "float16"):
+        return "Export with quantize=None (float32), or check the model for numerically unstable ops."
+    return "float32 conversion should be exact: please report this model."
 
 
 def _choose_sparse(dense_content, sparse_content, notes):

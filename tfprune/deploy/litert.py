@@ -1,11 +1,17 @@
 """Running .tflite models in the LiteRT interpreter (`ai_edge_litert`), with quantized I/O handled.
 
+Inputs and outputs are taken in the order of the model's signature (`input_0`, `input_1`,
+... and `output_0`, ... as `export_tflite` names them), which is the Keras order; the
+interpreter's own tensor order may differ.
+
 Example:
 
 >>> model = LiteRTModel.load("model.tflite", num_threads=1)
 >>> probabilities = model.predict(x_test)  # float in, float out, whatever the model's I/O types
+>>> logits, score = two_head_model.predict([features, token_ids])  # several inputs and outputs
 """
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +22,11 @@ from tfprune.deploy.litert_runner import op_resolver
 
 
 class LiteRTModel:
-    """A loaded .tflite model that runs float numpy batches one sample at a time."""
+    """A loaded .tflite model that runs numpy batches one sample at a time.
+
+    `inputs` and `outputs` hold the interpreter's tensor details in Keras order;
+    `input` and `output` are the first of each, for single-input, single-output models.
+    """
 
     def __init__(self, content, num_threads=1, use_xnnpack=True, name="model"):
         if not is_tflite(content):
@@ -29,8 +39,8 @@ class LiteRTModel:
         except (ValueError, RuntimeError) as error:
             raise RuntimeError(f"LiteRT could not load '{name}' (xnnpack={use_xnnpack}): {error}") from error
         self.name = name
-        self.input = self.interpreter.get_input_details()[0]
-        self.output = self.interpreter.get_output_details()[0]
+        self.inputs, self.outputs = _signature_order(self.interpreter)
+        self.input, self.output = self.inputs[0], self.outputs[0]
 
     @classmethod
     def load(cls, path, **kwargs):
@@ -39,40 +49,79 @@ class LiteRTModel:
             raise FileNotFoundError(f"No .tflite file at '{path}'.")
         return cls(path.read_bytes(), name=str(path), **kwargs)
 
-    def _quantize(self, x):
-        dtype = self.input["dtype"]
-        if dtype == np.float32:
-            return x.astype(np.float32)
-        scale, zero_point = self.input["quantization"]
-        info = np.iinfo(dtype)
-        return np.clip(np.round(x / scale + zero_point), info.min, info.max).astype(dtype)
-
-    def dequantize(self, y):
-        """Raw outputs -> float outputs (unchanged when the model has float outputs)."""
-        if self.output["dtype"] == np.float32:
-            return y
-        scale, zero_point = self.output["quantization"]
-        return (y.astype(np.float32) - zero_point) * scale
-
     def smoke_test(self):
         """Runs one inference on zeros: some delegates only fail when first invoked. Returns self."""
         try:
-            self.invoke(np.zeros(self.input["shape"], dtype=self.input["dtype"]))
+            self._invoke([np.zeros(d["shape"], dtype=d["dtype"]) for d in self.inputs])
         except (ValueError, RuntimeError) as error:
             raise RuntimeError(f"LiteRT could not run '{self.name}': {error}") from error
         return self
 
-    def invoke(self, sample):
-        """Runs one already-shaped (1, ...) input; returns the raw output."""
-        self.interpreter.set_tensor(self.input["index"], sample)
-        self.interpreter.invoke()
-        return self.interpreter.get_tensor(self.output["index"])
+    def prepare(self, sample):
+        """One sample (without batch axis; a list of them for several inputs) -> the input tensor(s)."""
+        if len(self.inputs) == 1:
+            return _to_tensor(np.asarray(sample)[None], self.input)
+        return [_to_tensor(np.asarray(s)[None], d) for s, d in zip(sample, self.inputs)]
 
-    def prepare(self, x):
-        """One float sample (without batch axis) -> the model's input tensor (quantized if needed)."""
-        return self._quantize(np.asarray(x)[None])
+    def invoke(self, prepared):
+        """Runs already-prepared input tensor(s); returns the raw output (a list of them for several outputs)."""
+        raw = self._invoke([prepared] if len(self.inputs) == 1 else prepared)
+        return raw[0] if len(self.outputs) == 1 else raw
+
+    def dequantize(self, raw, output=0):
+        """Raw values of output number `output` -> floats (unchanged when that output is float)."""
+        return _to_float(raw, self.outputs[output])
 
     def predict(self, x):
-        """Float outputs for a float batch `x`, dequantized when the model has integer outputs."""
-        outputs = [self.dequantize(self.invoke(self.prepare(sample))) for sample in np.asarray(x)]
-        return np.concatenate(outputs, axis=0)
+        """Float outputs for a batch `x` (a list of batches for several inputs), dequantized as needed.
+
+        Returns an array, or a list of arrays for several outputs.
+        """
+        batches = [np.asarray(x)] if len(self.inputs) == 1 else [np.asarray(b) for b in x]
+        if len(batches) != len(self.inputs):
+            raise ValueError(f"'{self.name}' has {len(self.inputs)} inputs, got {len(batches)} batches.")
+        per_output = [[] for _ in self.outputs]
+        for i in range(len(batches[0])):
+            raw = self._invoke([_to_tensor(b[i : i + 1], d) for b, d in zip(batches, self.inputs)])
+            for collected, value, detail in zip(per_output, raw, self.outputs):
+                collected.append(_to_float(value, detail))
+        results = [np.concatenate(values, axis=0) for values in per_output]
+        return results[0] if len(results) == 1 else results
+
+    def _invoke(self, tensors):
+        for tensor, detail in zip(tensors, self.inputs):
+            self.interpreter.set_tensor(detail["index"], tensor)
+        self.interpreter.invoke()
+        return [self.interpreter.get_tensor(d["index"]) for d in self.outputs]
+
+
+def _signature_order(interpreter):
+    """Input and output details in signature order (input_0, input_1, ...), else the interpreter's."""
+    signatures = interpreter.get_signature_list()
+    if not signatures:
+        return interpreter.get_input_details(), interpreter.get_output_details()
+    runner = interpreter.get_signature_runner(next(iter(signatures)))
+    by_index = {d["index"]: d for d in interpreter.get_input_details() + interpreter.get_output_details()}
+
+    def ordered(named):
+        names = sorted(named, key=lambda n: [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", n)])
+        return [by_index[named[n]["index"]] for n in names]
+
+    return ordered(runner.get_input_details()), ordered(runner.get_output_details())
+
+
+def _to_tensor(batch, detail):
+    """A batch for one input: quantized for an int8/int16 input, cast for float and plain integer inputs."""
+    dtype = detail["dtype"]
+    scale, zero_point = detail["quantization"]
+    if dtype == np.float32 or not scale:  # float, or integer ids kept as they are
+        return batch.astype(dtype)
+    info = np.iinfo(dtype)
+    return np.clip(np.round(batch / scale + zero_point), info.min, info.max).astype(dtype)
+
+
+def _to_float(raw, detail):
+    scale, zero_point = detail["quantization"]
+    if detail["dtype"] == np.float32 or not scale:
+        return raw.astype(np.float32) if detail["dtype"] != np.float32 else raw
+    return (raw.astype(np.float32) - zero_point) * scale

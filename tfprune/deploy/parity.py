@@ -1,0 +1,104 @@
+"""How faithfully a converted model reproduces Keras: metrics that hold for classifiers and regressors alike.
+
+For every output, over all samples (Keras output `e`, TFLite output `a`, error `a - e`):
+
+- `sqnr_db`: signal-to-quantization-noise ratio, 10·log10(var(e) / mean((a - e)²)). The signal is
+  centered, so an output stuck near its mean (a regressor quantized to a constant) scores about 0 dB
+  however large its offset.
+- `max_rel_error`, `mean_rel_error`: |a - e| relative to the spread (std) of the Keras output.
+- `cosine`: cosine similarity of the raw outputs.
+- `top1_agreement`: argmax agreement on the samples where it means something: several classes, and
+  a Keras margin (best minus second best) above three times the noise (rms of a - e). Near-uniform
+  logits, such as an untrained network's, leave no such samples, and then it is None.
+- `within_resolution`: for an integer output, every error is within two of its quantization steps:
+  as close as that format can get, however little the output varies.
+
+The verdict uses `sqnr_db` against a per-mode floor (`MIN_SQNR_DB`), unless the output is within
+its resolution, and `top1_agreement` against `min_agreement`.
+
+Example:
+
+>>> metrics = output_metrics(keras_logits, tflite_logits)
+>>> metrics["sqnr_db"], metrics["top1_agreement"]
+"""
+
+import numpy as np
+
+# Floors for the SQNR of every output, per quantization mode. See README "Export parity" for the
+# measurements behind them (benchmarks/export_architectures.py): well-converted models clear them by
+# 10 dB or more, while a collapsed output scores near 0 dB.
+MIN_SQNR_DB = {None: 40.0, "float16": 30.0, "dynamic": 20.0, "int8": 12.0}
+DECIDABLE_MARGIN = 3.0  # margins above this many noise rms count for top-1 agreement
+MIN_DECIDABLE = 10  # fewer decidable samples than this: top-1 agreement is not judged
+
+
+def output_metrics(expected, actual, step=0.0):
+    """Parity metrics of one output (arrays with the sample axis first); `step` is its quantization step, if any."""
+    e = np.asarray(expected, dtype=np.float64)
+    a = np.asarray(actual, dtype=np.float64).reshape(e.shape)
+    err = a - e
+    noise_power = float(np.mean(err**2))
+    signal_power = float(np.var(e))
+    spread = float(np.std(e)) or float(np.max(np.abs(e))) or 1.0
+    norms = float(np.linalg.norm(e) * np.linalg.norm(a))
+    metrics = {
+        "shape": list(e.shape[1:]),
+        "sqnr_db": _db(signal_power, noise_power),
+        "max_rel_error": float(np.max(np.abs(err))) / spread,
+        "mean_rel_error": float(np.mean(np.abs(err))) / spread,
+        "max_abs_diff": float(np.max(np.abs(err))),
+        "cosine": float(np.sum(e * a)) / norms if norms else (1.0 if not np.any(err) else 0.0),
+        "top1_agreement": None,
+        "top1_samples": 0,
+        "output_step": float(step),
+        "within_resolution": bool(step) and float(np.max(np.abs(err))) <= 2 * step,
+    }
+    if e.ndim >= 2 and e.shape[-1] >= 2:
+        flat_e, flat_a = e.reshape(-1, e.shape[-1]), a.reshape(-1, a.shape[-1])
+        top2 = np.sort(flat_e, axis=-1)[:, -2:]
+        decidable = (top2[:, 1] - top2[:, 0]) > DECIDABLE_MARGIN * np.sqrt(noise_power)
+        metrics["top1_samples"] = int(decidable.sum())
+        if decidable.sum() >= MIN_DECIDABLE:
+            agree = np.argmax(flat_e, -1) == np.argmax(flat_a, -1)
+            metrics["top1_agreement"] = float(np.mean(agree[decidable]))
+    return metrics
+
+
+def _db(signal_power, noise_power):
+    if noise_power == 0:
+        return float("inf")
+    if signal_power == 0:
+        return None  # a constant output has no signal to compare: judged by max_abs_diff alone
+    return float(10 * np.log10(signal_power / noise_power))
+
+
+def failures(outputs, quantize, min_agreement, min_sqnr_db=None):
+    """What fails, one line per failing output metric (empty if faithful)."""
+    floor = MIN_SQNR_DB[quantize] if min_sqnr_db is None else min_sqnr_db
+    lines = []
+    for name, m in outputs.items():
+        if m["sqnr_db"] is not None and m["sqnr_db"] < floor and not m["within_resolution"]:
+            lines.append(f"{name}: SQNR {m['sqnr_db']:.1f} dB < {floor:g} dB (mean |error| "
+                         f"{m['mean_rel_error']:.1%} of the output's spread)")
+        if m["top1_agreement"] is not None and m["top1_agreement"] < min_agreement:
+            lines.append(f"{name}: top-1 agreement {m['top1_agreement']:.2%} < {min_agreement:.0%} on the "
+                         f"{m['top1_samples']} samples with a clear Keras margin")
+    return lines
+
+
+def summary_line(outputs):
+    """`output_0: SQNR 31.2 dB, top-1 99.8% (412 decidable), max rel err 4.1%` for each output."""
+    parts = []
+    for name, m in outputs.items():
+        sqnr = "inf" if m["sqnr_db"] == float("inf") else ("n/a" if m["sqnr_db"] is None else f"{m['sqnr_db']:.1f}")
+        if m["top1_agreement"] is not None:
+            top1 = f", top-1 {m['top1_agreement']:.2%} ({m['top1_samples']} decidable)"
+        elif m["shape"] and m["shape"][-1] >= 2:
+            top1 = ", top-1 not judged (no clear margins)"
+        else:
+            top1 = ""  # one value per sample: nothing to rank
+        coarse = (f" (varies less than its INT8 step {m['output_step']:.3g}: within resolution)"
+                  if m["within_resolution"] and m["max_rel_error"] > 0.5 else "")
+        parts.append(f"{name}: SQNR {sqnr} dB, cosine {m['cosine']:.4f}{top1}, max rel err "
+                     f"{m['max_rel_error']:.1%}{coarse}")
+    return "; ".join(parts)
