@@ -4,9 +4,11 @@ import json
 import os
 import platform
 import stat
+import subprocess
 import sys
 from pathlib import Path
 
+import keras
 import numpy as np
 import pytest
 
@@ -319,3 +321,45 @@ def test_cli_arm_check_without_the_tools_is_a_clear_error(exported, tmp_path, mo
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
     assert cli.main(["arm-check", str(path), "--inputs", "digits", "--sysroot", str(tmp_path / "sysroot")]) == 2
     assert "'apt-get' not found on PATH" in capsys.readouterr().err
+
+
+TFPRUNE = Path(sys.executable).parent / "tfprune"  # the installed command
+
+
+def _command(*args, cwd):
+    return subprocess.run([str(TFPRUNE), *args], capture_output=True, text=True, cwd=cwd)
+
+
+CUSTOM_LAYER = '''
+import keras
+
+
+class Doubler(keras.layers.Layer):
+    def call(self, x):
+        return 2.0 * x
+'''
+
+
+def test_command_is_quick_to_start_quiet_and_loads_custom_classes(tmp_path):
+    assert _command("--version", cwd=tmp_path).stdout.strip() == f"tfprune {tfprune.__version__}"
+    bench_help = " ".join(_command("bench", "--help", cwd=tmp_path).stdout.split())
+    assert "(default: 200)" in bench_help and "(default: None)" not in bench_help  # real defaults are shown
+    (tmp_path / "my_layers.py").write_text(CUSTOM_LAYER)
+    sys.path.insert(0, str(tmp_path))
+    try:
+        from my_layers import Doubler
+    finally:
+        sys.path.remove(str(tmp_path))
+    inputs = keras.Input((4,))
+    keras.Model(inputs, keras.layers.Dense(2)(Doubler()(inputs))).save(tmp_path / "custom.keras")
+    np.save(tmp_path / "cal.npy", np.random.default_rng(0).normal(size=(40, 4)).astype("float32"))
+
+    missing = _command("export", "custom.keras", "-o", "m.tflite", "--quantize", "none", cwd=tmp_path)
+    assert missing.returncode == 2 and "custom class 'Doubler'" in missing.stderr and "--custom-objects" in missing.stderr
+    done = _command("export", "custom.keras", "-o", "m.tflite", "--calibration", "cal.npy", "--custom-objects",
+                    "my_layers.py", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "SQNR" in done.stdout and (tmp_path / "m.tflite").is_file()
+    assert "I0000" not in done.stderr and "absl" not in done.stderr  # TensorFlow's C++ log lines are dropped
+    no_calibration = _command("export", "custom.keras", "-o", "n.tflite", cwd=tmp_path)
+    assert no_calibration.returncode == 2 and "--quantize int8 needs --calibration" in no_calibration.stderr

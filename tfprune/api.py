@@ -216,7 +216,8 @@ def load_model(path, **kwargs):
     except (TypeError, ValueError) as error:
         missing = _missing_class(error)
         if missing:
-            raise ValueError(
+            raise MissingCustomClassError(
+                missing,
                 f"Could not load '{path}': it holds the custom class '{missing}', which Keras cannot find. Decorate "
                 f"{missing} with @keras.saving.register_keras_serializable() and import its module before loading, "
                 f"or pass custom_objects={{'{missing}': {missing}}}."
@@ -229,6 +230,14 @@ def load_model(path, **kwargs):
             f"Could not load '{path}': {type(error).__name__}: {error}. The file is corrupt, truncated or "
             "was not written by keras.Model.save()."
         ) from error
+
+
+class MissingCustomClassError(ValueError):
+    """A saved model holds a custom class that Keras cannot find; `class_name` names it."""
+
+    def __init__(self, class_name, message):
+        super().__init__(message)
+        self.class_name = class_name
 
 
 def _missing_class(error):

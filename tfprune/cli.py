@@ -1,17 +1,26 @@
 """The `tfprune` command: export Keras models to TFLite and benchmark .tflite files.
 
-    tfprune export MODEL.keras -o OUT.tflite --quantize int8 --calibration digits
+    tfprune export MODEL.keras -o OUT.tflite --quantize int8 --calibration digits [--custom-objects my_layers.py]
     tfprune bench A.tflite [B.tflite ...] [--threads N] [--adb SERIAL --benchmark-binary PATH]
     tfprune arm-check A.tflite [B.tflite ...] --inputs mnist [--sysroot DIR]
+
+Quiet by default: TensorFlow's and LiteRT's own log lines are dropped unless `--verbose`.
+TensorFlow is imported only by the commands that need it.
 """
 
 import argparse
+import contextlib
+import importlib
+import importlib.util
+import inspect
 import json
 import os
 import sys
 from pathlib import Path
 
 import numpy as np
+
+import tfprune
 
 
 def _load_inputs(source, input_shape, limit, split=0):
@@ -31,12 +40,45 @@ def _load_inputs(source, input_shape, limit, split=0):
     return x[:limit].reshape((-1, *expected)).astype("float32")
 
 
+def _custom_objects(sources):
+    """Imports each module path or .py file (running its @register_keras_serializable decorators) and
+    returns the Keras classes it defines, by name."""
+    import keras
+
+    found = {}
+    for source in sources:
+        if source.endswith(".py"):
+            if not Path(source).is_file():
+                raise FileNotFoundError(f"--custom-objects: no Python file at '{source}'.")
+            spec = importlib.util.spec_from_file_location(Path(source).stem, source)
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[spec.name] = module
+            spec.loader.exec_module(module)
+        else:
+            try:
+                module = importlib.import_module(source)
+            except ImportError as error:
+                raise ValueError(f"--custom-objects: cannot import module '{source}': {error}.") from error
+        found.update({name: obj for name, obj in vars(module).items()
+                      if inspect.isclass(obj) and issubclass(obj, (keras.layers.Layer, keras.Operation))})
+    return found
+
+
 def _export(args):
-    import tfprune
+    quantize = None if args.quantize == "none" else args.quantize
+    if quantize == "int8" and not args.calibration:
+        raise ValueError("--quantize int8 needs --calibration (a .npy file of typical inputs, 'digits' or 'mnist').")
+    if not Path(args.model).is_file():
+        raise FileNotFoundError(f"No model file at '{args.model}'.")
+    from tfprune.api import MissingCustomClassError  # TensorFlow is imported from here on
     from tfprune.deploy import export_tflite
 
-    model = tfprune.load_model(args.model)
-    quantize = None if args.quantize == "none" else args.quantize
+    try:
+        model = tfprune.load_model(args.model, custom_objects=_custom_objects(args.custom_objects))
+    except MissingCustomClassError as error:
+        raise ValueError(f"'{args.model}' holds the custom class '{error.class_name}', which is not loaded: pass "
+                         "--custom-objects with the module (my_package.layers) or Python file (layers.py) that "
+                         "defines it.") from error
     calibration = _load_inputs(args.calibration, model.inputs[0].shape, limit=500) if args.calibration else None
     report = export_tflite(model, args.output, quantize=quantize, representative_data=calibration,
                            sparse_encoding=args.sparse, float_io=args.float_io,
@@ -87,46 +129,88 @@ def _arm_check(args):
         raise RuntimeError("aarch64 and x86 disagree on some samples (see above).")
 
 
+class _DefaultsShown(argparse.HelpFormatter):
+    """Appends "(default: X)" to the help of options that have a real default (not None or False)."""
+
+    def _get_help_string(self, action):
+        shown = action.default not in (None, False, [], argparse.SUPPRESS) and action.option_strings
+        return f"{action.help} (default: {action.default})" if shown else action.help
+
+
 def build_parser():
-    parser = argparse.ArgumentParser(prog="tfprune", description="Prune, export and benchmark Keras 3 models.")
+    formatter = _DefaultsShown
+    parser = argparse.ArgumentParser(prog="tfprune", description="Prune, export and benchmark Keras 3 models.",
+                                     formatter_class=formatter)
+    parser.add_argument("--version", action="version", version=f"tfprune {tfprune.__version__}")
+    parser.add_argument("--verbose", action="store_true", help="show TensorFlow's and LiteRT's own log lines")
     sub = parser.add_subparsers(dest="command", required=True)
-    export = sub.add_parser("export", help="convert a .keras model (pruned or not) to .tflite, verified")
-    export.add_argument("model", help="a .keras file")
+    export = sub.add_parser("export", help="convert a .keras model (pruned or not) to .tflite, verified",
+                            formatter_class=formatter)
+    export.add_argument("model", help="a .keras (or legacy .h5) file")
     export.add_argument("-o", "--output", required=True, help="the .tflite file to write")
-    export.add_argument("--quantize", choices=["none", "dynamic", "float16", "int8"], default="int8")
+    export.add_argument("--quantize", choices=["none", "dynamic", "float16", "int8"], default="int8",
+                        help="none: float32; dynamic: int8 weights; float16; int8: full integer (needs --calibration)")
     export.add_argument("--calibration", help="calibration inputs: a .npy file, 'digits' or 'mnist' (int8 needs it)")
+    export.add_argument("--custom-objects", nargs="+", default=[], metavar="MODULE_OR_FILE",
+                        help="modules (my_package.layers) or Python files (layers.py) defining the model's custom "
+                             "classes")
     export.add_argument("--sparse", action="store_true", help="use TFLite sparse encoding where it loads and helps")
     export.add_argument("--float-io", action="store_true", help="int8 model with float32 inputs/outputs")
     export.add_argument("--allow-mismatch", action="store_true", help="warn instead of failing on low parity")
     export.add_argument("--report", help="write the export report as JSON here")
     export.set_defaults(func=_export)
-    bench = sub.add_parser("bench", help="latency of .tflite models, side by side (LiteRT here, or a device over adb)")
+    bench = sub.add_parser("bench", help="latency of .tflite models, side by side (LiteRT here, or a device over adb)",
+                           formatter_class=formatter)
     bench.add_argument("models", nargs="+", help=".tflite files")
-    bench.add_argument("--threads", type=int, default=1)
-    bench.add_argument("--runs", type=int, default=200)
-    bench.add_argument("--warmup", type=int, default=20)
+    bench.add_argument("--threads", type=int, default=1, help="interpreter threads")
+    bench.add_argument("--runs", type=int, default=200, help="timed invocations per model, interleaved")
+    bench.add_argument("--warmup", type=int, default=20, help="untimed invocations per model first")
     bench.add_argument("--no-xnnpack", action="store_true", help="disable the default XNNPack delegate")
     bench.add_argument("--adb", nargs="?", const="", metavar="SERIAL", help="run on an Android device over adb")
     bench.add_argument("--benchmark-binary", metavar="PATH", help="the benchmark_model binary to push to the device")
     bench.add_argument("--json", help="write results as JSON here")
     bench.set_defaults(func=_bench)
-    arm = sub.add_parser("arm-check", help="compare .tflite outputs on aarch64 LiteRT (under qemu-user) with x86")
+    arm = sub.add_parser("arm-check", help="compare .tflite outputs on aarch64 LiteRT (under qemu-user) with x86",
+                         formatter_class=formatter)
     arm.add_argument("models", nargs="+", help=".tflite files")
     arm.add_argument("--inputs", required=True, help="test inputs: a .npy file, 'digits' or 'mnist' (test split)")
-    arm.add_argument("--samples", type=int, default=1000, help="how many inputs to compare (default 1000)")
+    arm.add_argument("--samples", type=int, default=1000, help="how many inputs to compare")
     arm.add_argument("--sysroot", default=".arm64-sysroot", help="aarch64 sysroot folder, built when missing")
-    arm.add_argument("--cpu", default="cortex-a76", help="the CPU qemu emulates (default cortex-a76)")
+    arm.add_argument("--cpu", default="cortex-a76", help="the CPU qemu emulates")
     arm.add_argument("--no-xnnpack", action="store_true", help="disable the default XNNPack delegate on both sides")
     arm.add_argument("--json", help="write results as JSON here")
     arm.set_defaults(func=_arm_check)
     return parser
 
 
-def main(argv=None):
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    args = build_parser().parse_args(argv)
+@contextlib.contextmanager
+def _native_logs_dropped():
+    """Sends what TensorFlow and LiteRT's C++ code writes to stderr (file descriptor 2) to /dev/null;
+    Python's own `sys.stderr` (errors, warnings) keeps writing to the terminal."""
+    sys.stderr.flush()
+    terminal = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    python_stderr = sys.stderr
+    sys.stderr = os.fdopen(os.dup(terminal), "w", buffering=1)
+    os.dup2(devnull, 2)
     try:
-        args.func(args)
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(terminal, 2)
+        sys.stderr.close()
+        sys.stderr = python_stderr
+        os.close(devnull)
+        os.close(terminal)
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    if not args.verbose:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    try:
+        with contextlib.nullcontext() if args.verbose else _native_logs_dropped():
+            args.func(args)
     except (ValueError, FileNotFoundError, PermissionError, RuntimeError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -234,7 +234,9 @@ def _convert(saved_model_dir, quantize, calibration, sparse, float_io, inputs):
             converter.inference_input_type = tf.int8
             converter.inference_output_type = tf.int8
     try:
-        return converter.convert()
+        with warnings.catch_warnings():  # the converter calibrates with tf.lite.Interpreter, which warns of itself
+            warnings.filterwarnings("ignore", message=r"(?s).*tf\.lite\.Interpreter is deprecated")
+            return converter.convert()
     except Exception as error:  # the converter raises ConverterError and plain exceptions alike
         if quantize == "int8":
             raise ValueError(
