@@ -146,17 +146,25 @@ def plot(path, rows):
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import PercentFormatter
 
-    names = [r["model"] for r in rows]
-    panels = [("gzip bytes", "gzip_bytes"), ("median latency (ms)", "median_latency_ms"),
-              ("TFLite test accuracy", "tflite_accuracy")]
-    fig, axes = plt.subplots(1, 3, figsize=(11, 3.2))
-    for ax, (title, key) in zip(axes, panels):
-        values = [r[key] for r in rows]
+    names = [r["model"].replace("_int8", " INT8") for r in rows]
+    panels = [  # title, values, label format
+        ("download size (gzip), kB", [r["gzip_bytes"] / 1000 for r in rows], "{:.1f} kB"),
+        ("median latency, µs (1 thread)", [r["median_latency_ms"] * 1000 for r in rows], "{:.1f} µs"),
+        ("TFLite test accuracy", [r["tflite_accuracy"] * 100 for r in rows], "{:.2f}%"),
+    ]
+    fig, axes = plt.subplots(1, 3, figsize=(11, 3.4))
+    for ax, (title, values, label) in zip(axes, panels):
         ax.bar(names, values, color=["#888888", "#2a7ab0"])
-        ax.set_title(title)
+        ax.set_title(title, fontsize=10)
+        ax.margins(y=0.15)  # room for the value labels
         for i, v in enumerate(values):
-            ax.text(i, v, f"{v:,.4g}", ha="center", va="bottom", fontsize=8)
+            ax.text(i, v, label.format(v), ha="center", va="bottom", fontsize=9)
+    accuracy_axis = axes[2]
+    low = min(panels[2][1])
+    accuracy_axis.set_ylim(max(0.0, low - 3.0), 100.0)  # zoomed so that a difference of a point shows
+    accuracy_axis.yaxis.set_major_formatter(PercentFormatter(decimals=0))
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
