@@ -23,20 +23,25 @@ import numpy as np
 import tfprune
 
 
-def _load_inputs(source, input_shape, limit, split=0):
-    """Float samples from a .npy file or a built-in dataset name (split 0 = train, 1 = test), shaped for the model."""
-    if source in ("digits", "mnist"):
-        from tfprune import data
+def _load_inputs(flag, source, input_shape, limit, split=0):
+    """Samples for the option `flag` from a .npy file, a built-in dataset name (split 0 = train, 1 = test) or a
+    TFDS dataset prepared on this machine ("tfds:NAME[:SPLIT]"), shaped for the model."""
+    from tfprune import data
 
-        x, _ = (data.load_digits() if source == "digits" else data.load_mnist())[split]
-    else:
-        path = Path(source)
-        if not path.is_file():
-            raise SystemExit(f"error: input file '{source}' not found (give a .npy file, 'digits' or 'mnist').")
-        x = np.load(path)
+    try:
+        if source.startswith("tfds:"):
+            x = data.load_tfds_inputs(source[len("tfds:"):], limit)
+        elif source in ("digits", "mnist"):
+            x, _ = (data.load_digits() if source == "digits" else data.load_mnist())[split]
+        elif Path(source).is_file():
+            x = np.load(source)
+        else:
+            raise ValueError("no such file (give a .npy file, 'digits', 'mnist' or tfds:NAME[:SPLIT])")
+    except (ValueError, OSError) as error:
+        raise ValueError(f"{flag} {source}: {error}") from error
     expected = tuple(input_shape[1:])
     if int(np.prod(x.shape[1:])) != int(np.prod(expected)):
-        raise SystemExit(f"error: samples from '{source}' have shape {x.shape[1:]}, the model expects {expected}.")
+        raise ValueError(f"{flag} {source}: samples have shape {x.shape[1:]}, the model expects {expected}.")
     return x[:limit].reshape((-1, *expected)).astype("float32")
 
 
@@ -79,7 +84,8 @@ def _export(args):
         raise ValueError(f"'{args.model}' holds the custom class '{error.class_name}', which is not loaded: pass "
                          "--custom-objects with the module (my_package.layers) or Python file (layers.py) that "
                          "defines it.") from error
-    calibration = _load_inputs(args.calibration, model.inputs[0].shape, limit=500) if args.calibration else None
+    calibration = (_load_inputs("--calibration", args.calibration, model.inputs[0].shape, limit=500)
+                   if args.calibration else None)
     report = export_tflite(model, args.output, quantize=quantize, representative_data=calibration,
                            sparse_encoding=args.sparse, float_io=args.float_io,
                            on_parity_failure="warn" if args.allow_mismatch else "raise")
@@ -116,7 +122,7 @@ def _arm_check(args):
     runtime = LiteRTProcess.aarch64(build_sysroot(args.sysroot), cpu=args.cpu)
     results = []
     for model in args.models:
-        x = _load_inputs(args.inputs, LiteRTModel.load(model).input["shape"], limit=args.samples, split=1)
+        x = _load_inputs("--inputs", args.inputs, LiteRTModel.load(model).input["shape"], limit=args.samples, split=1)
         print(f"{model}: {len(x)} samples on x86 and on {runtime.name} ...", flush=True)
         result = compare_with_host(model, x, runtime, use_xnnpack=not args.no_xnnpack)
         print(f"  bit-identical outputs {result['raw_exact_match']:.2%}, max raw diff {result['max_raw_diff']:g}, "
@@ -150,7 +156,8 @@ def build_parser():
     export.add_argument("-o", "--output", required=True, help="the .tflite file to write")
     export.add_argument("--quantize", choices=["none", "dynamic", "float16", "int8"], default="int8",
                         help="none: float32; dynamic: int8 weights; float16; int8: full integer (needs --calibration)")
-    export.add_argument("--calibration", help="calibration inputs: a .npy file, 'digits' or 'mnist' (int8 needs it)")
+    export.add_argument("--calibration", help="calibration inputs: a .npy file, 'digits', 'mnist' or a TFDS dataset "
+                        "prepared on this machine, tfds:NAME[:SPLIT] (int8 needs it)")
     export.add_argument("--custom-objects", nargs="+", default=[], metavar="MODULE_OR_FILE",
                         help="modules (my_package.layers) or Python files (layers.py) defining the model's custom "
                              "classes")

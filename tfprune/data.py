@@ -130,3 +130,38 @@ def download_mnist(directory, base_url=MNIST_URL):
             raise ValueError(f"Downloaded {name} has the wrong checksum (expected md5 {md5}); try again.")
         partial.replace(target)
     return directory
+
+
+def load_tfds_inputs(spec, limit):
+    """Up to `limit` inputs of a TensorFlow Datasets dataset already prepared on this machine.
+
+    `spec` is "NAME" or "NAME:SPLIT" (default split "train"). Datasets are looked up where TFDS keeps them
+    (`$TFDS_DATA_DIR`, else ~/tensorflow_datasets); nothing is downloaded. The inputs are the dataset's
+    supervised input, or its first feature.
+
+    Example:
+
+    >>> x = load_tfds_inputs("mnist:test", limit=200)
+    """
+    try:
+        import tensorflow_datasets as tfds
+    except ImportError as error:
+        raise ValueError("tfds: datasets need tensorflow-datasets: pip install tensorflow-datasets.") from error
+    name, _, split = spec.partition(":")
+    try:
+        builder = tfds.builder(name, data_dir=os.environ.get("TFDS_DATA_DIR"))
+    except tfds.core.registered.DatasetNotFoundError as error:
+        raise ValueError(f"TensorFlow Datasets has no dataset '{name}'.") from error
+    if not builder.is_prepared():
+        raise ValueError(
+            f"TFDS dataset '{name}' is not prepared in {builder.data_dir} and tfprune does not download it. "
+            f"Prepare it where there is internet (tfds.builder('{name}').download_and_prepare()) and copy the "
+            f"folder here, or point $TFDS_DATA_DIR at a folder that holds it."
+        )
+    split = split or "train"
+    if split not in builder.info.splits:
+        raise ValueError(f"TFDS dataset '{name}' has no split '{split}'; it has {sorted(builder.info.splits)}.")
+    supervised = builder.info.supervised_keys is not None
+    dataset = builder.as_dataset(split=split, as_supervised=supervised).take(limit)
+    first = (lambda example: example[0]) if supervised else (lambda example: next(iter(example.values())))
+    return np.stack([np.asarray(first(example)) for example in dataset.as_numpy_iterator()])
