@@ -147,7 +147,7 @@ def test_benchmark_measures_models_side_by_side(exported, pruned_model, tmp_path
     assert [Path(m["path"]).name for m in result["models"]] == ["dense.tflite", "pruned_int8.tflite"]
     for m in result["models"]:
         assert 0 < m["median_ms"] <= m["p90_ms"] <= m["p99_ms"] and m["first_inference_ms"] > 0
-    assert result["settings"]["use_xnnpack"] is True
+    assert result["settings"]["use_xnnpack"] is True and result["versions"]["ai_edge_litert"]
     no_xnn = benchmark_tflite(path, runs=5, warmup=0, use_xnnpack=False)
     assert no_xnn["settings"]["use_xnnpack"] is False and no_xnn["models"][0]["median_ms"] > 0
 

@@ -31,6 +31,7 @@ import numpy as np
 
 from tfprune.deploy import litert_runner
 from tfprune.deploy.litert import LiteRTModel
+from tfprune.deploy.versions import versions
 
 RUNNER = Path(litert_runner.__file__)
 SYSROOT_PYTHON = "usr/bin/python3.11"  # Debian 12's Python, matching the cp311 wheels below
@@ -124,6 +125,7 @@ def compare_with_host(model_path, x, runtime, use_xnnpack=True):
         "max_raw_diff": float(raw_diff.max()),
         "max_abs_diff": float(np.max(np.abs(host_out - other_out))),
         "top1_agreement": float(np.mean(np.argmax(host_out, -1) == np.argmax(other_out, -1))),
+        "versions": versions(),
     }
 
 

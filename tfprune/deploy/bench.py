@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from tfprune.deploy.litert import LiteRTModel
+from tfprune.deploy.versions import versions
 
 
 def _rss_bytes():
@@ -93,6 +94,7 @@ def benchmark_tflite(path_or_paths, num_threads=1, runs=200, warmup=20, use_xnnp
         "machine": {"platform": platform.platform(), "machine": platform.machine(), "cpus": os.cpu_count()},
         "settings": {"runtime": "ai_edge_litert", "num_threads": num_threads, "runs": runs, "warmup": warmup,
                      "use_xnnpack": use_xnnpack},
+        "versions": versions(),
         "models": entries,
     }
 

@@ -12,7 +12,6 @@ dense storage and says so. Parity is judged by `tfprune.deploy.parity`.
 
 import dataclasses
 import gzip
-import importlib.metadata
 import json
 import os
 import tempfile
@@ -23,12 +22,12 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-import tfprune
 from tfprune.api import strip_pruning
 from tfprune.controller import pruning_wrappers
 from tfprune.deploy import parity as parity_lib
 from tfprune.deploy.flatbuffer import inspect_tflite
 from tfprune.deploy.litert import LiteRTModel
+from tfprune.deploy.versions import versions
 from tfprune.rebuild import copy_layer, rebuild
 
 QUANTIZE_MODES = (None, "dynamic", "float16", "int8")
@@ -77,10 +76,6 @@ class _Input:
     keras_name: str
     shape: tuple
     dtype: str
-
-    @property
-    def is_integer(self):
-        return np.issubdtype(np.dtype(self.dtype), np.integer)
 
 
 def _model_inputs(model):
@@ -294,12 +289,6 @@ def _umask():
     return current
 
 
-def versions():
-    """The tfprune, TensorFlow, Keras and LiteRT versions that produce an export."""
-    return {"tfprune": tfprune.__version__, "tensorflow": tf.__version__, "keras": keras.__version__,
-            "ai_edge_litert": importlib.metadata.version("ai-edge-litert")}
-
-
 def export_tflite(
     model,
     path,
@@ -371,19 +360,20 @@ def export_tflite(
         if sparse_encoding:
             sparse_content = _convert(saved_model_dir, quantize, calibration, True, float_io, inputs)
             content, sparse_state = _choose_sparse(content, sparse_content, notes)
-    lite = LiteRTModel(content, name=str(path)).smoke_test()
-    info = inspect_tflite(content)
-    parity = _parity(model, lite, x_parity) if x_parity is not None else None
-    if parity:
-        failed = parity_lib.failures(parity["outputs"], quantize, min_agreement, min_sqnr_db)
-        parity["passed"] = not failed
+        lite = LiteRTModel(content, name=str(path)).smoke_test()
+        parity = _parity(model, lite, x_parity) if x_parity is not None else None
+        failed = parity_lib.failures(parity["outputs"], quantize, min_agreement, min_sqnr_db) if parity else []
+        if parity:
+            parity["passed"] = not failed
         if failed:
             message = (f"The TFLite model does not reproduce Keras on {parity['samples']} samples: "
-                       f"{'; '.join(failed)}. {_advice(quantize, calibration)}")
+                       f"{'; '.join(failed)}. "
+                       f"{_advice(quantize, calibration, saved_model_dir, inputs, model, x_parity, min_agreement)}")
             if on_parity_failure == "raise":
                 raise ValueError(message + f" Nothing was written to '{path}'.")
             warnings.warn(message, stacklevel=2)
             notes.append(message)
+    info = inspect_tflite(content)
     _atomic_write(path, content)
     return ExportReport(
         path=str(path), quantize=quantize, file_bytes=len(content), gzip_bytes=len(gzip.compress(content, 9)),
@@ -393,13 +383,21 @@ def export_tflite(
     )
 
 
-def _advice(quantize, calibration):
-    if quantize == "int8":
-        return (f"Calibrate with more representative inputs (used {len(calibration[0])}), or export with "
-                "quantize='dynamic' (int8 weights, float activations) or 'float16'.")
-    if quantize in ("dynamic", "float16"):
-        return "Export with quantize=None (float32), or check the model for numerically unstable ops."
-    return "float32 conversion should be exact: please report this model."
+FALLBACK = {"int8": "dynamic", "dynamic": "float16", "float16": None, None: None}
+
+
+def _advice(quantize, calibration, saved_model_dir, inputs, model, x_parity, min_agreement):
+    """What to try instead, checked on this model: the next coarser mode is converted and measured."""
+    hint = f"Calibrate with more representative inputs (used {len(calibration[0])}). " if calibration else ""
+    fallback = FALLBACK[quantize]
+    if fallback is None:
+        return hint + ("Export with quantize=None (float32)." if quantize else
+                       "A float32 conversion should reproduce Keras: please report this model.")
+    lite = LiteRTModel(_convert(saved_model_dir, fallback, None, False, False, inputs), name=f"{fallback} trial")
+    outputs = _parity(model, lite, x_parity)["outputs"]
+    verdict = "passes" if not parity_lib.failures(outputs, fallback, min_agreement) else "fails too"
+    return (f"{hint}Tried quantize='{fallback}' on the same samples: {parity_lib.summary_line(outputs)}; "
+            f"it {verdict}.")
 
 
 def _choose_sparse(dense_content, sparse_content, notes):

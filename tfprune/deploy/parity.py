@@ -10,8 +10,9 @@ For every output, over all samples (Keras output `e`, TFLite output `a`, error `
 - `top1_agreement`: argmax agreement on the samples where it means something: several classes, and
   a Keras margin (best minus second best) above three times the noise (rms of a - e). Near-uniform
   logits, such as an untrained network's, leave no such samples, and then it is None.
-- `within_resolution`: for an integer output, every error is within two of its quantization steps:
-  as close as that format can get, however little the output varies.
+- `within_resolution`: for an integer output that varies by less than two of its quantization steps
+  (std), every error is within two steps: as close as that format can get (a near-uniform softmax,
+  whose INT8 step is fixed at 1/256).
 
 The verdict uses `sqnr_db` against a per-mode floor (`MIN_SQNR_DB`), unless the output is within
 its resolution, and `top1_agreement` against `min_agreement`.
@@ -51,7 +52,7 @@ def output_metrics(expected, actual, step=0.0):
         "top1_agreement": None,
         "top1_samples": 0,
         "output_step": float(step),
-        "within_resolution": bool(step) and float(np.max(np.abs(err))) <= 2 * step,
+        "within_resolution": bool(step) and max(float(np.max(np.abs(err))), float(np.std(e))) <= 2 * step,
     }
     if e.ndim >= 2 and e.shape[-1] >= 2:
         flat_e, flat_a = e.reshape(-1, e.shape[-1]), a.reshape(-1, a.shape[-1])
