@@ -117,3 +117,22 @@ def test_written_files_keep_the_users_umask_and_name_the_versions(tmp_path):
     assert (tmp_path / "m.json").stat().st_mode & 0o777 == 0o644
     saved = json.loads((tmp_path / "m.json").read_text())
     assert set(saved["versions"]) == {"tfprune", "tensorflow", "keras", "ai_edge_litert"}
+
+
+def test_cli_calibrates_a_two_input_model_from_an_npz(tmp_path, capsys):
+    from tfprune import cli
+
+    keras.utils.set_random_seed(0)
+    features, ids = keras.Input((6,), name="features"), keras.Input((4,), dtype="int32", name="ids")
+    h = L.Concatenate()([L.Dense(8)(features), L.Flatten()(L.Embedding(20, 2)(ids))])
+    keras.Model([features, ids], L.Dense(3)(h)).save(tmp_path / "two.keras")
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "cal.npz", features=rng.normal(size=(60, 6)).astype("float32"),
+             ids=rng.integers(0, 20, (60, 4)).astype("int32"))
+    np.save(tmp_path / "cal.npy", rng.normal(size=(60, 6)).astype("float32"))
+    common = ["export", str(tmp_path / "two.keras"), "-o", str(tmp_path / "two.tflite"), "--calibration"]
+    assert cli.main(common + [str(tmp_path / "cal.npy")]) == 2
+    assert "the model has 2 inputs; give an .npz file with one array per input, named features, ids" in (
+        capsys.readouterr().err)
+    assert cli.main(common + [str(tmp_path / "cal.npz")]) == 0
+    assert "input 'ids' (int32): int32 (kept integer, not quantized)" in capsys.readouterr().out

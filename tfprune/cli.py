@@ -45,6 +45,22 @@ def _load_inputs(flag, source, input_shape, limit, split=0):
     return x[:limit].reshape((-1, *expected)).astype("float32")
 
 
+def _calibration(source, model):
+    """Calibration inputs for `model`: as `_load_inputs`, or for several inputs an .npz of arrays named like them."""
+    if len(model.inputs) == 1:
+        return _load_inputs("--calibration", source, model.inputs[0].shape, limit=500)
+    names = [t._keras_history.operation.name for t in model.inputs]
+    if not (source.endswith(".npz") and Path(source).is_file()):
+        raise ValueError(f"--calibration {source}: the model has {len(names)} inputs; give an .npz file with one "
+                         f"array per input, named {', '.join(names)} (np.savez('cal.npz', {names[0]}=..., ...)).")
+    with np.load(source) as arrays:
+        missing = [name for name in names if name not in arrays]
+        if missing:
+            raise ValueError(f"--calibration {source}: no array for input(s) {', '.join(missing)}; it has "
+                             f"{', '.join(arrays.files)}.")
+        return {name: arrays[name][:500] for name in names}
+
+
 def _custom_objects(sources):
     """Imports each module path or .py file (running its @register_keras_serializable decorators) and
     returns the Keras classes it defines, by name."""
@@ -72,7 +88,8 @@ def _custom_objects(sources):
 def _export(args):
     quantize = None if args.quantize == "none" else args.quantize
     if quantize == "int8" and not args.calibration:
-        raise ValueError("--quantize int8 needs --calibration (a .npy file of typical inputs, 'digits' or 'mnist').")
+        raise ValueError("--quantize int8 needs --calibration (a .npy file of typical inputs, an .npz with one array "
+                         "per input, 'digits', 'mnist' or tfds:NAME[:SPLIT]).")
     if not Path(args.model).is_file():
         raise FileNotFoundError(f"No model file at '{args.model}'.")
     from tfprune.api import MissingCustomClassError  # TensorFlow is imported from here on
@@ -84,8 +101,7 @@ def _export(args):
         raise ValueError(f"'{args.model}' holds the custom class '{error.class_name}', which is not loaded: pass "
                          "--custom-objects with the module (my_package.layers) or Python file (layers.py) that "
                          "defines it.") from error
-    calibration = (_load_inputs("--calibration", args.calibration, model.inputs[0].shape, limit=500)
-                   if args.calibration else None)
+    calibration = _calibration(args.calibration, model) if args.calibration else None
     report = export_tflite(model, args.output, quantize=quantize, representative_data=calibration,
                            sparse_encoding=args.sparse, float_io=args.float_io,
                            on_parity_failure="warn" if args.allow_mismatch else "raise")
@@ -156,8 +172,9 @@ def build_parser():
     export.add_argument("-o", "--output", required=True, help="the .tflite file to write")
     export.add_argument("--quantize", choices=["none", "dynamic", "float16", "int8"], default="int8",
                         help="none: float32; dynamic: int8 weights; float16; int8: full integer (needs --calibration)")
-    export.add_argument("--calibration", help="calibration inputs: a .npy file, 'digits', 'mnist' or a TFDS dataset "
-                        "prepared on this machine, tfds:NAME[:SPLIT] (int8 needs it)")
+    export.add_argument("--calibration", help="calibration inputs: a .npy file (an .npz of arrays named like the "
+                        "inputs, for several), 'digits', 'mnist' or a TFDS dataset prepared on this machine, "
+                        "tfds:NAME[:SPLIT] (int8 needs it)")
     export.add_argument("--custom-objects", nargs="+", default=[], metavar="MODULE_OR_FILE",
                         help="modules (my_package.layers) or Python files (layers.py) defining the model's custom "
                              "classes")

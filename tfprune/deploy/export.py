@@ -86,8 +86,8 @@ def _model_inputs(model):
         if shape is None:
             raise ValueError(f"Model '{model.name}' has no known input shape: call it on data once before exporting.")
         return [_Input("input_0", "input", (None, *tuple(shape)[1:]), "float32")]
-    return [_Input(f"input_{i}", t.name, (None, *tuple(t.shape)[1:]), keras.backend.standardize_dtype(t.dtype))
-            for i, t in enumerate(tensors)]
+    return [_Input(f"input_{i}", t._keras_history.operation.name, (None, *tuple(t.shape)[1:]),
+                   keras.backend.standardize_dtype(t.dtype)) for i, t in enumerate(tensors)]
 
 
 def _split_inputs(element, inputs):
