@@ -79,11 +79,18 @@ def test_recurrent_text_models_export_in_every_mode_with_token_ids_kept_integer(
         assert lite.input["dtype"] == np.int32
 
 
-def test_recurrent_layer_with_variable_length_is_a_clear_error(tmp_path):
+def test_recurrent_layer_with_variable_length_exports_as_a_loop_except_in_int8(tmp_path):
+    keras.utils.set_random_seed(0)
     inputs = keras.Input((None, 4))
     model = keras.Model(inputs, L.Dense(2)(L.GRU(4)(inputs)))
-    with pytest.raises(ValueError, match="variable number of time steps.*keras.Input"):
-        export_tflite(model, tmp_path / "m.tflite")
+    x = np.random.default_rng(0).normal(size=(20, 7, 4)).astype("float32")
+    report = export_tflite(model, tmp_path / "loop.tflite", quantize="dynamic", parity_data=x)
+    assert report.parity["passed"] and "WHILE" in report.ops and any("batch size 1" in n for n in report.notes)
+    lite = LiteRTModel.load(tmp_path / "loop.tflite")
+    longer = np.random.default_rng(1).normal(size=(3, 11, 4)).astype("float32")  # another length runs too
+    np.testing.assert_allclose(lite.predict(longer), model.predict(longer, verbose=0), atol=0.05)
+    with pytest.raises(ValueError, match="variable number of time steps.*keras.Input.*quantize='dynamic'"):
+        export_tflite(model, tmp_path / "m.tflite", quantize="int8", representative_data=x)
 
 
 def test_two_inputs_two_outputs_are_fed_and_checked_each(tmp_path):

@@ -128,9 +128,9 @@ def _samples(data, inputs, limit, what):
             raise ValueError(f"`{what}` gives {len(arrays)} arrays per batch; the model has {len(inputs)} inputs.")
         arrays = [np.asarray(a) for a in arrays]
         for spec, array in zip(inputs, arrays):
-            if array.shape == spec.shape[1:]:
+            if array.ndim == len(spec.shape) - 1:
                 array = array[None]
-            if tuple(array.shape[1:]) != spec.shape[1:] or not np.issubdtype(array.dtype, np.number):
+            if not _fits(array.shape[1:], spec.shape[1:]) or not np.issubdtype(array.dtype, np.number):
                 raise ValueError(
                     f"`{what}` has samples of shape {tuple(array.shape[1:])} ({array.dtype}) for input "
                     f"'{spec.keras_name}', which expects {spec.shape[1:]} ({spec.dtype}) without the batch axis."
@@ -143,6 +143,11 @@ def _samples(data, inputs, limit, what):
     if not count:
         raise ValueError(f"`{what}` is empty: it needs at least one input sample.")
     return [np.concatenate(c, axis=0)[:limit] for c in collected]
+
+
+def _fits(shape, expected):
+    """True if `shape` matches `expected`, where None in `expected` takes any size."""
+    return len(shape) == len(expected) and all(e is None or s == e for s, e in zip(shape, expected))
 
 
 def _check_writable(path):
@@ -168,31 +173,45 @@ def _with_unroll(config):
     return config
 
 
+def _time_steps(layer):
+    input_shape = (layer.get_build_config() or {}).get("input_shape")
+    return input_shape[1] if input_shape and len(input_shape) > 2 else None
+
+
 def _unrolled(layer):
     """A copy of `layer` with its recurrence unrolled (same weights), or a plain copy of a non-recurrent layer."""
     if not _is_recurrent(layer):
         return copy_layer(layer)
-    input_shape = (layer.get_build_config() or {}).get("input_shape")
-    if not input_shape or input_shape[1] is None:
-        raise ValueError(
-            f"Recurrent layer '{layer.name}' runs over a variable number of time steps. TFLite export unrolls "
-            "recurrent layers, so it needs a fixed sequence length: build the model with "
-            "keras.Input((time_steps, features))."
-        )
     new = type(layer).from_config(_with_unroll(layer.get_config()))
     new.build_from_config(layer.get_build_config())
     new.set_weights(layer.get_weights())
     return new
 
 
-def _exportable(model, notes):
-    """`model`, or a copy with its recurrent layers unrolled (a note says which)."""
-    recurrent = [layer.name for layer in model._flatten_layers(include_self=False) if _is_recurrent(layer)]
+def _exportable(model, inputs, quantize, notes):
+    """The model to convert and its input signature.
+
+    Recurrent layers over a fixed number of time steps are unrolled in a copy: plain ops run in every
+    mode. Over a variable number they stay a loop, exported with batch size 1, which float32, float16
+    and dynamic range run; INT8 cannot (the converter crashes on a quantized loop).
+    """
+    recurrent = [layer for layer in model._flatten_layers(include_self=False) if _is_recurrent(layer)]
     if not recurrent:
-        return model
-    notes.append(f"recurrent layers {', '.join(recurrent)} unrolled over their time steps: TFLite runs them as "
-                 "plain ops in the default interpreter, in every quantization mode (no Flex delegate needed).")
-    return rebuild(model, _unrolled)
+        return model, inputs
+    names = ", ".join(layer.name for layer in recurrent)
+    if all(_time_steps(layer) is not None for layer in recurrent):
+        notes.append(f"recurrent layers {names} unrolled over their time steps: TFLite runs them as plain ops in "
+                     "the default interpreter, in every quantization mode (no Flex delegate needed).")
+        return rebuild(model, _unrolled), inputs
+    if quantize == "int8":
+        raise ValueError(
+            f"Recurrent layers {names} run over a variable number of time steps, which TFLite keeps as a loop, "
+            "and a loop cannot be fully quantized. Build the model with a fixed length, keras.Input((time_steps, "
+            "features)), to export INT8 (the layers are then unrolled), or export with quantize='dynamic'."
+        )
+    notes.append(f"recurrent layers {names} run over a variable number of time steps: exported as a loop with "
+                 "batch size 1 (feed one sequence per call; any length).")
+    return model, [dataclasses.replace(spec, shape=(1, *spec.shape[1:])) for spec in inputs]
 
 
 def _saved_model(model, directory, inputs):
@@ -352,9 +371,9 @@ def export_tflite(
         calibration = _samples(representative_data, inputs, num_calibration_samples, "representative_data")
     x_parity = calibration if parity_data is None else _samples(parity_data, inputs, 10**9, "parity_data")
     notes = []
-    exportable = _exportable(model, notes)
+    exportable, signature = _exportable(model, inputs, quantize, notes)
     with tempfile.TemporaryDirectory() as saved_model_dir:
-        _saved_model(exportable, saved_model_dir, inputs)
+        _saved_model(exportable, saved_model_dir, signature)
         content = _convert(saved_model_dir, quantize, calibration, False, float_io, inputs)
         sparse_state = "off"
         if sparse_encoding:

@@ -89,10 +89,22 @@ class LiteRTModel:
         return results[0] if len(results) == 1 else results
 
     def _invoke(self, tensors):
+        if any(tuple(t.shape) != tuple(d["shape"]) for t, d in zip(tensors, self.inputs)):
+            self._resize([t.shape for t in tensors])  # a model with a variable dimension, e.g. sequence length
         for tensor, detail in zip(tensors, self.inputs):
             self.interpreter.set_tensor(detail["index"], tensor)
         self.interpreter.invoke()
         return [self.interpreter.get_tensor(d["index"]) for d in self.outputs]
+
+
+    def _resize(self, shapes):
+        for shape, detail in zip(shapes, self.inputs):
+            self.interpreter.resize_tensor_input(detail["index"], list(shape), strict=True)
+        self.interpreter.allocate_tensors()
+        details = {d["index"]: d for d in self.interpreter.get_input_details() + self.interpreter.get_output_details()}
+        self.inputs = [details[d["index"]] for d in self.inputs]
+        self.outputs = [details[d["index"]] for d in self.outputs]
+        self.input, self.output = self.inputs[0], self.outputs[0]
 
 
 def _signature_order(interpreter):
