@@ -143,3 +143,15 @@ def test_cli_calibrates_a_two_input_model_from_an_npz(tmp_path, capsys):
         capsys.readouterr().err)
     assert cli.main(common + [str(tmp_path / "cal.npz")]) == 0
     assert "input 'ids' (int32): int32 (kept integer, not quantized)" in capsys.readouterr().out
+
+
+def test_ops_without_a_tflite_kernel_need_select_tf_ops_and_the_report_says_flex(tmp_path):
+    inputs = keras.Input((6,))
+    model = keras.Model(inputs, L.Dense(3)(keras.ops.cumprod(L.Dense(6)(inputs), axis=-1)))
+    x = np.random.default_rng(0).normal(size=(20, 6)).astype("float32")
+    with pytest.raises(ValueError, match=r"(?s)no TFLite kernel.*select_tf_ops=True.*Flex delegate"):
+        export_tflite(model, tmp_path / "m.tflite", parity_data=x)
+    assert not (tmp_path / "m.tflite").exists()
+    report = export_tflite(model, tmp_path / "m.tflite", parity_data=x, select_tf_ops=True)
+    assert "CUSTOM:FlexCumprod" in report.ops and report.parity is None
+    assert any("Cumprod" in note and "Flex delegate" in note and "Not verified" in note for note in report.notes)

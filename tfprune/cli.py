@@ -103,7 +103,7 @@ def _export(args):
                          "defines it.") from error
     calibration = _calibration(args.calibration, model) if args.calibration else None
     report = export_tflite(model, args.output, quantize=quantize, representative_data=calibration,
-                           sparse_encoding=args.sparse, float_io=args.float_io,
+                           sparse_encoding=args.sparse, float_io=args.float_io, select_tf_ops=args.select_tf_ops,
                            on_parity_failure="warn" if args.allow_mismatch else "raise")
     print(report.summary())
     if args.report:
@@ -180,6 +180,9 @@ def build_parser():
                              "classes")
     export.add_argument("--sparse", action="store_true", help="use TFLite sparse encoding where it loads and helps")
     export.add_argument("--float-io", action="store_true", help="int8 model with float32 inputs/outputs")
+    export.add_argument("--select-tf-ops", action="store_true",
+                        help="keep ops without a TFLite kernel as TensorFlow ops (needs the Flex delegate; "
+                             "written unverified)")
     export.add_argument("--allow-mismatch", action="store_true", help="warn instead of failing on low parity")
     export.add_argument("--report", help="write the export report as JSON here")
     export.set_defaults(func=_export)

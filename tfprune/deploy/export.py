@@ -228,7 +228,7 @@ def _saved_model(model, directory, inputs):
     archive.write_out(directory, verbose=False)
 
 
-def _convert(saved_model_dir, quantize, calibration, sparse, float_io, inputs):
+def _convert(saved_model_dir, quantize, calibration, sparse, float_io, inputs, select_tf_ops=False):
     converter = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir)
     optimizations = []
     if quantize:
@@ -247,11 +247,20 @@ def _convert(saved_model_dir, quantize, calibration, sparse, float_io, inputs):
         if not float_io:  # float inputs and outputs become int8; integer inputs (ids) stay as they are
             converter.inference_input_type = tf.int8
             converter.inference_output_type = tf.int8
+    if select_tf_ops:  # ops without a TFLite kernel stay TensorFlow ops, run by the Flex delegate
+        builtins = tf.lite.OpsSet.TFLITE_BUILTINS_INT8 if quantize == "int8" else tf.lite.OpsSet.TFLITE_BUILTINS
+        converter.target_spec.supported_ops = [builtins, tf.lite.OpsSet.SELECT_TF_OPS]
     try:
         with warnings.catch_warnings():  # the converter calibrates with tf.lite.Interpreter, which warns of itself
             warnings.filterwarnings("ignore", message=r"(?s).*tf\.lite\.Interpreter is deprecated")
             return converter.convert()
     except Exception as error:  # the converter raises ConverterError and plain exceptions alike
+        if not select_tf_ops and "TF Select" in str(error):
+            raise ValueError(
+                f"Conversion failed: some ops have no TFLite kernel ({str(error).strip()[-600:]}). Pass "
+                "select_tf_ops=True (CLI: --select-tf-ops) to keep them as TensorFlow ops; the model then needs "
+                "the Flex delegate where it runs."
+            ) from error
         if quantize == "int8":
             raise ValueError(
                 f"INT8 conversion failed: {str(error).strip()[:2000]}\nSome op has no full-integer kernel. "
@@ -320,6 +329,7 @@ def export_tflite(
     min_sqnr_db=None,
     on_parity_failure="raise",
     num_calibration_samples=200,
+    select_tf_ops=False,
 ):
     """Converts a Keras 3 model (pruned or plain) to .tflite, verifies it and writes it atomically.
 
@@ -339,6 +349,9 @@ def export_tflite(
         min_sqnr_db: minimum signal-to-quantization-noise ratio of every output; default per
             mode, `parity.MIN_SQNR_DB`.
         on_parity_failure: "raise" (nothing written) or "warn".
+        select_tf_ops: keep ops that have no TFLite kernel as TensorFlow ops. Such a model needs the
+            Flex delegate, which the LiteRT interpreter here lacks: it is then written unverified, and
+            the report says so.
 
     Returns:
         An `ExportReport`.
@@ -374,13 +387,18 @@ def export_tflite(
     exportable, signature = _exportable(model, inputs, quantize, notes)
     with tempfile.TemporaryDirectory() as saved_model_dir:
         _saved_model(exportable, saved_model_dir, signature)
-        content = _convert(saved_model_dir, quantize, calibration, False, float_io, inputs)
+        content = _convert(saved_model_dir, quantize, calibration, False, float_io, inputs, select_tf_ops)
+        flex_ops = sorted({op for op in inspect_tflite(content)["ops"] if op.startswith("CUSTOM:Flex")})
         sparse_state = "off"
-        if sparse_encoding:
+        if sparse_encoding and not flex_ops:
             sparse_content = _convert(saved_model_dir, quantize, calibration, True, float_io, inputs)
             content, sparse_state = _choose_sparse(content, sparse_content, notes)
-        lite = LiteRTModel(content, name=str(path)).smoke_test()
-        parity = _parity(model, lite, x_parity) if x_parity is not None else None
+        if flex_ops:
+            notes.append(f"holds TensorFlow ops ({', '.join(op[len('CUSTOM:Flex'):] for op in flex_ops)}): needs the "
+                         "Flex delegate where it runs (Android: org.tensorflow:tensorflow-lite-select-tf-ops). Not "
+                         "verified: the LiteRT interpreter here has no Flex delegate.")
+        lite = None if flex_ops else LiteRTModel(content, name=str(path)).smoke_test()
+        parity = _parity(model, lite, x_parity) if x_parity is not None and lite else None
         failed = parity_lib.failures(parity["outputs"], quantize, min_agreement, min_sqnr_db) if parity else []
         if parity:
             parity["passed"] = not failed
@@ -397,7 +415,7 @@ def export_tflite(
     return ExportReport(
         path=str(path), quantize=quantize, file_bytes=len(content), gzip_bytes=len(gzip.compress(content, 9)),
         sparse_encoding=sparse_state, ops=info["ops"], integer_only=info["integer_only"],
-        float_ops=info["float_ops"], tensors=info["tensors"], io=_io_description(lite, inputs),
+        float_ops=info["float_ops"], tensors=info["tensors"], io=_io_description(lite, inputs) if lite else [],
         parity=parity, notes=notes, versions=versions(),
     )
 
