@@ -155,34 +155,29 @@ def keep_largest(scores, num_pruned):
     return keep
 
 
-def _pruned_counts(sizes, num_pruned, caps, flat_scores):
-    """How many units to prune in each weight: one global threshold, no weight beyond its cap.
+def _ranked_keep(sizes, num_pruned, caps, flat_scores):
+    """Flat keep-mask over several weights' units: one threshold, no weight pruned beyond its cap.
 
-    A weight whose share would pass its cap is pruned to the cap and the rest of the
-    budget is ranked again among the others (water filling), so the total stays exact
-    whenever the caps allow it.
+    A weight whose share would pass its cap is pruned to the cap on its own and the rest
+    of the budget is ranked again among the others (water filling), so the total stays
+    exact whenever the caps allow it. Without a capped weight this is a single ranking.
     """
-    counts = [None] * len(sizes)
     offsets = np.cumsum([0, *sizes])
+    parts = [None] * len(sizes)
     budget = num_pruned
-    while True:
-        free = [i for i, c in enumerate(counts) if c is None]
-        if not free:
-            return counts
+    while any(part is None for part in parts):
+        free = [i for i, part in enumerate(parts) if part is None]
         pool = np.concatenate([flat_scores[offsets[i] : offsets[i + 1]] for i in free])
-        keep = keep_largest(pool, min(budget, pool.size))
-        start, shares = 0, {}
-        for i in free:
-            shares[i] = sizes[i] - int(np.count_nonzero(keep[start : start + sizes[i]]))
-            start += sizes[i]
-        over = [i for i in free if shares[i] > caps[i]]
+        pieces = np.split(keep_largest(pool, min(budget, pool.size)), np.cumsum([sizes[i] for i in free])[:-1])
+        over = [i for i, piece in zip(free, pieces) if sizes[i] - int(np.count_nonzero(piece)) > caps[i]]
         if not over:
-            for i in free:
-                counts[i] = shares[i]
-            return counts
+            for i, piece in zip(free, pieces):
+                parts[i] = piece
+            break
         for i in over:
-            counts[i] = caps[i]
+            parts[i] = keep_largest(flat_scores[offsets[i] : offsets[i + 1]], caps[i])
             budget -= caps[i]
+    return np.concatenate(parts)
 
 
 def threshold_masks(score_list, sparsity, granularity, axes_list=None, max_sparsity=None):
@@ -202,14 +197,10 @@ def threshold_masks(score_list, sparsity, granularity, axes_list=None, max_spars
     sizes = [p.size for p in pooled]
     caps = [size - 1 if max_sparsity is None else min(size - 1, int(max_sparsity * size)) for size in sizes]
     flat = pooled[0].reshape(-1) if len(pooled) == 1 else np.concatenate([p.reshape(-1) for p in pooled])
-    num_pruned = int(round(sparsity * flat.size))
-    if len(pooled) == 1:
-        counts = [min(num_pruned, caps[0])]
-    else:
-        counts = _pruned_counts(sizes, num_pruned, caps, flat)
+    keep = _ranked_keep(sizes, int(round(sparsity * flat.size)), caps, flat)
     masks = []
-    for scores, axes, grid, p, count in zip(score_list, axes_list, grids, pooled, counts):
-        block_mask = keep_largest(p.reshape(-1), count).reshape(p.shape)
+    for scores, axes, grid, p, start in zip(score_list, axes_list, grids, pooled, np.cumsum([0, *sizes])):
+        block_mask = keep[start : start + p.size].reshape(p.shape)
         masks.append(from_grid(expand_blocks(block_mask, granularity, grid.shape), axes, np.shape(scores)))
     return masks
 
