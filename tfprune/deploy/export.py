@@ -285,8 +285,12 @@ def _tensor_kind(detail):
     return dtype
 
 
-def _parity(model, lite, x):
-    expected = keras.tree.flatten(model.predict(x if len(x) > 1 else x[0], verbose=0, batch_size=256))
+def _keras_outputs(model, x):
+    """The model's outputs on `x` (one batch per input), as a flat list: what every TFLite candidate must match."""
+    return keras.tree.flatten(model.predict(x if len(x) > 1 else x[0], verbose=0, batch_size=256))
+
+
+def _parity(expected, lite, x):
     actual = lite.predict(x if len(x) > 1 else x[0])
     actual = actual if isinstance(actual, list) else [actual]
     return {
@@ -388,29 +392,32 @@ def export_tflite(
     with tempfile.TemporaryDirectory() as saved_model_dir:
         _saved_model(exportable, saved_model_dir, signature)
         content = _convert(saved_model_dir, quantize, calibration, False, float_io, inputs, select_tf_ops)
-        flex_ops = sorted({op for op in inspect_tflite(content)["ops"] if op.startswith("CUSTOM:Flex")})
+        info = inspect_tflite(content)
+        flex_ops = sorted(op for op in set(info["ops"]) if op.startswith("CUSTOM:Flex"))
         sparse_state = "off"
         if sparse_encoding and not flex_ops:
             sparse_content = _convert(saved_model_dir, quantize, calibration, True, float_io, inputs)
             content, sparse_state = _choose_sparse(content, sparse_content, notes)
+            if sparse_state == "on":
+                info = inspect_tflite(content)
         if flex_ops:
             notes.append(f"holds TensorFlow ops ({', '.join(op[len('CUSTOM:Flex'):] for op in flex_ops)}): needs the "
                          "Flex delegate where it runs (Android: org.tensorflow:tensorflow-lite-select-tf-ops). Not "
                          "verified: the LiteRT interpreter here has no Flex delegate.")
         lite = None if flex_ops else LiteRTModel(content, name=str(path)).smoke_test()
-        parity = _parity(model, lite, x_parity) if x_parity is not None and lite else None
+        expected = _keras_outputs(model, x_parity) if x_parity is not None and lite else None
+        parity = _parity(expected, lite, x_parity) if expected is not None else None
         failed = parity_lib.failures(parity["outputs"], quantize, min_agreement, min_sqnr_db) if parity else []
         if parity:
             parity["passed"] = not failed
         if failed:
             message = (f"The TFLite model does not reproduce Keras on {parity['samples']} samples: "
                        f"{'; '.join(failed)}. "
-                       f"{_advice(quantize, calibration, saved_model_dir, inputs, model, x_parity, min_agreement)}")
+                       f"{_advice(quantize, calibration, saved_model_dir, inputs, expected, x_parity, min_agreement)}")
             if on_parity_failure == "raise":
                 raise ValueError(message + f" Nothing was written to '{path}'.")
             warnings.warn(message, stacklevel=2)
             notes.append(message)
-    info = inspect_tflite(content)
     _atomic_write(path, content)
     return ExportReport(
         path=str(path), quantize=quantize, file_bytes=len(content), gzip_bytes=len(gzip.compress(content, 9)),
@@ -423,7 +430,7 @@ def export_tflite(
 FALLBACK = {"int8": "dynamic", "dynamic": "float16", "float16": None, None: None}
 
 
-def _advice(quantize, calibration, saved_model_dir, inputs, model, x_parity, min_agreement):
+def _advice(quantize, calibration, saved_model_dir, inputs, expected, x_parity, min_agreement):
     """What to try instead, checked on this model: the next coarser mode is converted and measured."""
     hint = f"Calibrate with more representative inputs (used {len(calibration[0])}). " if calibration else ""
     fallback = FALLBACK[quantize]
@@ -431,7 +438,7 @@ def _advice(quantize, calibration, saved_model_dir, inputs, model, x_parity, min
         return hint + ("Export with quantize=None (float32)." if quantize else
                        "A float32 conversion should reproduce Keras: please report this model.")
     lite = LiteRTModel(_convert(saved_model_dir, fallback, None, False, False, inputs), name=f"{fallback} trial")
-    outputs = _parity(model, lite, x_parity)["outputs"]
+    outputs = _parity(expected, lite, x_parity)["outputs"]
     verdict = "passes" if not parity_lib.failures(outputs, fallback, min_agreement) else "fails too"
     return (f"{hint}Tried quantize='{fallback}' on the same samples: {parity_lib.summary_line(outputs)}; "
             f"it {verdict}.")
