@@ -12,7 +12,7 @@ import keras
 from keras.src.models.functional import Functional
 
 from tfprune import registry
-from tfprune.wrapper import PruneLowMagnitude
+from tfprune.controller import pruning_wrappers
 
 
 def is_graph_model(layer):
@@ -78,10 +78,6 @@ def set_at(container, path, new):
         setattr(owner, path[-1], new)
 
 
-def _holds_wrappers(layer):
-    return any(isinstance(sub, PruneLowMagnitude) for sub in layer._flatten_layers())
-
-
 @keras.saving.register_keras_serializable("tfprune")
 class PrunedContainer:
     """Mixed into a user's container class once pruned layers are swapped in, so that it saves and loads.
@@ -106,7 +102,7 @@ class PrunedContainer:
             "swapped": [
                 {"path": list(path), "layer": keras.saving.serialize_keras_object(get_at(self, path))}
                 for path in leaf_paths(self)
-                if _holds_wrappers(get_at(self, path))
+                if pruning_wrappers(get_at(self, path))
             ],
         }
 
@@ -131,7 +127,7 @@ def user_class(container):
 def mark_swapped(container):
     """Gives `container` the saveable pruned variant of its user class if it now holds wrappers, else the user class."""
     plain = user_class(container)
-    if not _holds_wrappers(container):
+    if not pruning_wrappers(container):
         container.__class__ = plain
         return
     if plain not in _PRUNED_CLASSES:
