@@ -12,9 +12,10 @@ final = tfprune.strip_pruning(pruned)
 ```
 """
 
-import importlib
 import os
 import sys
+
+from tfprune.lazy import attribute_loader
 
 __version__ = "0.1.0"
 
@@ -37,14 +38,7 @@ _PUBLIC = {
     "strip_pruning": "tfprune.api",
 }
 __all__ = sorted(_PUBLIC)
-
-
-def __getattr__(name):
-    if name not in _PUBLIC:
-        raise AttributeError(f"module 'tfprune' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_PUBLIC[name]), name)
-    globals()[name] = value
-    return value
+__getattr__ = attribute_loader("tfprune", globals(), _PUBLIC)
 
 
 # Importing the modules registers tfprune's classes with Keras, so that keras.models.load_model reads pruned

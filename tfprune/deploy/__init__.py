@@ -3,7 +3,7 @@
 Loaded on first use, so that benchmarking .tflite files does not import TensorFlow.
 """
 
-import importlib
+from tfprune.lazy import attribute_loader
 
 _PUBLIC = {
     "ExportReport": "tfprune.deploy.export",
@@ -13,9 +13,4 @@ _PUBLIC = {
     "format_benchmark": "tfprune.deploy.bench",
 }
 __all__ = sorted(_PUBLIC)
-
-
-def __getattr__(name):
-    if name not in _PUBLIC:
-        raise AttributeError(f"module 'tfprune.deploy' has no attribute {name!r}")
-    return getattr(importlib.import_module(_PUBLIC[name]), name)
+__getattr__ = attribute_loader("tfprune.deploy", globals(), _PUBLIC)
