@@ -47,9 +47,12 @@ def _load_inputs(flag, source, input_shape, limit, split=0):
 
 def _calibration(source, model):
     """Calibration inputs for `model`: as `_load_inputs`, or for several inputs an .npz of arrays named like them."""
-    if len(model.inputs) == 1:
-        return _load_inputs("--calibration", source, model.inputs[0].shape, limit=500)
-    names = [t._keras_history.operation.name for t in model.inputs]
+    from tfprune.deploy.export import model_inputs
+
+    inputs = model_inputs(model)
+    if len(inputs) == 1:
+        return _load_inputs("--calibration", source, inputs[0].shape, limit=500)
+    names = [spec.keras_name for spec in inputs]
     if not (source.endswith(".npz") and Path(source).is_file()):
         raise ValueError(f"--calibration {source}: the model has {len(names)} inputs; give an .npz file with one "
                          f"array per input, named {', '.join(names)} (np.savez('cal.npz', {names[0]}=..., ...)).")

@@ -78,7 +78,8 @@ class _Input:
     dtype: str
 
 
-def _model_inputs(model):
+def model_inputs(model):
+    """How each input of `model` is exported: signature name (`input_i`), Keras input name, shape, dtype."""
     tensors = getattr(model, "inputs", None)
     if not tensors:  # subclassed: one input, from the build config {"input_shape": (batch, ...)}
         build_config = model.get_build_config() or {}
@@ -377,7 +378,7 @@ def export_tflite(
     _check_writable(path)
     if pruning_wrappers(model):
         model = strip_pruning(model)
-    inputs = _model_inputs(model)
+    inputs = model_inputs(model)
     calibration = None
     if quantize == "int8":
         if representative_data is None:
