@@ -1,0 +1,207 @@
+"""The channel analysis of a Sequential or Functional model: which channels are tied, which are zero.
+
+The walk visits the model's nodes in order, as Keras' own `Functional` does when
+it runs, and lets each layer's `Rule` move channel labels from inputs to
+outputs. Model inputs and outputs are frozen: their channels are never removed.
+A nested model is analysed on its own, with its inputs and outputs frozen.
+"""
+
+import dataclasses
+import warnings
+
+import keras
+import numpy as np
+
+from tfprune.containers import is_graph_model
+from tfprune.structured.labels import Channels, LabelSets
+from tfprune.structured.rules import Boundary, channel_count, rule_for
+
+
+@dataclasses.dataclass(frozen=True)
+class ChannelGroup:
+    """Channels that can only be removed together: one index seen from every weight that touches it.
+
+    Attributes:
+        members: tuple of `(layer, role, indices)`: the layer's `role` axis
+            ("input", "output", "channel", "heads", or "query"/"key"/"value" of an
+            attention layer) at `indices` belongs to this group.
+        zero: True if the channel is exactly zero wherever it enters a weight, so
+            that `shrink` can remove it without changing the model's outputs.
+    """
+
+    members: tuple
+    zero: bool
+
+    @property
+    def layers(self):
+        """Names of the layers this group touches, in model order."""
+        return list(dict.fromkeys(layer.name for layer, _, _ in self.members))
+
+    def __repr__(self):
+        parts = ", ".join(f"{layer.name}.{role}{list(indices)}" for layer, role, indices in self.members)
+        return f"ChannelGroup({parts}, zero={self.zero})"
+
+
+class ChannelAnalysis:
+    """The result of walking a model: labels per layer role, and where channels enter weights."""
+
+    def __init__(self, model, ignored_layers=()):
+        if not is_graph_model(model):
+            raise ValueError(
+                f"Structured pruning needs a Functional or Sequential model; '{model.name}' is a subclassed "
+                f"{type(model).__name__}, whose call() tfprune cannot see through. Build the same network "
+                "with the Functional API (keras.Input -> layers -> keras.Model) and prune that."
+            )
+        self.sets = LabelSets()
+        self.roles = {}  # layer -> {role: labels}
+        self.kept = []  # (layer, reason): layers whose channels are kept
+        self._sinks = []
+        self._ignored = set(_names_of(ignored_layers, model))
+        self._tensors = {}
+        self._seen_models = set()
+        self._walk_model(model)
+        unexpected = [(layer, reason) for layer, reason, expected in self.kept if not expected]
+        if unexpected:
+            warnings.warn(
+                "Channel analysis keeps the channels around layers it does not understand: "
+                + "; ".join(f"'{layer.name}' ({type(layer).__name__}): {reason}" for layer, reason in unexpected)
+                + ". Their neighbours' channels are not pruned.",
+                stacklevel=3,
+            )
+
+    # -- the walk --------------------------------------------------------------------------------
+    def _walk_model(self, model):
+        self._seen_models.add(id(model))
+        graph = model._functional if isinstance(model, keras.Sequential) else model
+        if graph is None or not model.built:
+            raise ValueError(
+                f"Model '{model.name}' is not built: give it an input shape (keras.Input) or call it on data first."
+            )
+        for tensor in graph.inputs:
+            self._tensors[id(tensor)] = self.frozen(channel_count(tensor))
+        for depth in sorted(graph._nodes_by_depth, reverse=True):
+            for node in graph._nodes_by_depth[depth]:
+                if node.is_input or not node.operation:
+                    continue
+                if any(id(t) not in self._tensors for t in node.input_tensors):
+                    continue  # a node of another model sharing this layer
+                inputs = [self._tensors[id(t)] for t in node.input_tensors]
+                for tensor, channels in zip(node.output_tensors, self._visit(node, inputs)):
+                    self._tensors[id(tensor)] = channels
+        for tensor in graph.outputs:
+            self.freeze(self._tensors[id(tensor)])
+
+    def _visit(self, node, inputs):
+        operation = node.operation
+        if is_graph_model(operation):
+            if id(operation) not in self._seen_models:
+                self._walk_model(operation)
+            return Boundary().propagate(self, operation, node, inputs)
+        if operation.name in self._ignored:
+            rule, reason, expected = Boundary(), "it is in ignored_layers", True
+        else:
+            rule, reason, expected = rule_for(operation, node)
+        if reason and isinstance(operation, keras.layers.Layer) and not isinstance(operation, keras.layers.InputLayer):
+            self.kept.append((operation, reason, expected))
+        return rule.propagate(self, operation, node, inputs)
+
+    # -- what rules call -------------------------------------------------------------------------
+    def channels(self, tensor):
+        """The `Channels` of a tensor already visited."""
+        return self._tensors[id(tensor)]
+
+    def frozen(self, count):
+        return Channels(self.sets.new(count, frozen=True), False)
+
+    def freeze(self, channels):
+        self.sets.freeze(channels.labels)
+
+    def join(self, first, second):
+        self.sets.join(first, second)
+
+    def sink(self, channels):
+        """Records channels entering weights: removing them is exact only where they are zero."""
+        self._sinks.append(channels)
+
+    def bind(self, layer, role, labels):
+        """Records the labels along a layer's `role` axis; a shared layer's calls are joined."""
+        by_role = self.roles.setdefault(layer, {})
+        if role in by_role:
+            self.sets.join(by_role[role], labels)
+        else:
+            by_role[role] = labels
+
+    def own(self, layer, role, count):
+        """The labels of channels a layer creates: fresh on its first call, the same on later calls."""
+        by_role = self.roles.setdefault(layer, {})
+        if role not in by_role:
+            by_role[role] = self.sets.new(count)
+        return by_role[role]
+
+    # -- results ---------------------------------------------------------------------------------
+    def removable_roots(self):
+        """The groups (as root labels) that are free and exactly zero wherever they enter a weight."""
+        if not self._sinks:
+            return set()
+        labels = np.concatenate([s.labels for s in self._sinks])
+        zero = np.concatenate([s.zero for s in self._sinks])
+        roots = self.sets.roots(labels)
+        candidates = set(roots[zero].tolist()) - set(roots[~zero].tolist())
+        return {root for root in candidates if not self.sets.is_frozen(root)}
+
+    def keep_masks(self, layer, removed):
+        """{role: bool array} for a layer: False where the channel's group is in `removed`."""
+        return {role: ~np.isin(self.sets.roots(labels), list(removed))
+                for role, labels in self.roles.get(layer, {}).items()}
+
+    def groups(self):
+        """The groups that are not frozen, each a `ChannelGroup`, in order of first appearance."""
+        removable = self.removable_roots()
+        members = {}
+        for layer, by_role in self.roles.items():
+            for role, labels in by_role.items():
+                roots = self.sets.roots(labels)
+                for root in dict.fromkeys(roots.tolist()):
+                    if not self.sets.is_frozen(root):
+                        members.setdefault(root, []).append((layer, role, np.flatnonzero(roots == root)))
+        return [ChannelGroup(tuple(found), root in removable) for root, found in members.items()]
+
+
+def _names_of(layers, model):
+    names = [layer if isinstance(layer, str) else layer.name for layer in (layers or ())]
+    known = {layer.name for layer in _all_layers(model)}
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        raise ValueError(f"ignored_layers names layers that '{model.name}' does not have: {unknown}.")
+    return names
+
+
+def _all_layers(model):
+    for layer in model.layers:
+        yield layer
+        if is_graph_model(layer):
+            yield from _all_layers(layer)
+
+
+def channel_groups(model, ignored_layers=None):
+    """The groups of channels of `model` that must be pruned together.
+
+    Args:
+        model: a built Sequential or Functional Keras model (nested models are
+            analysed inside, with their inputs and outputs kept).
+        ignored_layers: layers (or their names) whose channels must be kept.
+
+    Returns:
+        A list of `ChannelGroup`, one per prunable channel. Channels of model
+        inputs and outputs, and of layers the analysis keeps whole, are not listed.
+
+    Example:
+
+    >>> inputs = keras.Input((8,))
+    >>> hidden = keras.layers.Dense(4, name="hidden")(inputs)
+    >>> model = keras.Model(inputs, keras.layers.Dense(2, name="out")(hidden))
+    >>> groups = channel_groups(model)
+    >>> len(groups), groups[0].layers
+    (4, ['hidden', 'out'])
+    """
+    return ChannelAnalysis(model, ignored_layers).groups()

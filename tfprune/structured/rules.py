@@ -1,0 +1,539 @@
+"""How each kind of layer moves channels, and how it loses them.
+
+A `Rule` does two things for one family of layers:
+- `propagate(walk, layer, node, inputs)`: given the `Channels` of the node's
+  input tensors, records which weight axes carry which labels (`walk.bind`,
+  `walk.own`), where channels enter weights (`walk.sink`), and returns the
+  `Channels` of the node's outputs;
+- `shrink(layer, keep)`: given a boolean keep-mask per recorded role, returns
+  `(config, weights)` of the smaller layer, or None if the layer is unchanged.
+
+Channels-last only: the channel axis of every tensor is its last one.
+"""
+
+import keras
+import numpy as np
+from keras import layers as L
+from keras.src.ops import nn as nn_ops
+from keras.src.ops import numpy as numpy_ops
+
+from tfprune.structured.labels import Channels
+
+
+def channel_count(tensor):
+    """Size of the channel (last) axis, or 0 for a tensor without one (rank 1, or unknown size)."""
+    shape = tensor.shape
+    return shape[-1] if len(shape) >= 2 and shape[-1] is not None else 0
+
+
+def weights_by_name(layer):
+    """{variable name: numpy value} of a layer's own weights (first of each name)."""
+    values = {}
+    for variable in layer.weights:
+        values.setdefault(variable.name, keras.ops.convert_to_numpy(variable))
+    return values
+
+
+def keeps_zero(function):
+    """True if `function(0) == 0`, so that a zero channel stays zero through it."""
+    if function is None:
+        return True
+    value = keras.ops.convert_to_numpy(function(keras.ops.zeros((1, 1))))
+    return bool(np.all(value == 0))
+
+
+def _dead_outputs(kernel, input_zero, input_axis, output_axis):
+    """Output channels to which only zero inputs (or zero kernel entries) contribute."""
+    kernel = np.moveaxis(kernel, (input_axis, output_axis), (-2, -1))
+    if input_zero is not None:
+        kernel = kernel[..., ~input_zero, :]
+    return ~np.any(kernel != 0, axis=tuple(range(kernel.ndim - 1)))
+
+
+def _take(array, keep, axis):
+    return np.take(array, np.flatnonzero(keep), axis=axis)
+
+
+class Rule:
+    """How one family of layers moves channels (`propagate`) and loses them (`shrink`)."""
+
+    def unsupported(self, layer, node):
+        """Why this rule cannot follow `layer` here (then its channels are kept), or None."""
+        return None
+
+    def propagate(self, walk, layer, node, inputs):
+        raise NotImplementedError(f"{type(self).__name__} must implement propagate()")
+
+    def shrink(self, layer, keep):
+        return None
+
+
+class Boundary(Rule):
+    """A layer whose channels are kept: its inputs and outputs are frozen."""
+
+    def propagate(self, walk, layer, node, inputs):
+        for source in inputs:
+            walk.freeze(source)
+        return [walk.frozen(channel_count(t)) for t in node.output_tensors]
+
+
+class PassThrough(Rule):
+    """One input, one output, each channel handled on its own (pooling, padding, dropout, activations)."""
+
+    def __init__(self, evaluate_zero=False):
+        self.evaluate_zero = evaluate_zero
+
+    def propagate(self, walk, layer, node, inputs):
+        (source,) = inputs
+        zero = source.zero & self._keeps_zero(layer)
+        return [Channels(source.labels, zero)]
+
+    def _keeps_zero(self, layer):
+        if not self.evaluate_zero:
+            return True
+        if isinstance(layer, L.Activation):
+            return keeps_zero(layer.activation)
+        return keeps_zero(layer.call if isinstance(layer, L.Layer) else layer)
+
+
+class Merge(Rule):
+    """Element-wise merges: the channels of all inputs are tied index by index."""
+
+    def __init__(self, zero_if_any):
+        self.zero_if_any = zero_if_any  # Multiply: one zero factor suffices
+
+    def unsupported(self, layer, node):
+        arguments = keras.tree.flatten((node.arguments.args, node.arguments.kwargs))
+        constants = [a for a in arguments if not isinstance(a, keras.KerasTensor)]
+        if any(np.ndim(c) > 0 for c in constants):
+            return "it applies a constant array, which cannot be sliced"
+        return None
+
+    def propagate(self, walk, layer, node, inputs):
+        first = inputs[0]
+        if any(len(source.labels) != len(first.labels) for source in inputs):
+            return Boundary().propagate(walk, layer, node, inputs)  # broadcasting a channel: keep them
+        for source in inputs[1:]:
+            walk.join(first.labels, source.labels)
+        zeros = np.stack([source.zero for source in inputs])
+        if len(inputs) == 1 and not self.zero_if_any:  # `x + constant`
+            zeros = np.zeros_like(zeros)
+        return [Channels(first.labels, zeros.any(axis=0) if self.zero_if_any else zeros.all(axis=0))]
+
+
+class Concatenate(Rule):
+    def propagate(self, walk, layer, node, inputs):
+        rank = len(node.output_tensors[0].shape)
+        if layer.axis not in (-1, rank - 1):
+            return Merge(zero_if_any=False).propagate(walk, layer, node, inputs)
+        return [Channels(np.concatenate([s.labels for s in inputs]), np.concatenate([s.zero for s in inputs]))]
+
+
+class Reshape(Rule):
+    """Flatten and Reshape that keep channels-last order: `k` positions per channel become `k` features.
+
+    A Conv's (H, W, C) output flattened for a Dense gives feature (h * W + w) * C + c,
+    so each channel's label repeats every C features.
+    """
+
+    def _repeats(self, node):
+        in_shape, out_shape = node.input_tensors[0].shape[1:], node.output_tensors[0].shape[1:]
+        if None in in_shape or None in out_shape or not in_shape or not out_shape:
+            return None
+        channels = in_shape[-1]
+        if out_shape[-1] % channels:
+            return None
+        repeats = out_shape[-1] // channels
+        order = np.broadcast_to(np.arange(channels), in_shape).reshape(-1, out_shape[-1])
+        return repeats if (order == np.tile(np.arange(channels), repeats)).all() else None
+
+    def unsupported(self, layer, node):
+        if self._repeats(node) is None:
+            return "it does not keep channels last"
+        return None
+
+    def propagate(self, walk, layer, node, inputs):
+        (source,) = inputs
+        walk.bind(layer, "input", source.labels)
+        repeats = self._repeats(node)
+        return [Channels(np.tile(source.labels, repeats), np.tile(source.zero, repeats))]
+
+    def shrink(self, layer, keep):
+        if isinstance(layer, L.Flatten) or keep["input"].all():
+            return None
+        config = layer.get_config()
+        target = list(config["target_shape"])
+        if target[-1] != -1:
+            target[-1] = target[-1] // len(keep["input"]) * int(keep["input"].sum())
+        config["target_shape"] = tuple(target)
+        return config, []
+
+
+class Permute(Rule):
+    def unsupported(self, layer, node):
+        return None if layer.dims[-1] == len(layer.dims) else "it moves the channel axis"
+
+    def propagate(self, walk, layer, node, inputs):
+        return PassThrough().propagate(walk, layer, node, inputs)
+
+
+def _unsupported_variant(layer):
+    """Why a weighted layer is a variant the slicing rules do not cover, or None."""
+    if getattr(layer, "quantization_mode", None) or getattr(layer, "lora_enabled", False):
+        return "it is quantized or LoRA-enabled"
+    if getattr(layer, "groups", 1) != 1:
+        return "it is a grouped convolution"
+    if getattr(layer, "data_format", "channels_last") != "channels_last":
+        return "it is channels_first"
+    return None
+
+
+class Producer(Rule):
+    """Dense, Conv and ConvTranspose: input channels are kernel rows, output channels are new."""
+
+    def __init__(self, size_key, input_axis, output_axis):
+        self.size_key, self.input_axis, self.output_axis = size_key, input_axis, output_axis
+
+    def unsupported(self, layer, node):
+        reason = _unsupported_variant(layer)
+        if reason:
+            return reason
+        if self.input_axis is not None:
+            rows = weights_by_name(layer)["kernel"].shape[self.input_axis]
+            if channel_count(node.input_tensors[0]) != rows:
+                return "its input channels do not match its kernel"
+        return None
+
+    def propagate(self, walk, layer, node, inputs):
+        weights = weights_by_name(layer)
+        kernel = weights[self._kernel_name]
+        input_zero = None
+        if self.input_axis is None:
+            for source in inputs:
+                walk.freeze(source)  # token ids, not channels
+        else:
+            source = inputs[0]
+            walk.bind(layer, "input", source.labels)
+            walk.sink(source)
+            input_zero = source.zero
+        labels = walk.own(layer, "output", kernel.shape[self.output_axis])
+        zero = _dead_outputs(kernel, input_zero, self.input_axis, self.output_axis) if self.input_axis is not None \
+            else ~np.any(kernel != 0, axis=0)
+        if "bias" in weights:
+            zero &= weights["bias"] == 0
+        zero &= keeps_zero(getattr(layer, "activation", None))
+        return [Channels(labels, zero)]
+
+    @property
+    def _kernel_name(self):
+        return "embeddings" if self.input_axis is None else "kernel"
+
+    def shrink(self, layer, keep):
+        config = layer.get_config()
+        config[self.size_key] = int(keep["output"].sum())
+        new = {}
+        for variable in layer.weights:
+            value = keras.ops.convert_to_numpy(variable)
+            if variable.name == self._kernel_name:
+                if self.input_axis is not None:
+                    value = _take(value, keep["input"], self.input_axis)
+                value = _take(value, keep["output"], self.output_axis)
+            elif variable.name == "bias":
+                value = _take(value, keep["output"], 0)
+            new[variable.path] = value
+        return config, [new[v.path] for v in layer.weights]
+
+
+class Depthwise(Rule):
+    """DepthwiseConv: input channel c becomes outputs c*m .. c*m+m-1 (m, the depth multiplier)."""
+
+    def unsupported(self, layer, node):
+        return _unsupported_variant(layer)
+
+    def propagate(self, walk, layer, node, inputs):
+        (source,) = inputs
+        weights = weights_by_name(layer)
+        kernel = weights["kernel"]  # (..., channels, multiplier)
+        multiplier = kernel.shape[-1]
+        walk.bind(layer, "input", source.labels)
+        dead = ~np.any(kernel != 0, axis=tuple(range(kernel.ndim - 2))).reshape(-1)
+        zero = np.repeat(source.zero, multiplier) | dead
+        if "bias" in weights:
+            zero &= weights["bias"] == 0
+        zero &= keeps_zero(layer.activation)
+        return [Channels(np.repeat(source.labels, multiplier), zero)]
+
+    def shrink(self, layer, keep):
+        if keep["input"].all():
+            return None
+        values = weights_by_name(layer)
+        kernel = _take(values["kernel"], keep["input"], -2)
+        weights = [kernel]
+        if "bias" in values:
+            weights.append(values["bias"].reshape(len(keep["input"]), -1)[keep["input"]].reshape(-1))
+        return layer.get_config(), weights
+
+
+class Separable(Rule):
+    """SeparableConv: a depthwise step (channels pass through) then a pointwise Producer."""
+
+    def unsupported(self, layer, node):
+        return _unsupported_variant(layer)
+
+    def propagate(self, walk, layer, node, inputs):
+        (source,) = inputs
+        weights = weights_by_name(layer)
+        depthwise, pointwise = weights["depthwise_kernel"], weights["pointwise_kernel"]
+        multiplier = depthwise.shape[-1]
+        walk.bind(layer, "input", source.labels)
+        dead = ~np.any(depthwise != 0, axis=tuple(range(depthwise.ndim - 2))).reshape(-1)
+        middle = Channels(np.repeat(source.labels, multiplier), np.repeat(source.zero, multiplier) | dead)
+        walk.sink(middle)
+        zero = _dead_outputs(pointwise, middle.zero, -2, -1)
+        if "bias" in weights:
+            zero &= weights["bias"] == 0
+        zero &= keeps_zero(layer.activation)
+        return [Channels(walk.own(layer, "output", pointwise.shape[-1]), zero)]
+
+    def shrink(self, layer, keep):
+        values = weights_by_name(layer)
+        multiplier = values["depthwise_kernel"].shape[-1]
+        config = layer.get_config()
+        config["filters"] = int(keep["output"].sum())
+        weights = [
+            _take(values["depthwise_kernel"], keep["input"], -2),
+            _take(_take(values["pointwise_kernel"], np.repeat(keep["input"], multiplier), -2), keep["output"], -1),
+        ]
+        if "bias" in values:
+            weights.append(values["bias"][keep["output"]])
+        return config, weights
+
+
+def _is_channel_axis(axis, node):
+    rank = len(node.input_tensors[0].shape)
+    axes = axis if isinstance(axis, (list, tuple)) else [axis]
+    return [a % rank for a in axes] == [rank - 1]
+
+
+class BatchNormalization(Rule):
+    """Per-channel scale and offset: gamma, beta and the moving statistics follow the channel."""
+
+    def unsupported(self, layer, node):
+        return None if _is_channel_axis(layer.axis, node) else "it normalizes another axis than the last"
+
+    def propagate(self, walk, layer, node, inputs):
+        (source,) = inputs
+        walk.bind(layer, "channel", source.labels)
+        values = weights_by_name(layer)
+        size = len(source.labels)
+        gamma, beta = values.get("gamma", np.ones(size)), values.get("beta", np.zeros(size))
+        mean = values["moving_mean"]
+        # y = gamma * (x - mean) / sqrt(var + eps) + beta: zero if gamma and beta are, or if x, mean and beta are.
+        zero = ((gamma == 0) & (beta == 0)) | (source.zero & (beta == 0) & ((mean == 0) | (gamma == 0)))
+        return [Channels(source.labels, zero)]
+
+    def shrink(self, layer, keep):
+        if keep["channel"].all():
+            return None
+        return layer.get_config(), [_take(keras.ops.convert_to_numpy(v), keep["channel"], 0) for v in layer.weights]
+
+
+class GroupNormalization(Rule):
+    """Channels normalized together are one group: they are removed whole, and `groups` shrinks."""
+
+    def unsupported(self, layer, node):
+        return None if _is_channel_axis(layer.axis, node) else "it normalizes another axis than the last"
+
+    def propagate(self, walk, layer, node, inputs):
+        (source,) = inputs
+        by_group = source.labels.reshape(layer.groups, -1)
+        for column in range(1, by_group.shape[1]):
+            walk.join(by_group[:, 0], by_group[:, column])
+        walk.bind(layer, "channel", source.labels)
+        values = weights_by_name(layer)
+        size = len(source.labels)
+        gamma, beta = values.get("gamma", np.ones(size)), values.get("beta", np.zeros(size))
+        group_zero = np.repeat(source.zero.reshape(layer.groups, -1).all(axis=1), by_group.shape[1])
+        return [Channels(source.labels, (beta == 0) & ((gamma == 0) | group_zero))]
+
+    def shrink(self, layer, keep):
+        if keep["channel"].all():
+            return None
+        config = layer.get_config()
+        config["groups"] = int(keep["channel"].sum()) // (len(keep["channel"]) // layer.groups)
+        return config, [_take(keras.ops.convert_to_numpy(v), keep["channel"], 0) for v in layer.weights]
+
+
+class PReLU(Rule):
+    def propagate(self, walk, layer, node, inputs):
+        (source,) = inputs
+        if weights_by_name(layer)["alpha"].shape[-1] == len(source.labels) > 1:
+            walk.bind(layer, "channel", source.labels)
+        return [Channels(source.labels, source.zero)]
+
+    def shrink(self, layer, keep):
+        if "channel" not in keep or keep["channel"].all():
+            return None
+        return layer.get_config(), [_take(weights_by_name(layer)["alpha"], keep["channel"], -1)]
+
+
+class MultiHeadAttention(Rule):
+    """Whole heads go: a head's query/key/value columns and its rows of the output projection.
+
+    A head contributes nothing when its value projection or its output rows are zero.
+    The query, key and value inputs are consumed as kernel rows; the output features are new.
+    """
+
+    _PROJECTIONS = ("query", "key", "value")
+
+    def unsupported(self, layer, node):
+        if getattr(layer, "_use_gate", False):
+            return "it uses gated attention"
+        if not isinstance(layer._output_shape or 0, int):
+            return "its output_shape has more than one axis"
+        return None
+
+    def _sources(self, walk, node):
+        args, kwargs = node.arguments.args, node.arguments.kwargs
+        query = args[0] if args else kwargs["query"]
+        value = args[1] if len(args) > 1 else kwargs["value"]
+        key = args[2] if len(args) > 2 else kwargs.get("key")
+        return {"query": query, "value": value, "key": value if key is None else key}
+
+    def _dense(self, layer):
+        return {"query": layer._query_dense, "key": layer._key_dense, "value": layer._value_dense,
+                "output": layer._output_dense}
+
+    def propagate(self, walk, layer, node, inputs):
+        dense = {role: weights_by_name(sub) for role, sub in self._dense(layer).items()}
+        used = set()
+        for role, tensor in self._sources(walk, node).items():
+            source = walk.channels(tensor)
+            used.add(id(tensor))
+            walk.bind(layer, role, source.labels)
+            walk.sink(source)
+        for tensor, source in zip(node.input_tensors, inputs):
+            if id(tensor) not in used:
+                walk.freeze(source)  # attention masks
+        value_source = walk.channels(self._sources(walk, node)["value"])
+        value_kernel = dense["value"]["kernel"][~value_source.zero]  # (dim, heads, head_dim)
+        value_dead = ~np.any(value_kernel != 0, axis=(0, 2))
+        if "bias" in dense["value"]:
+            value_dead &= ~np.any(dense["value"]["bias"] != 0, axis=1)
+        output_kernel = dense["output"]["kernel"]  # (heads, head_dim, features)
+        heads = walk.own(layer, "heads", output_kernel.shape[0])
+        head_zero = value_dead | ~np.any(output_kernel != 0, axis=(1, 2))
+        walk.sink(Channels(heads, head_zero))
+        zero = ~np.any(output_kernel[~head_zero] != 0, axis=(0, 1))
+        if "bias" in dense["output"]:
+            zero &= dense["output"]["bias"] == 0
+        outputs = [Channels(walk.own(layer, "output", output_kernel.shape[-1]), zero)]
+        return outputs + [walk.frozen(channel_count(t)) for t in node.output_tensors[1:]]  # attention scores
+
+    def shrink(self, layer, keep):
+        config = layer.get_config()
+        config["num_heads"] = int(keep["heads"].sum())
+        config["output_shape"] = int(keep["output"].sum())
+        weights = []
+        for role, sub in self._dense(layer).items():
+            values = weights_by_name(sub)
+            if role == "output":
+                weights.append(_take(_take(values["kernel"], keep["heads"], 0), keep["output"], 2))
+                if "bias" in values:
+                    weights.append(values["bias"][keep["output"]])
+            else:
+                weights.append(_take(_take(values["kernel"], keep[role], 0), keep["heads"], 1))
+                if "bias" in values:
+                    weights.append(_take(values["bias"], keep["heads"], 0))
+        return config, weights
+
+
+class RecurrentInput(Rule):
+    """SimpleRNN, LSTM, GRU (and Bidirectional ones): input channels are kernel rows; units are kept."""
+
+    def propagate(self, walk, layer, node, inputs):
+        source = inputs[0]
+        walk.bind(layer, "input", source.labels)
+        walk.sink(source)
+        for other in inputs[1:]:
+            walk.freeze(other)  # initial states
+        return [walk.frozen(channel_count(t)) for t in node.output_tensors]
+
+    def shrink(self, layer, keep):
+        if keep["input"].all():
+            return None
+        weights = [keras.ops.convert_to_numpy(v) for v in layer.weights]
+        weights = [_take(w, keep["input"], 0) if v.name == "kernel" else w for v, w in zip(layer.weights, weights)]
+        return layer.get_config(), weights
+
+
+_PASS_THROUGH = (
+    L.Dropout, L.SpatialDropout1D, L.SpatialDropout2D, L.SpatialDropout3D, L.GaussianDropout, L.GaussianNoise,
+    L.AlphaDropout, L.ActivityRegularization, L.Masking, L.Identity,
+    L.AveragePooling1D, L.AveragePooling2D, L.AveragePooling3D, L.MaxPooling1D, L.MaxPooling2D, L.MaxPooling3D,
+    L.GlobalAveragePooling1D, L.GlobalAveragePooling2D, L.GlobalAveragePooling3D,
+    L.GlobalMaxPooling1D, L.GlobalMaxPooling2D, L.GlobalMaxPooling3D,
+    L.ZeroPadding1D, L.ZeroPadding2D, L.ZeroPadding3D, L.Cropping1D, L.Cropping2D, L.Cropping3D,
+    L.UpSampling1D, L.UpSampling2D, L.UpSampling3D,
+)
+_ACTIVATIONS = (L.Activation, L.ReLU, L.LeakyReLU, L.ELU)
+_RECURRENT = (L.SimpleRNN, L.LSTM, L.GRU)
+
+_RULES = (
+    ((L.Dense,), Producer("units", 0, 1)),
+    ((L.Conv1DTranspose, L.Conv2DTranspose, L.Conv3DTranspose), Producer("filters", -1, -2)),
+    ((L.DepthwiseConv1D, L.DepthwiseConv2D), Depthwise()),
+    ((L.SeparableConv1D, L.SeparableConv2D), Separable()),
+    ((L.Conv1D, L.Conv2D, L.Conv3D), Producer("filters", -2, -1)),
+    ((L.Embedding,), Producer("output_dim", None, 1)),
+    ((L.BatchNormalization,), BatchNormalization()),
+    ((L.GroupNormalization,), GroupNormalization()),
+    ((L.PReLU,), PReLU()),
+    ((L.MultiHeadAttention,), MultiHeadAttention()),
+    (_PASS_THROUGH, PassThrough()),
+    (_ACTIVATIONS, PassThrough(evaluate_zero=True)),
+    ((L.Add, L.Subtract, L.Average, L.Maximum, L.Minimum), Merge(zero_if_any=False)),
+    ((L.Multiply,), Merge(zero_if_any=True)),
+    ((L.Concatenate,), Concatenate()),
+    ((L.Flatten, L.Reshape), Reshape()),
+    ((L.Permute,), Permute()),
+)
+
+# Operations written as expressions (`x + y`, `keras.ops.relu(x)`) rather than layers.
+_OPERATION_RULES = (
+    ((numpy_ops.Add, numpy_ops.Subtract, numpy_ops.Maximum, numpy_ops.Minimum), Merge(zero_if_any=False)),
+    ((numpy_ops.Multiply,), Merge(zero_if_any=True)),
+    (tuple(getattr(nn_ops, name) for name in ("Relu", "Relu6", "Silu", "Gelu", "LeakyRelu", "Elu", "Selu", "Sigmoid",
+                                              "HardSigmoid", "HardSilu", "Softplus", "Softsign", "Tanh")
+           if hasattr(nn_ops, name)), PassThrough(evaluate_zero=True)),
+)
+
+# Layers whose channels are kept on purpose (they mix channels), without a warning.
+_KEPT = {
+    L.LayerNormalization: "it normalizes across channels",
+    L.UnitNormalization: "it normalizes across channels",
+    L.Softmax: "it normalizes across channels",
+    L.Normalization: "it is a preprocessing layer",
+    L.Rescaling: "it is a preprocessing layer",
+    L.InputLayer: "it is an input",
+}
+
+
+def rule_for(operation, node):
+    """(rule, reason_kept, expected) for an operation: `reason_kept` is None if the rule follows it."""
+    if isinstance(operation, _RECURRENT) or (
+            isinstance(operation, L.Bidirectional) and isinstance(operation.forward_layer, _RECURRENT)):
+        cells = operation.forward_layer.cell if isinstance(operation, L.Bidirectional) else operation.cell
+        if not isinstance(cells, L.StackedRNNCells):
+            return RecurrentInput(), None, True
+    for classes, reason in _KEPT.items():
+        if isinstance(operation, classes):
+            return Boundary(), reason, True
+    table = _RULES if isinstance(operation, L.Layer) else _OPERATION_RULES
+    if isinstance(operation, L.Layer) and type(operation).__module__.split(".")[0] != "keras":
+        return Boundary(), "it is not a Keras built-in layer", False  # a user's subclass may change call()
+    for classes, rule in table:
+        if isinstance(operation, classes):
+            reason = rule.unsupported(operation, node)
+            return (Boundary(), reason, False) if reason else (rule, None, True)
+    return Boundary(), "the channel analysis does not know it", False

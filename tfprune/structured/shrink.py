@@ -1,0 +1,101 @@
+"""`shrink`: rebuild a model without its zero channels, physically smaller and with the same outputs."""
+
+from tfprune import controller
+from tfprune.rebuild import copy_layer, rebuild
+from tfprune.structured.analysis import ChannelAnalysis
+from tfprune.structured.cost import model_cost
+from tfprune.structured.rules import rule_for
+
+
+def shrink(model, ignored_layers=None, verbose=True):
+    """A smaller copy of `model` without the channel groups that are exactly zero.
+
+    A group (see `channel_groups`) is removed when its channel is zero wherever
+    it enters a weight: a Dense's units whose kernel column and bias are zero,
+    a Conv's filters zeroed together with their BatchNormalization gamma and
+    beta, an attention head whose value or output weights are zero. Layers are
+    re-created from their configs with fewer units, filters or heads and the
+    remaining weights copied, so the new model holds nothing of tfprune and
+    computes the same outputs. `model` itself is left untouched.
+
+    Args:
+        model: a built Sequential or Functional model, plain or wrapped by
+            `prune_low_magnitude` (its wrappers are stripped first).
+        ignored_layers: layers (or names) whose channels must be kept.
+        verbose: print parameters and FLOPs before and after.
+
+    Returns:
+        The smaller Keras model.
+
+    Raises:
+        ValueError: if no group is entirely zero, or the model is subclassed.
+
+    Example:
+
+    ```python
+    small = tfprune.shrink(model)
+    print(tfprune.model_cost(model), tfprune.model_cost(small))
+    ```
+    """
+    if controller.pruning_wrappers(model):
+        from tfprune.api import strip_pruning
+
+        model = strip_pruning(model)
+    analysis = ChannelAnalysis(model, ignored_layers)
+    removed = analysis.removable_roots()
+    if not removed:
+        raise ValueError(_nothing_to_remove(analysis))
+    pending = []
+
+    def replace(layer):
+        keep = analysis.keep_masks(layer, removed)
+        smaller = _shrunk_layer(layer, keep) if keep and not all(k.all() for k in keep.values()) else None
+        if smaller is None:
+            return copy_layer(layer)
+        new_layer, weights = smaller
+        pending.append((new_layer, weights))
+        return new_layer
+
+    small = rebuild(model, replace)
+    for layer, weights in pending:  # built by rebuild's call on the new, narrower inputs
+        layer.set_weights(weights)
+    if verbose:
+        print(_summary(model, small, len(removed)))
+    return small
+
+
+def _shrunk_layer(layer, keep):
+    """(a new unbuilt layer, its weights) with only the kept channels, or None if unchanged."""
+    rule = rule_for(layer, layer._inbound_nodes[0])[0]
+    shrunk = rule.shrink(layer, keep)
+    if shrunk is None:
+        return None
+    config, weights = shrunk
+    return type(layer).from_config(config), weights
+
+
+def _nothing_to_remove(analysis):
+    groups = analysis.groups()
+    if not groups:
+        return ("shrink found no channel that may be removed: every channel is a model input or output, or "
+                "belongs to a layer the channel analysis keeps whole.")
+    return (
+        f"shrink found no channel group that is entirely zero among {len(groups)} prunable ones, so there is "
+        "nothing to remove. A channel is removed when it is exactly zero wherever it enters a weight: zero its "
+        "producing kernel column and bias (and BatchNormalization gamma and beta) together, e.g. by channel "
+        "pruning, before shrinking. Unstructured sparsity from prune_low_magnitude does not remove channels."
+    )
+
+
+def _summary(before_model, after_model, groups):
+    before, after = model_cost(before_model), model_cost(after_model)
+
+    def ratio(a, b):
+        return f"{a / b:.3f}x" if b else "n/a"
+
+    return (
+        f"shrink: removed {groups} channel groups; parameters {before.params:,} -> {after.params:,} "
+        f"({ratio(after.params, before.params)}), FLOPs {before.flops:,} -> {after.flops:,} "
+        f"({ratio(after.flops, before.flops)})"
+    )
+
