@@ -30,10 +30,13 @@ _PUBLIC = {
     "PruningSchedule": "tfprune.schedules",
     "PruningSummaries": "tfprune.callbacks",
     "UpdatePruningStep": "tfprune.callbacks",
+    "channel_groups": "tfprune.structured.analysis",
     "format_report": "tfprune.report",
     "load_model": "tfprune.api",
+    "model_cost": "tfprune.structured.cost",
     "prune_low_magnitude": "tfprune.api",
     "prune_scope": "tfprune.api",
+    "shrink": "tfprune.structured.shrink",
     "sparsity_report": "tfprune.report",
     "strip_pruning": "tfprune.api",
 }

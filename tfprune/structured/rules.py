@@ -38,7 +38,7 @@ def keeps_zero(function):
     """True if `function(0) == 0`, so that a zero channel stays zero through it."""
     if function is None:
         return True
-    value = keras.ops.convert_to_numpy(function(keras.ops.zeros((1, 1))))
+    value = keras.ops.convert_to_numpy(function(keras.ops.zeros((1, 2))))
     return bool(np.all(value == 0))
 
 
@@ -389,7 +389,7 @@ class MultiHeadAttention(Rule):
     def unsupported(self, layer, node):
         if getattr(layer, "_use_gate", False):
             return "it uses gated attention"
-        if not isinstance(layer._output_shape or 0, int):
+        if len(np.atleast_1d(layer._output_shape or 0)) != 1:
             return "its output_shape has more than one axis"
         return None
 
