@@ -20,8 +20,11 @@ from tfprune.lazy import attribute_loader
 __version__ = "0.1.0"
 
 _PUBLIC = {
+    "ChannelController": "tfprune.structured.controller",
     "ConstantSparsity": "tfprune.schedules",
+    "Importance": "tfprune.structured.importance",
     "PolynomialDecay": "tfprune.schedules",
+    "PruneChannels": "tfprune.structured.wrapper",
     "PrunableLayer": "tfprune.registry",
     "PruneForLatencyOnXNNPack": "tfprune.policy",
     "PruneLowMagnitude": "tfprune.wrapper",
@@ -34,6 +37,7 @@ _PUBLIC = {
     "format_report": "tfprune.report",
     "load_model": "tfprune.api",
     "model_cost": "tfprune.structured.cost",
+    "prune_channels": "tfprune.structured.prune",
     "prune_low_magnitude": "tfprune.api",
     "prune_scope": "tfprune.api",
     "shrink": "tfprune.structured.shrink",

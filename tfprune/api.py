@@ -19,7 +19,7 @@ from tfprune import schedules
 from tfprune.controller import pruning_wrappers
 from tfprune.policy import PruningPolicy
 from tfprune.rebuild import copy_layer, rebuild
-from tfprune.wrapper import SCOPES, PruneLowMagnitude
+from tfprune.wrapper import SCOPES, PruneLowMagnitude, PruningWrapper
 
 
 def prune_low_magnitude(
@@ -145,22 +145,20 @@ def strip_pruning(model):
     final.save("small.keras")
     ```
     """
-    if isinstance(model, PruneLowMagnitude):
+    if isinstance(model, PruningWrapper):
         return _stripped_layer(model)
     if not isinstance(model, keras.Model):
         raise ValueError(f"strip_pruning expects a Keras model or a pruned layer, got {type(model).__name__}.")
     if not pruning_wrappers(model):
         warnings.warn(f"Model '{model.name}' has no pruned layers; strip_pruning returns it unchanged.", stacklevel=2)
         return model
-    return rebuild(model, lambda layer: _stripped_layer(layer) if isinstance(layer, PruneLowMagnitude) else copy_layer(layer))
+    return rebuild(model, lambda layer: _stripped_layer(layer) if isinstance(layer, PruningWrapper) else copy_layer(layer))
 
 
 def _stripped_layer(wrapper):
     inner = copy_layer(wrapper.layer)
-    if not wrapper.built:
-        return inner
-    for variable, (_, value) in zip(registry.prunable_weights(inner), wrapper.masked_weights()):
-        variable.assign(value)
+    if wrapper.built:
+        inner.set_weights(wrapper.masked_values())
     return inner
 
 

@@ -6,6 +6,9 @@ import warnings
 import keras
 
 from tfprune.controller import PruningController, pruning_wrappers, saved_step
+from tfprune.structured.controller import ChannelController
+from tfprune.structured.wrapper import PruneChannels
+from tfprune.wrapper import PruneLowMagnitude
 from tfprune.report import sparsity_report
 
 
@@ -33,19 +36,23 @@ class UpdatePruningStep(keras.callbacks.Callback):
 
     def __init__(self):
         super().__init__()
-        self.controller = None
+        self.controllers = []
         self.step = 0
         self._warned = False
 
     def on_train_begin(self, logs=None):
-        if not pruning_wrappers(self.model):  # tfmot's callback does nothing then: say so
+        wrappers = pruning_wrappers(self.model)
+        if not wrappers:  # tfmot's callback does nothing then: say so
             warnings.warn(f"UpdatePruningStep does nothing: model '{self.model.name}' has no pruned layers.",
                           stacklevel=2)
-            self.controller = None
+            self.controllers = []
             return
-        self.controller = PruningController(self.model)
-        self.controller.set_step_driven(True)
-        self.step = self.controller.step
+        self.controllers = [controller(self.model) for kind, controller in
+                            ((PruneLowMagnitude, PruningController), (PruneChannels, ChannelController))
+                            if any(isinstance(w, kind) for w in wrappers)]
+        for controller in self.controllers:
+            controller.set_step_driven(True)
+        self.step = saved_step(wrappers)
         self._warned = False
         if hasattr(self.model, "make_train_function"):
             # Trace a fresh train step: one traced without this callback raised, and is unusable.
@@ -53,24 +60,26 @@ class UpdatePruningStep(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch=None, logs=None):
         steps, epochs = (self.params or {}).get("steps"), (self.params or {}).get("epochs")
-        if self.controller and not self._warned and steps and epochs and epoch is not None:
+        if self.controllers and not self._warned and steps and epochs and epoch is not None:
             self._warn_if_short(self.step + (epochs - epoch) * steps)
 
     def on_train_batch_begin(self, batch=None, logs=None):
-        if self.controller:
+        if self.controllers:
             self.step += 1
-            self.controller.update(self.step)
+            for controller in self.controllers:
+                controller.update(self.step)
 
     def on_epoch_end(self, epoch=None, logs=None, batch=None):
-        if self.controller:
-            self.controller.save_step(self.step)
+        for controller in self.controllers:
+            controller.save_step(self.step)
 
     def on_train_end(self, logs=None):
-        if not self.controller:
+        if not self.controllers:
             return
-        self.controller.save_step(self.step)
-        self.controller.reapply_masks()  # `fit` has just swapped in EMA weights, if the optimizer keeps them
-        self.controller.set_step_driven(False)
+        for controller in self.controllers:
+            controller.save_step(self.step)
+            controller.reapply_masks()  # `fit` has just swapped in EMA weights, if the optimizer keeps them
+            controller.set_step_driven(False)
         if not self._warned:
             self._warn_if_short(self.step)
         # The next fit must retrace its train step, so that fitting without this callback is caught.
@@ -78,7 +87,7 @@ class UpdatePruningStep(keras.callbacks.Callback):
             self.model.train_function = None
 
     def _warn_if_short(self, last_step):
-        for line in self.controller.shortfalls(last_step):
+        for line in (line for controller in self.controllers for line in controller.shortfalls(last_step)):
             self._warned = True
             warnings.warn(line, stacklevel=2)
 

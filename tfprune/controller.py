@@ -9,17 +9,36 @@ import numpy as np
 
 from tfprune import masks as masks_lib
 from tfprune.backend_calls import host_call, one_graph_call
-from tfprune.wrapper import PruneLowMagnitude
+from tfprune.wrapper import PruneLowMagnitude, PruningWrapper
 
 
 def pruning_wrappers(model):
-    """All `PruneLowMagnitude` layers inside `model` (nested models included)."""
-    if isinstance(model, PruneLowMagnitude):
+    """All tfprune wrappers (`PruneLowMagnitude`, `PruneChannels`) inside `model`, nested models included."""
+    if isinstance(model, PruningWrapper):
         return [model]
-    return [layer for layer in model._flatten_layers(include_self=False) if isinstance(layer, PruneLowMagnitude)]
+    return [layer for layer in model._flatten_layers(include_self=False) if isinstance(layer, PruningWrapper)]
 
 
-class PruningController:
+class StepKeeping:
+    """The pruning step that controllers read from and save into their `wrappers`."""
+
+    wrappers = ()
+
+    @property
+    def step(self):
+        """The number of training steps already taken, as saved in the model (0 before the first fit)."""
+        return saved_step(self.wrappers)
+
+    def set_step_driven(self, driven):
+        for w in self.wrappers:
+            w.step_driven = driven
+
+    def save_step(self, step):
+        for w in self.wrappers:
+            w.pruning_step.assign(step)
+
+
+class PruningController(StepKeeping):
     """Updates masks of every wrapper in a model at the steps their schedules ask for.
 
     Example:
@@ -29,7 +48,7 @@ class PruningController:
     """
 
     def __init__(self, model):
-        self.wrappers = pruning_wrappers(model)
+        self.wrappers = [w for w in pruning_wrappers(model) if isinstance(w, PruneLowMagnitude)]
         if not self.wrappers:
             raise ValueError(
                 "The model has no pruned layers. Wrap it first: model = tfprune.prune_low_magnitude(model, ...)."
@@ -45,19 +64,6 @@ class PruningController:
         _check_global_settings_agree(self.global_scoped)
         self._compiled = {}
         self._pending = None  # (step, layer sparsities, global sparsity) of the update being run
-
-    @property
-    def step(self):
-        """The number of training steps already taken, as saved in the model (0 before the first fit)."""
-        return saved_step(self.wrappers)
-
-    def set_step_driven(self, driven):
-        for w in self.wrappers:
-            w.step_driven = driven
-
-    def save_step(self, step):
-        for w in self.wrappers:
-            w.pruning_step.assign(step)
 
     def update(self, step):
         """Recomputes masks where a schedule says so at `step`; returns True if any changed."""

@@ -69,8 +69,56 @@ def _checked_max_layer_sparsity(max_layer_sparsity, scope, schedule):
     return float(max_layer_sparsity)
 
 
+class PruningWrapper(keras.layers.Wrapper):
+    """What every tfprune wrapper shares: the pruning step it saves, and the check that a callback drives it.
+
+    Subclasses create their masks in `build()` and call `_add_pruning_step()` there.
+    """
+
+    def __init__(self, layer, **kwargs):
+        super().__init__(layer, **kwargs)
+        if getattr(self, "_input_shape_arg", None) is None and getattr(layer, "_input_shape_arg", None) is not None:
+            self._input_shape_arg = layer._input_shape_arg  # so that a Sequential model starting with it is built
+        # Set by UpdatePruningStep (or a custom loop calling it); checked when a train step is traced.
+        self.step_driven = False
+        self.supports_masking = getattr(layer, "supports_masking", False)
+
+    def _add_pruning_step(self):
+        # Training steps taken, as in tfmot: -1 until the first fit, and the first batch is step 1.
+        self.pruning_step = self.add_weight(
+            name="pruning_step", shape=(), dtype="int64", initializer=keras.initializers.Constant(-1), trainable=False
+        )
+
+    def get_build_config(self):
+        # The wrapped layer's own shapes, so that layers with several inputs (attention) rebuild on load.
+        return self.layer.get_build_config()
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        return super().from_config(dict(config), custom_objects)  # keras.layers.Wrapper pops from the dict it gets
+
+    def build_from_config(self, config):
+        if config and not self.layer.built:
+            self.layer.build_from_config(config)
+        self.build()
+
+    def call(self, inputs=None, *args, training=None, **kwargs):
+        if training and not self.step_driven:
+            raise RuntimeError(
+                f"'{self.name}' is being trained without the pruning step callback, so its masks would never "
+                "update. Add it: model.fit(..., callbacks=[tfprune.UpdatePruningStep()]). In a custom training "
+                "loop, call the callback's on_train_begin() / on_train_batch_begin() yourself (see README)."
+            )
+        if inputs is None:  # called with keyword arguments only, e.g. attention(query=q, value=v)
+            return self.layer(*args, **kwargs)
+        return self.layer(inputs, *args, **kwargs)
+
+    def compute_mask(self, *args, **kwargs):
+        return self.layer.compute_mask(*args, **kwargs)
+
+
 @keras.saving.register_keras_serializable(package="tfprune")
-class PruneLowMagnitude(keras.layers.Wrapper):
+class PruneLowMagnitude(PruningWrapper):
     """Prunes the weights of `layer` to the sparsity given by `pruning_schedule`.
 
     Normally created by `tfprune.prune_low_magnitude`, not directly.
@@ -114,8 +162,6 @@ class PruneLowMagnitude(keras.layers.Wrapper):
             raise ValueError(f"`scope` must be one of {SCOPES}, got {scope!r}.")
         kwargs.setdefault("name", f"prune_low_magnitude_{layer.name}")
         super().__init__(layer, **kwargs)
-        if getattr(self, "_input_shape_arg", None) is None and getattr(layer, "_input_shape_arg", None) is not None:
-            self._input_shape_arg = layer._input_shape_arg  # so that a Sequential model starting with it is built
         if isinstance(pruning_schedule, dict):
             pruning_schedule = schedules.deserialize(pruning_schedule)
         self.pruning_schedule = pruning_schedule or schedules.ConstantSparsity(0.5)
@@ -128,9 +174,6 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         _warn_if_m_by_n_ignores_schedule(self.granularity, self.pruning_schedule)
         self.scope = scope
         self.max_layer_sparsity = _checked_max_layer_sparsity(max_layer_sparsity, scope, self.pruning_schedule)
-        # Set by UpdatePruningStep (or a custom loop calling it); checked when a train step is traced.
-        self.step_driven = False
-        self.supports_masking = getattr(layer, "supports_masking", False)
 
     # tfmot's attribute names for the granularity
     @property
@@ -159,39 +202,9 @@ class PruneLowMagnitude(keras.layers.Wrapper):
             self.add_weight(name=f"{w.name}_mask", shape=w.shape, dtype=w.dtype, initializer="ones", trainable=False)
             for w in self.pruned_weights
         ]
-        # Training steps taken, as in tfmot: -1 until the first fit, and the first batch is step 1.
-        self.pruning_step = self.add_weight(
-            name="pruning_step", shape=(), dtype="int64", initializer=keras.initializers.Constant(-1), trainable=False
-        )
+        self._add_pruning_step()
         for w, mask in zip(self.pruned_weights, self.masks):
             w.constraint = KeepPruned(mask, w.constraint)
-
-    def get_build_config(self):
-        # The wrapped layer's own shapes, so that layers with several inputs (attention) rebuild on load.
-        return self.layer.get_build_config()
-
-    @classmethod
-    def from_config(cls, config, custom_objects=None):
-        return super().from_config(dict(config), custom_objects)  # keras.layers.Wrapper pops from the dict it gets
-
-    def build_from_config(self, config):
-        if config and not self.layer.built:
-            self.layer.build_from_config(config)
-        self.build()
-
-    def call(self, inputs=None, *args, training=None, **kwargs):
-        if training and not self.step_driven:
-            raise RuntimeError(
-                f"'{self.name}' is being trained without the pruning step callback, so its masks would never "
-                "update. Add it: model.fit(..., callbacks=[tfprune.UpdatePruningStep()]). In a custom training "
-                "loop, call the callback's on_train_begin() / on_train_batch_begin() yourself (see README)."
-            )
-        if inputs is None:  # called with keyword arguments only, e.g. attention(query=q, value=v)
-            return self.layer(*args, **kwargs)
-        return self.layer(inputs, *args, **kwargs)
-
-    def compute_mask(self, *args, **kwargs):
-        return self.layer.compute_mask(*args, **kwargs)
 
     # --- mask updates: called outside the train step by the controller ---
 
@@ -222,6 +235,11 @@ class PruneLowMagnitude(keras.layers.Wrapper):
     def masked_weights(self):
         """(variable, numpy weight * mask) pairs: what inference actually uses."""
         return [(w, w.numpy() * m.numpy()) for w, m in zip(self.pruned_weights, self.masks)]
+
+    def masked_values(self):
+        """The inner layer's weights (in `layer.weights` order) with the pruned entries zeroed."""
+        masked = {id(w): value for w, value in self.masked_weights()}
+        return [masked[id(v)] if id(v) in masked else v.numpy() for v in self.layer.weights]
 
     def get_config(self):
         config = super().get_config()

@@ -14,7 +14,8 @@ import numpy as np
 
 from tfprune.containers import is_graph_model
 from tfprune.structured.labels import Channels, LabelSets
-from tfprune.structured.rules import Boundary, channel_count, rule_for
+from tfprune.structured.rules import Boundary, channel_count, rule_for, weights_by_name
+from tfprune.structured.wrapper import PruneChannels
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,9 +44,15 @@ class ChannelGroup:
 
 
 class ChannelAnalysis:
-    """The result of walking a model: labels per layer role, and where channels enter weights."""
+    """The result of walking a model: labels per layer role, and where channels enter weights.
 
-    def __init__(self, model, ignored_layers=()):
+    With `assume_pruned=True` every weight that channel pruning masks is taken as zero: a
+    group then counts as zero exactly when masking it makes it vanish, which tells which
+    groups channel pruning may take (a channel through a sigmoid, which maps 0 to 0.5, never
+    vanishes). `PruneChannels` wrappers are seen through.
+    """
+
+    def __init__(self, model, ignored_layers=(), assume_pruned=False):
         if not is_graph_model(model):
             raise ValueError(
                 f"Structured pruning needs a Functional or Sequential model; '{model.name}' is a subclassed "
@@ -54,11 +61,13 @@ class ChannelAnalysis:
             )
         self.sets = LabelSets()
         self.roles = {}  # layer -> {role: labels}
-        self.kept = []  # (layer, reason): layers whose channels are kept
+        self.kept = []  # (layer, reason, expected): layers whose channels are kept
         self._sinks = []
         self._ignored = set(_names_of(ignored_layers, model))
         self._tensors = {}
         self._seen_models = set()
+        self._assume_pruned = assume_pruned
+        self._assumed_zero = set()  # ids of masked variables, with assume_pruned
         self._walk_model(model)
         unexpected = [(layer, reason) for layer, reason, expected in self.kept if not expected]
         if unexpected:
@@ -97,15 +106,27 @@ class ChannelAnalysis:
             if id(operation) not in self._seen_models:
                 self._walk_model(operation)
             return Boundary().propagate(self, operation, node, inputs)
+        if isinstance(operation, PruneChannels):
+            operation = operation.layer
         if operation.name in self._ignored:
             rule, reason, expected = Boundary(), "it is in ignored_layers", True
         else:
             rule, reason, expected = rule_for(operation, node)
         if reason and isinstance(operation, keras.layers.Layer) and not isinstance(operation, keras.layers.InputLayer):
             self.kept.append((operation, reason, expected))
+        if self._assume_pruned:
+            self._assumed_zero.update(id(a.variable) for a in rule.axes(operation) if a.masked)
         return rule.propagate(self, operation, node, inputs)
 
     # -- what rules call -------------------------------------------------------------------------
+    def weights(self, layer):
+        """{name: numpy value} of a layer's weights; masked ones are zero with assume_pruned."""
+        values = weights_by_name(layer)
+        for variable in layer.weights:
+            if id(variable) in self._assumed_zero:
+                values[variable.name] = np.zeros_like(values[variable.name])
+        return values
+
     def channels(self, tensor):
         """The `Channels` of a tensor already visited."""
         return self._tensors[id(tensor)]
@@ -154,17 +175,52 @@ class ChannelAnalysis:
         return {role: ~np.isin(self.sets.roots(labels), list(removed))
                 for role, labels in self.roles.get(layer, {}).items()}
 
-    def groups(self):
-        """The groups that are not frozen, each a `ChannelGroup`, in order of first appearance."""
-        removable = self.removable_roots()
+    def _members_by_root(self, wanted):
+        """{root: [(layer, role, indices)]} for the roots `wanted(root)` accepts, in order of appearance."""
         members = {}
         for layer, by_role in self.roles.items():
             for role, labels in by_role.items():
                 roots = self.sets.roots(labels)
-                for root in dict.fromkeys(roots.tolist()):
-                    if not self.sets.is_frozen(root):
-                        members.setdefault(root, []).append((layer, role, np.flatnonzero(roots == root)))
+                order = np.argsort(roots, kind="stable")
+                unique, starts = np.unique(roots[order], return_index=True)
+                for root, indices in zip(unique.tolist(), np.split(order, starts[1:])):
+                    if wanted(root):
+                        members.setdefault(root, []).append((layer, role, indices))
+        return members
+
+    def groups(self):
+        """The groups that are not frozen, each a `ChannelGroup`."""
+        removable = self.removable_roots()
+        members = self._members_by_root(lambda root: not self.sets.is_frozen(root))
         return [ChannelGroup(tuple(found), root in removable) for root, found in members.items()]
+
+    def channel_sets(self, roots):
+        """The groups of `roots` gathered into `ChannelSet`s: groups touching the same weights in the same way."""
+        roots = set(roots)
+        by_signature = {}
+        for root, found in self._members_by_root(roots.__contains__).items():
+            signature = tuple((id(layer), role, len(indices)) for layer, role, indices in found)
+            by_signature.setdefault(signature, []).append(found)
+        return [ChannelSet([(layer, role, np.stack([group[i][2] for group in groups]))
+                            for i, (layer, role, _) in enumerate(groups[0])])
+                for groups in by_signature.values()]
+
+
+@dataclasses.dataclass
+class ChannelSet:
+    """Channel groups that touch the same weights the same way: the filters of one Conv2D, its
+    BatchNormalization and the next layer's rows. Importance is scored, and layer-scope sparsity
+    applied, per set.
+
+    Attributes:
+        members: list of `(layer, role, indices)`, `indices` of shape (groups, entries per group).
+    """
+
+    members: list
+
+    @property
+    def size(self):
+        return len(self.members[0][2])
 
 
 def _names_of(layers, model):
@@ -178,7 +234,7 @@ def _names_of(layers, model):
 
 def _all_layers(model):
     for layer in model.layers:
-        yield layer
+        yield layer.layer if isinstance(layer, PruneChannels) else layer
         if is_graph_model(layer):
             yield from _all_layers(layer)
 

@@ -11,6 +11,8 @@ A `Rule` does two things for one family of layers:
 Channels-last only: the channel axis of every tensor is its last one.
 """
 
+import dataclasses
+
 import keras
 import numpy as np
 from keras import layers as L
@@ -32,6 +34,37 @@ def weights_by_name(layer):
     for variable in layer.weights:
         values.setdefault(variable.name, keras.ops.convert_to_numpy(variable))
     return values
+
+
+@dataclasses.dataclass(frozen=True)
+class RoleAxis:
+    """A weight axis along which the channels of one of its layer's roles run.
+
+    Attributes:
+        role: "output", "input", "channel", "heads", or "query"/"key"/"value".
+        variable: the weight.
+        axis: its axis (non-negative) indexed by the role's channels.
+        repeat: entries per channel along the axis (a depthwise bias holds `multiplier` per channel).
+        masked: True if channel pruning zeroes it with the channel; False if it is only scored.
+    """
+
+    role: str
+    variable: keras.Variable
+    axis: int
+    repeat: int = 1
+    masked: bool = True
+
+    @property
+    def size(self):
+        return self.variable.shape[self.axis] // self.repeat
+
+
+def _variable(layer, name):
+    return next(v for v in layer.weights if v.name == name)
+
+
+def _axis(variable, axis):
+    return axis % len(variable.shape)
 
 
 def keeps_zero(function):
@@ -66,6 +99,10 @@ class Rule:
 
     def shrink(self, layer, keep):
         return None
+
+    def axes(self, layer):
+        """The `RoleAxis`es of the layer's weights: what channel pruning masks and importance scores."""
+        return []
 
 
 class Boundary(Rule):
@@ -205,7 +242,7 @@ class Producer(Rule):
         return None
 
     def propagate(self, walk, layer, node, inputs):
-        weights = weights_by_name(layer)
+        weights = walk.weights(layer)
         kernel = weights[self._kernel_name]
         input_zero = None
         if self.input_axis is None:
@@ -227,6 +264,15 @@ class Producer(Rule):
     @property
     def _kernel_name(self):
         return "embeddings" if self.input_axis is None else "kernel"
+
+    def axes(self, layer):
+        kernel = _variable(layer, self._kernel_name)
+        found = [RoleAxis("output", kernel, _axis(kernel, self.output_axis))]
+        if getattr(layer, "use_bias", False):
+            found.append(RoleAxis("output", _variable(layer, "bias"), 0))
+        if self.input_axis is not None:
+            found.append(RoleAxis("input", kernel, _axis(kernel, self.input_axis), masked=False))
+        return found
 
     def shrink(self, layer, keep):
         config = layer.get_config()
@@ -252,7 +298,7 @@ class Depthwise(Rule):
 
     def propagate(self, walk, layer, node, inputs):
         (source,) = inputs
-        weights = weights_by_name(layer)
+        weights = walk.weights(layer)
         kernel = weights["kernel"]  # (..., channels, multiplier)
         multiplier = kernel.shape[-1]
         walk.bind(layer, "input", source.labels)
@@ -273,6 +319,13 @@ class Depthwise(Rule):
             weights.append(values["bias"].reshape(len(keep["input"]), -1)[keep["input"]].reshape(-1))
         return layer.get_config(), weights
 
+    def axes(self, layer):
+        kernel = _variable(layer, "kernel")
+        found = [RoleAxis("input", kernel, len(kernel.shape) - 2)]
+        if layer.use_bias:
+            found.append(RoleAxis("input", _variable(layer, "bias"), 0, repeat=kernel.shape[-1]))
+        return found
+
 
 class Separable(Rule):
     """SeparableConv: a depthwise step (channels pass through) then a pointwise Producer."""
@@ -282,7 +335,7 @@ class Separable(Rule):
 
     def propagate(self, walk, layer, node, inputs):
         (source,) = inputs
-        weights = weights_by_name(layer)
+        weights = walk.weights(layer)
         depthwise, pointwise = weights["depthwise_kernel"], weights["pointwise_kernel"]
         multiplier = depthwise.shape[-1]
         walk.bind(layer, "input", source.labels)
@@ -308,6 +361,19 @@ class Separable(Rule):
             weights.append(values["bias"][keep["output"]])
         return config, weights
 
+    def axes(self, layer):
+        depthwise, pointwise = _variable(layer, "depthwise_kernel"), _variable(layer, "pointwise_kernel")
+        found = [RoleAxis("output", pointwise, len(pointwise.shape) - 1)]
+        if layer.use_bias:
+            found.append(RoleAxis("output", _variable(layer, "bias"), 0))
+        return found + [RoleAxis("input", depthwise, len(depthwise.shape) - 2, masked=False),
+                        RoleAxis("input", pointwise, len(pointwise.shape) - 2, repeat=depthwise.shape[-1],
+                                 masked=False)]
+
+
+def _normalization_axes(layer):
+    return [RoleAxis("channel", v, 0) for v in layer.weights if v.name in ("gamma", "beta")]
+
 
 def _is_channel_axis(axis, node):
     rank = len(node.input_tensors[0].shape)
@@ -324,7 +390,7 @@ class BatchNormalization(Rule):
     def propagate(self, walk, layer, node, inputs):
         (source,) = inputs
         walk.bind(layer, "channel", source.labels)
-        values = weights_by_name(layer)
+        values = walk.weights(layer)
         size = len(source.labels)
         gamma, beta = values.get("gamma", np.ones(size)), values.get("beta", np.zeros(size))
         mean = values["moving_mean"]
@@ -336,6 +402,9 @@ class BatchNormalization(Rule):
         if keep["channel"].all():
             return None
         return layer.get_config(), [_take(keras.ops.convert_to_numpy(v), keep["channel"], 0) for v in layer.weights]
+
+    def axes(self, layer):
+        return _normalization_axes(layer)
 
 
 class GroupNormalization(Rule):
@@ -350,7 +419,7 @@ class GroupNormalization(Rule):
         for column in range(1, by_group.shape[1]):
             walk.join(by_group[:, 0], by_group[:, column])
         walk.bind(layer, "channel", source.labels)
-        values = weights_by_name(layer)
+        values = walk.weights(layer)
         size = len(source.labels)
         gamma, beta = values.get("gamma", np.ones(size)), values.get("beta", np.zeros(size))
         group_zero = np.repeat(source.zero.reshape(layer.groups, -1).all(axis=1), by_group.shape[1])
@@ -362,6 +431,9 @@ class GroupNormalization(Rule):
         config = layer.get_config()
         config["groups"] = int(keep["channel"].sum()) // (len(keep["channel"]) // layer.groups)
         return config, [_take(keras.ops.convert_to_numpy(v), keep["channel"], 0) for v in layer.weights]
+
+    def axes(self, layer):
+        return _normalization_axes(layer)
 
 
 class PReLU(Rule):
@@ -375,6 +447,10 @@ class PReLU(Rule):
         if "channel" not in keep or keep["channel"].all():
             return None
         return layer.get_config(), [_take(weights_by_name(layer)["alpha"], keep["channel"], -1)]
+
+    def axes(self, layer):
+        alpha = _variable(layer, "alpha")
+        return [RoleAxis("channel", alpha, len(alpha.shape) - 1, masked=False)] if alpha.shape[-1] > 1 else []
 
 
 class MultiHeadAttention(Rule):
@@ -405,7 +481,7 @@ class MultiHeadAttention(Rule):
                 "output": layer._output_dense}
 
     def propagate(self, walk, layer, node, inputs):
-        dense = {role: weights_by_name(sub) for role, sub in self._dense(layer).items()}
+        dense = {role: walk.weights(sub) for role, sub in self._dense(layer).items()}
         used = set()
         for role, tensor in self._sources(walk, node).items():
             source = walk.channels(tensor)
@@ -447,6 +523,19 @@ class MultiHeadAttention(Rule):
                     weights.append(_take(values["bias"], keep["heads"], 0))
         return config, weights
 
+    def axes(self, layer):
+        found = []
+        for role, sub in self._dense(layer).items():
+            kernel = _variable(sub, "kernel")
+            bias = [_variable(sub, "bias")] if layer._use_bias else []
+            if role == "output":  # zeroing a head's rows of the output projection removes its contribution
+                found += [RoleAxis("heads", kernel, 0), RoleAxis("output", kernel, 2)]
+                found += [RoleAxis("output", b, 0) for b in bias]
+            else:
+                found += [RoleAxis(role, kernel, 0, masked=False), RoleAxis("heads", kernel, 1, masked=False)]
+                found += [RoleAxis("heads", b, 0, masked=False) for b in bias]
+        return found
+
 
 class RecurrentInput(Rule):
     """SimpleRNN, LSTM, GRU (and Bidirectional ones): input channels are kernel rows; units are kept."""
@@ -465,6 +554,9 @@ class RecurrentInput(Rule):
         weights = [keras.ops.convert_to_numpy(v) for v in layer.weights]
         weights = [_take(w, keep["input"], 0) if v.name == "kernel" else w for v, w in zip(layer.weights, weights)]
         return layer.get_config(), weights
+
+    def axes(self, layer):
+        return [RoleAxis("input", v, 0, masked=False) for v in layer.weights if v.name == "kernel"]
 
 
 _PASS_THROUGH = (
@@ -519,8 +611,8 @@ _KEPT = {
 }
 
 
-def rule_for(operation, node):
-    """(rule, reason_kept, expected) for an operation: `reason_kept` is None if the rule follows it."""
+def rule_by_class(operation):
+    """(rule, reason_kept, expected) from the operation's type alone; `reason_kept` None if a rule follows it."""
     if isinstance(operation, _RECURRENT) or (
             isinstance(operation, L.Bidirectional) and isinstance(operation.forward_layer, _RECURRENT)):
         cells = operation.forward_layer.cell if isinstance(operation, L.Bidirectional) else operation.cell
@@ -529,11 +621,22 @@ def rule_for(operation, node):
     for classes, reason in _KEPT.items():
         if isinstance(operation, classes):
             return Boundary(), reason, True
-    table = _RULES if isinstance(operation, L.Layer) else _OPERATION_RULES
     if isinstance(operation, L.Layer) and type(operation).__module__.split(".")[0] != "keras":
         return Boundary(), "it is not a Keras built-in layer", False  # a user's subclass may change call()
-    for classes, rule in table:
+    for classes, rule in _RULES if isinstance(operation, L.Layer) else _OPERATION_RULES:
         if isinstance(operation, classes):
-            reason = rule.unsupported(operation, node)
-            return (Boundary(), reason, False) if reason else (rule, None, True)
+            return rule, None, True
     return Boundary(), "the channel analysis does not know it", False
+
+
+def rule_for(operation, node):
+    """(rule, reason_kept, expected) for an operation called at `node`: `reason_kept` is None if followed.
+
+    `expected` is False for layers the analysis does not understand (worth a warning).
+    """
+    rule, reason, expected = rule_by_class(operation)
+    if reason is None:
+        reason = rule.unsupported(operation, node)
+        if reason:
+            return Boundary(), reason, False
+    return rule, reason, expected

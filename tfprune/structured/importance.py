@@ -1,0 +1,111 @@
+"""Importance criteria for channel pruning: a score per channel group, the lowest pruned first.
+
+A criterion sees one set of coupled channels at a time (for example the 64 filters of
+a Conv2D with the BatchNormalization after it and the rows of the next layer) as
+`WeightSlice`s: every weight along the set's channels, one row per group. It returns
+one score per group. Add your own by subclassing `Importance`.
+
+Example:
+
+```python
+class MaxMagnitude(tfprune.Importance):
+    def __call__(self, slices):
+        return np.max([np.abs(s.values).max(axis=1) for s in slices], axis=0)
+
+model = tfprune.prune_channels(model, schedule, importance=MaxMagnitude())
+```
+"""
+
+import dataclasses
+
+import keras
+import numpy as np
+
+
+@dataclasses.dataclass(frozen=True)
+class WeightSlice:
+    """One weight seen along a set of channel groups.
+
+    Attributes:
+        layer: the layer holding the weight.
+        role: the layer's role in the group ("output", "input", "channel", "heads", ...).
+        name: the weight's name ("kernel", "bias", "gamma", ...).
+        values: array (groups, entries): row g holds every entry of the weight that belongs to group g.
+    """
+
+    layer: object
+    role: str
+    name: str
+    values: np.ndarray
+
+
+class Importance:
+    """Scores the channel groups of one set of coupled channels; subclass it to add a criterion."""
+
+    def __call__(self, slices):
+        """Returns one score per group (array of shape (groups,)), or None to leave this set unpruned."""
+        raise NotImplementedError(
+            f"{type(self).__name__} must implement __call__(slices) returning one score per channel group."
+        )
+
+    def get_config(self):
+        return {}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+    def __eq__(self, other):
+        return type(self) is type(other) and self.get_config() == other.get_config()
+
+    def __hash__(self):
+        return hash(type(self))
+
+
+@keras.saving.register_keras_serializable(package="tfprune")
+class L1Norm(Importance):
+    """Sum of absolute values of every weight coupled to the group (Li et al. 2017, filter pruning)."""
+
+    def __call__(self, slices):
+        return sum(np.abs(s.values).sum(axis=1) for s in slices)
+
+
+@keras.saving.register_keras_serializable(package="tfprune")
+class L2Norm(Importance):
+    """Euclidean norm of every weight coupled to the group."""
+
+    def __call__(self, slices):
+        return np.sqrt(sum(np.square(s.values).sum(axis=1) for s in slices))
+
+
+@keras.saving.register_keras_serializable(package="tfprune")
+class BatchNormScale(Importance):
+    """|gamma| of the BatchNormalization on the group (network slimming, Liu et al. 2017).
+
+    Sets of channels without a BatchNormalization scale are left unpruned.
+    """
+
+    def __call__(self, slices):
+        scales = [np.abs(s.values).sum(axis=1) for s in slices if s.name == "gamma"]
+        return sum(scales) if scales else None
+
+
+_BY_NAME = {"l1": L1Norm, "l2": L2Norm, "bn_scale": BatchNormScale}
+
+
+def get(identifier):
+    """An `Importance` from a name ("l1", "l2", "bn_scale"), a serialized dict or an instance."""
+    if isinstance(identifier, Importance):
+        return identifier
+    if isinstance(identifier, dict):
+        return keras.saving.deserialize_keras_object(identifier)
+    if isinstance(identifier, str) and identifier.lower() in _BY_NAME:
+        return _BY_NAME[identifier.lower()]()
+    raise ValueError(
+        f"Unknown importance {identifier!r}. Use one of {sorted(_BY_NAME)}, or an instance of a "
+        "tfprune.Importance subclass."
+    )
+
+
+def serialize(importance):
+    return keras.saving.serialize_keras_object(importance)

@@ -1,0 +1,113 @@
+"""`prune_channels`: gradual structured pruning of whole channel groups during `fit`."""
+
+import numbers
+import warnings
+
+from tfprune import controller, schedules
+from tfprune.rebuild import copy_layer, rebuild
+from tfprune.structured import importance as importance_lib
+from tfprune.structured.analysis import ChannelAnalysis
+from tfprune.structured.rules import rule_by_class
+from tfprune.structured.wrapper import PruneChannels
+from tfprune.wrapper import SCOPES
+
+
+def prune_channels(model, pruning_schedule, importance="l2", scope="layer", round_to=None, ignored_layers=None,
+                   max_sparsity=0.9):
+    """Wraps `model` so that `fit` prunes whole channels (units, filters, attention heads) by a schedule.
+
+    Channels that must stay aligned (see `channel_groups`) are pruned together. A pruned
+    channel is exactly zero where it enters the next layers, so `shrink` turns the trained
+    model into a physically smaller one with the same outputs.
+
+    Args:
+        model: a built Sequential or Functional model (it is copied, not modified).
+        pruning_schedule: `ConstantSparsity` or `PolynomialDecay`; sparsity is the fraction of channels.
+        importance: "l2" (norm of all weights coupled to a channel), "l1", "bn_scale" (|gamma| of the
+            BatchNormalization on it), or a `tfprune.Importance` of your own.
+        scope: "layer" (every set of coupled channels pruned to the sparsity) or "global" (one
+            ranking across sets, each score divided by its set's mean).
+        round_to: keep channel counts at multiples of this (SIMD kernels like multiples of 8 or 16).
+        ignored_layers: layers (or names) whose channels are kept.
+        max_sparsity: the most any set of coupled channels is pruned, in (0, 1).
+
+    Returns:
+        The wrapped copy. Train it with `callbacks=[tfprune.UpdatePruningStep()]`, then
+        `tfprune.shrink(model)`.
+
+    Example:
+
+    ```python
+    pruned = tfprune.prune_channels(model, tfprune.PolynomialDecay(0.0, 0.5, 0, 1000, frequency=100))
+    pruned.compile(...)
+    pruned.fit(x, y, epochs=5, callbacks=[tfprune.UpdatePruningStep()])
+    small = tfprune.shrink(pruned)
+    ```
+    """
+    settings = _checked_settings(pruning_schedule, importance, scope, round_to, max_sparsity)
+    if controller.pruning_wrappers(model):
+        raise ValueError(
+            f"Model '{model.name}' is already pruned. Channel pruning starts from a plain model: "
+            "tfprune.strip_pruning(model) first."
+        )
+    analysis = ChannelAnalysis(model, ignored_layers, assume_pruned=True)
+    prunable = analysis.removable_roots()
+    _warn_about_blocked_groups(analysis, prunable)
+    if not prunable:
+        raise ValueError(
+            f"Model '{model.name}' has no channel that prune_channels can remove: every channel is a model "
+            "input or output, passes through a layer the channel analysis keeps whole, or cannot be made zero."
+        )
+    masked = set()  # layers with a masked weight along a prunable group
+    for channel_set in analysis.channel_sets(prunable):
+        for layer, role, _ in channel_set.members:
+            if any(axis.masked and axis.role == role for axis in rule_by_class(layer)[0].axes(layer)):
+                masked.add(id(layer))
+    names = [layer if isinstance(layer, str) else layer.name for layer in (ignored_layers or ())]
+
+    def replace(layer):
+        return PruneChannels(copy_layer(layer), **settings, ignored_layers=names) if id(layer) in masked \
+            else copy_layer(layer)
+
+    return rebuild(model, replace)
+
+
+def _checked_settings(pruning_schedule, importance, scope, round_to, max_sparsity):
+    if not isinstance(pruning_schedule, schedules.PruningSchedule):
+        raise ValueError(
+            "`pruning_schedule` must be a tfprune PruningSchedule such as ConstantSparsity or PolynomialDecay, "
+            f"got {type(pruning_schedule).__name__}."
+        )
+    if scope not in SCOPES:
+        raise ValueError(f"`scope` must be one of {SCOPES}, got {scope!r}.")
+    if round_to is not None and (isinstance(round_to, bool) or not isinstance(round_to, numbers.Integral)
+                                 or round_to < 1):
+        raise ValueError(f"`round_to` must be a positive integer (e.g. 8) or None, got {round_to!r}.")
+    if isinstance(max_sparsity, bool) or not isinstance(max_sparsity, numbers.Real) or not 0 < max_sparsity < 1:
+        raise ValueError(
+            f"`max_sparsity` must be in (0, 1): the most of a set of channels that may be pruned; got {max_sparsity!r}."
+        )
+    if pruning_schedule.final_sparsity > max_sparsity:
+        raise ValueError(
+            f"The schedule's final sparsity {pruning_schedule.final_sparsity:g} exceeds max_sparsity="
+            f"{max_sparsity:g}, the most of any set of channels that may be pruned: raise max_sparsity or lower "
+            "the target."
+        )
+    return {"pruning_schedule": pruning_schedule, "importance": importance_lib.get(importance), "scope": scope,
+            "round_to": None if round_to is None else int(round_to), "max_sparsity": float(max_sparsity)}
+
+
+def _warn_about_blocked_groups(analysis, prunable):
+    blocked = {}
+    for group in analysis.groups():
+        if not group.zero:
+            blocked.update(dict.fromkeys(group.layers))
+    if blocked:
+        names = list(blocked)
+        shown = ", ".join(f"'{n}'" for n in names[:6]) + (f" and {len(names) - 6} more" if len(names) > 6 else "")
+        warnings.warn(
+            f"Some channels of {shown} are not pruned: masking their weights would not make them zero (an "
+            "activation with f(0) != 0 such as sigmoid or softplus, or a normalization offset, lies on their "
+            "path). Their channels stay.",
+            stacklevel=3,
+        )

@@ -1,0 +1,130 @@
+"""`PruneChannels`: the wrapper that holds one channel mask per role of a layer and keeps pruned channels at zero.
+
+As with `PruneLowMagnitude`, masks act on the weights, not on the forward pass: an
+update zeroes the pruned channels' weights (kernel columns, biases, BatchNorm gamma
+and beta, an attention head's output rows), and a variable constraint keeps them at
+zero after every optimizer step. Which weights a role covers comes from the layer's
+`Rule` (`rules.RoleAxis`, `masked=True`).
+"""
+
+import keras
+import numpy as np
+from keras import ops
+
+from tfprune import schedules
+from tfprune.structured import importance as importance_lib
+from tfprune.structured.rules import rule_by_class
+from tfprune.wrapper import PruningWrapper
+
+
+class KeepChannels:
+    """Variable constraint `w -> inner(w) * mask` with a per-channel mask broadcast along one axis."""
+
+    def __init__(self, mask, axis, repeat, rank, inner=None):
+        self.mask, self.axis, self.repeat, self.rank, self.inner = mask, axis, repeat, rank, inner
+
+    def __call__(self, value):
+        if self.inner is not None:
+            value = self.inner(value)
+        return ops.multiply(value, broadcast_mask(ops.cast(self.mask.value, value.dtype), self.axis, self.repeat,
+                                                  self.rank))
+
+
+def broadcast_mask(mask, axis, repeat, rank):
+    """A per-channel mask shaped to multiply a weight whose `axis` holds `repeat` entries per channel."""
+    if repeat > 1:
+        mask = ops.repeat(mask, repeat)
+    shape = [1] * rank
+    shape[axis] = -1
+    return ops.reshape(mask, shape)
+
+
+@keras.saving.register_keras_serializable(package="tfprune")
+class PruneChannels(PruningWrapper):
+    """Prunes whole channels of `layer` (units, filters, heads), as decided for the whole model.
+
+    Created by `tfprune.prune_channels`, which wraps every layer with a weight along a
+    prunable channel group; the settings are the same in all of them. The channel
+    controller driven by `UpdatePruningStep` decides which groups to prune.
+
+    Args:
+        layer: the Keras layer.
+        pruning_schedule: the fraction of channels pruned over time.
+        importance: an importance name ("l1", "l2", "bn_scale") or an `Importance`.
+        scope: "layer" (each set of coupled channels pruned to the target) or "global".
+        round_to: keep channel counts at multiples of this, or None.
+        max_sparsity: the most any set of coupled channels is pruned.
+        ignored_layers: names of the layers whose channels are kept.
+    """
+
+    def __init__(self, layer, pruning_schedule=None, importance="l2", scope="layer", round_to=None,
+                 max_sparsity=0.9, ignored_layers=(), **kwargs):
+        kwargs.setdefault("name", f"prune_channels_{layer.name}")
+        super().__init__(layer, **kwargs)
+        if isinstance(pruning_schedule, dict):
+            pruning_schedule = schedules.deserialize(pruning_schedule)
+        self.pruning_schedule = pruning_schedule
+        self.importance = importance_lib.get(importance)
+        self.scope = scope
+        self.round_to = round_to
+        self.max_sparsity = max_sparsity
+        self.ignored_layers = tuple(ignored_layers)
+        self.role_axes = []
+        self.channel_masks = {}
+
+    @property
+    def settings(self):
+        """What every wrapper of one `prune_channels` call shares."""
+        return (self.pruning_schedule, type(self.importance), self.scope, self.round_to, self.max_sparsity,
+                self.ignored_layers)
+
+    def build(self, input_shape=None):
+        if not self.layer.built:
+            self.layer.build(input_shape)
+        self.role_axes = [a for a in rule_by_class(self.layer)[0].axes(self.layer) if a.masked]
+        for axis in self.role_axes:
+            if axis.role not in self.channel_masks:
+                self.channel_masks[axis.role] = self.add_weight(
+                    name=f"{axis.role}_mask", shape=(axis.size,), initializer="ones", trainable=False)
+        self._add_pruning_step()
+        for axis in self.role_axes:
+            variable = axis.variable
+            variable.constraint = KeepChannels(self.channel_masks[axis.role], axis.axis, axis.repeat,
+                                               len(variable.shape), variable.constraint)
+
+    def apply_masks(self, masks, step):
+        """Stores `masks` ({role: bool array}), zeroes the pruned channels' weights and records `step`."""
+        for role, mask in masks.items():
+            self.channel_masks[role].assign(mask.astype("float32"))
+        for axis in self.role_axes:
+            mask = broadcast_mask(ops.cast(self.channel_masks[axis.role].value, axis.variable.dtype), axis.axis,
+                                  axis.repeat, len(axis.variable.shape))
+            axis.variable.assign(ops.multiply(axis.variable.value, mask))
+        self.pruning_step.assign(step)
+
+    def pruned(self, role):
+        """Bool array: True where the role's channel is pruned."""
+        return keras.ops.convert_to_numpy(self.channel_masks[role]) == 0
+
+    def masked_values(self):
+        """The inner layer's weights (in `layer.weights` order) with the pruned channels zeroed."""
+        values = {id(v): np.array(keras.ops.convert_to_numpy(v)) for v in self.layer.weights}
+        for axis in self.role_axes:
+            mask = np.repeat(self.pruned(axis.role), axis.repeat)
+            index = [slice(None)] * len(axis.variable.shape)
+            index[axis.axis] = mask
+            values[id(axis.variable)][tuple(index)] = 0
+        return [values[id(v)] for v in self.layer.weights]
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({
+            "pruning_schedule": schedules.serialize(self.pruning_schedule),
+            "importance": importance_lib.serialize(self.importance),
+            "scope": self.scope,
+            "round_to": self.round_to,
+            "max_sparsity": self.max_sparsity,
+            "ignored_layers": list(self.ignored_layers),
+        })
+        return config
+
