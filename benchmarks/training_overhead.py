@@ -1,7 +1,9 @@
 """Training-step overhead of pruning: pruned `fit` time / dense `fit` time, tfprune vs tfmot.
 
 LeNet-300-100 (784-300-100-10) and a small CNN on the MNIST 5k subset, batch 60,
-PolynomialDecay with frequency 10. Dense and pruned epochs alternate in one process
+PolynomialDecay with frequency 10. Measured for tfprune's magnitude pruning, tfmot's, and
+tfprune's channel pruning (`prune_channels`) with L2 and with Taylor importance (which
+records gradients in the backward pass). Dense and pruned epochs alternate in one process
 so that the ratio holds on a noisy machine: each round fits a fresh dense and pruned
 model (alternating which goes first), drops the first (tracing) epoch of each fit and
 divides their median epoch times; the reported ratio is the median over rounds. The ratio of process CPU time is reported too:
@@ -24,6 +26,7 @@ from pathlib import Path
 
 RESULTS = Path(__file__).parent / "results"
 BATCH = 60
+FRAMEWORKS = ("tfprune", "tfmot", "channels_l2", "channels_taylor")
 
 
 def build(keras, arch):
@@ -80,6 +83,11 @@ def measure(framework, rounds, epochs):
         import tfprune
 
         prune, schedule_cls, callback = tfprune.prune_low_magnitude, tfprune.PolynomialDecay, tfprune.UpdatePruningStep
+        if framework.startswith("channels_"):
+            importance = framework.removeprefix("channels_")
+
+            def prune(model, pruning_schedule):
+                return tfprune.prune_channels(model, pruning_schedule, importance=importance)
     from tfprune.data import load_mnist
 
     (x, y), _ = load_mnist()
@@ -118,7 +126,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--framework", choices=["tfprune", "tfmot"], help=argparse.SUPPRESS)
+    parser.add_argument("--framework", choices=FRAMEWORKS, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.framework:  # child process: print JSON only on the last line
         print(json.dumps(measure(args.framework, args.rounds, args.epochs)))
@@ -130,7 +138,7 @@ def main():
         "schedule": "PolynomialDecay(0 -> 0.9, frequency=10)",
         "dataset": "MNIST 5k training subset",
     }
-    for framework in ("tfprune", "tfmot"):
+    for framework in FRAMEWORKS:
         cmd = [sys.executable, __file__, "--framework", framework, "--rounds", str(args.rounds), "--epochs", str(args.epochs)]
         out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
         lines = out.stdout.strip().splitlines()

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 import tfprune
+from tfprune import data
 from tests.conftest import compile_classifier
 
 L = keras.layers
@@ -13,7 +14,7 @@ BATCH = 64
 
 @pytest.fixture(scope="module")
 def images():
-    (x, y), (x_test, y_test) = tfprune.data.load_digits()
+    (x, y), (x_test, y_test) = data.load_digits()
     return (x, y), (x_test, y_test)
 
 
@@ -118,6 +119,41 @@ def test_a_custom_importance_decides_which_channels_go():
                                   [4, 5, 6, 7])
 
 
+def _mlp_with_a_big_unit_the_loss_ignores():
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((6,)), L.Dense(8, activation="relu", name="hidden"), L.Dense(3, name="out")])
+    hidden, out = model.get_layer("hidden"), model.get_layer("out")
+    kernel, bias = hidden.get_weights()
+    kernel[:, 3] *= 10  # the largest norm ...
+    hidden.set_weights([kernel, bias])
+    kernel, bias = out.get_weights()
+    kernel[3] = 0  # ... but nothing reads it
+    out.set_weights([kernel, bias])
+    return model
+
+
+@pytest.mark.parametrize("importance, prunes_the_ignored_unit", [("taylor", True), ("l1", False)])
+def test_taylor_prunes_the_unit_the_loss_does_not_depend_on_where_magnitude_keeps_it(importance,
+                                                                                    prunes_the_ignored_unit):
+    x = np.random.default_rng(0).normal(size=(64, 6)).astype("float32")
+    y = np.random.default_rng(1).integers(0, 3, 64)
+    schedule = tfprune.PolynomialDecay(0.0, 0.125, begin_step=0, end_step=4, frequency=4)
+    pruned = tfprune.prune_channels(_mlp_with_a_big_unit_the_loss_ignores(), schedule, importance=importance)
+    pruned.compile(keras.optimizers.SGD(1e-6), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+
+    pruned.fit(x, y, epochs=1, batch_size=16, verbose=0, callbacks=[tfprune.UpdatePruningStep()])
+
+    pruned_units = np.flatnonzero(pruned.get_layer("prune_channels_hidden").pruned("output")).tolist()
+    assert len(pruned_units) == 1
+    assert (pruned_units == [3]) == prunes_the_ignored_unit
+
+
+def test_taylor_before_any_training_batch_is_an_error():
+    pruned = tfprune.prune_channels(digits_cnn(), tfprune.ConstantSparsity(0.5, 0), importance="taylor")
+    with pytest.raises(ValueError, match="has not seen a training batch yet.*begin_step >= 1"):
+        tfprune.ChannelController(pruned).prune(0.5, step=0)
+
+
 def test_pruned_channels_are_zero_in_the_masked_model_and_strip_keeps_them_zero():
     model = tfprune.prune_channels(digits_cnn(), tfprune.ConstantSparsity(0.5, 0))
     tfprune.ChannelController(model).prune(0.5, step=0)
@@ -170,7 +206,7 @@ def test_training_without_the_callback_is_refused(images):
     ({"max_sparsity": 1.0}, r"`max_sparsity` must be in \(0, 1\)"),
     ({"max_sparsity": float("nan")}, r"`max_sparsity` must be in \(0, 1\)"),
     ({"max_sparsity": 0.4}, "exceeds max_sparsity=0.4"),
-    ({"importance": "taylor2"}, r"Unknown importance 'taylor2'. Use one of \['bn_scale', 'l1', 'l2'\]"),
+    ({"importance": "taylor2"}, r"Unknown importance 'taylor2'. Use one of \['bn_scale', 'l1', 'l2', 'taylor'\]"),
     ({"scope": "model"}, "`scope` must be one of"),
 ])
 def test_bad_settings_are_named(kwargs, message):

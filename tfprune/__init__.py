@@ -22,7 +22,9 @@ __version__ = "0.1.0"
 _PUBLIC = {
     "ChannelController": "tfprune.structured.controller",
     "ConstantSparsity": "tfprune.schedules",
+    "GroupLasso": "tfprune.structured.penalties",
     "Importance": "tfprune.structured.importance",
+    "Penalty": "tfprune.structured.penalties",
     "PolynomialDecay": "tfprune.schedules",
     "PruneChannels": "tfprune.structured.wrapper",
     "PrunableLayer": "tfprune.registry",
@@ -38,6 +40,7 @@ _PUBLIC = {
     "load_model": "tfprune.api",
     "model_cost": "tfprune.structured.cost",
     "prune_channels": "tfprune.structured.prune",
+    "prune_groups_below": "tfprune.structured.prune",
     "prune_low_magnitude": "tfprune.api",
     "prune_scope": "tfprune.api",
     "shrink": "tfprune.structured.shrink",

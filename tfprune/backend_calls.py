@@ -1,6 +1,7 @@
-"""Running the mask update fast on each backend: one compiled call on TensorFlow, eager elsewhere.
+"""Backend-specific pieces of the pruning core, behind a backend check.
 
-The only TensorFlow-specific code of the pruning core, behind a backend check.
+The mask update runs as one compiled call on TensorFlow (eager elsewhere); Taylor
+importance records gradients in the backward pass, on TensorFlow only.
 
 Example:
 
@@ -38,3 +39,26 @@ def host_call(fn, tensors, outputs):
     for result, (shape, _) in zip(results, outputs):
         result.set_shape(shape)
     return results
+
+
+def record_taylor(outputs, total, batches):
+    """`outputs` unchanged; in the backward pass, adds (sum of outputs * gradient per channel)^2 to `total`.
+
+    That sum is the first-order Taylor estimate of the loss change when a channel is removed
+    (Molchanov et al. 2019): the gradient of a unit gate on the channel. `batches` counts calls.
+    """
+    if keras.backend.backend() != "tensorflow":
+        raise NotImplementedError("Taylor importance records gradients on the TensorFlow backend only.")
+    import tensorflow as tf
+
+    @tf.custom_gradient
+    def gate(x):
+        def backward(upstream):
+            axes = list(range(len(x.shape) - 1))
+            contribution = tf.reduce_sum(tf.cast(x * upstream, total.dtype), axis=axes)
+            with tf.control_dependencies([total.assign_add(tf.square(contribution)), batches.assign_add(1.0)]):
+                return tf.identity(upstream)
+
+        return tf.identity(x), backward
+
+    return gate(outputs)

@@ -152,8 +152,10 @@ def saved_step(wrappers):
 def _shortfall_line(schedule, updates, layer_names, last_step):
     names = ", ".join(layer_names[:4]) + (f" and {len(layer_names) - 4} more" if len(layer_names) > 4 else "")
     if updates:
+        reached, final = schedule.sparsity_at(updates[-1]), schedule.final_sparsity
+        digits = 3 if f"{reached:.3g}" != f"{final:.3g}" else 6  # "0.299996 instead of 0.3", not "0.3 instead of 0.3"
         what = (f"runs {len(updates)} mask update(s), the last at step {updates[-1]}, and reaches sparsity "
-                f"{schedule.sparsity_at(updates[-1]):.3g} instead of {schedule.final_sparsity:.3g}")
+                f"{reached:.{digits}g} instead of {final:.{digits}g}")
     else:
         what = "runs no mask update at all, so these layers stay dense"
     if not updates and schedule.begin_step > last_step:

@@ -21,7 +21,8 @@ from tfprune.controller import StepKeeping, _shortfall_line, pruning_wrappers
 from tfprune.structured.analysis import ChannelAnalysis
 from tfprune.structured.importance import WeightSlice
 from tfprune.structured.rules import rule_by_class
-from tfprune.structured.wrapper import PruneChannels
+from tfprune.structured.importance import L2Norm
+from tfprune.structured.wrapper import PenaltyTerm, PruneChannels
 
 
 class ChannelController(StepKeeping):
@@ -56,9 +57,35 @@ class ChannelController(StepKeeping):
         self._wrapper_of = {id(w.layer): w for w in self.wrappers}
         self._axes = {id(layer): rule_by_class(layer)[0].axes(layer)
                       for s in self.sets for layer, _, _ in s.members}
+        self.penalty = first.penalty
+        self._penalized = self._attach_penalty() if self.penalty is not None else []
+
+    def _attach_penalty(self):
+        """Gives each set's penalty to the first wrapper on it; returns the wrappers that add one."""
+        for w in self.wrappers:
+            w.penalty_terms = []
+        for channel_set in self.sets:
+            owner = next(self._wrapper_of[id(layer)] for layer, _, _ in channel_set.members
+                         if id(layer) in self._wrapper_of)
+            slices, sizes = [], np.zeros(channel_set.size)
+            for layer, role, indices in channel_set.members:
+                for axis in self._axes[id(layer)]:
+                    if axis.role == role:
+                        slices.append((axis.variable, axis.axis, axis.repeat, indices))
+                        per_channel = math.prod(axis.variable.shape) // axis.variable.shape[axis.axis] * axis.repeat
+                        sizes += indices.shape[1] * per_channel
+            owner.penalty_terms.append(PenaltyTerm(slices, sizes))
+        return [w for w in self.wrappers if w.penalty_terms]
 
     def update(self, step):
-        """Prunes to the schedule's sparsity if it asks for an update at `step`; returns True if it did."""
+        """Prunes to the schedule's sparsity if it asks for an update at `step`; returns True if it did.
+
+        With a penalty, also records the step in the wrappers that add it (its strength warms up with it).
+        """
+        for w in self._penalized:
+            w.pruning_step.assign(step)
+        if self.schedule is None:
+            return False
         should_update, sparsity = self.schedule(step)
         if should_update:
             self.prune(sparsity, step)
@@ -66,21 +93,54 @@ class ChannelController(StepKeeping):
 
     def prune(self, sparsity, step):
         """Prunes the groups of lowest importance, so that `sparsity` of the channels are pruned."""
-        scores = [self._scores(s) for s in self.sets]
+        recorded = self._recorded_gradients()
+        scores = [self._scores(s, recorded) for s in self.sets]
         counts = self._counts(scores, float(sparsity))
+        self._apply([np.argsort(s, kind="stable")[:count] if count else [] for s, count in zip(scores, counts)],
+                    step)
+
+    def prune_below(self, threshold):
+        """Prunes every group whose L2 norm (over all its coupled weights) is below `threshold`.
+
+        Every set keeps at least its largest group. Returns the number of groups pruned.
+        """
+        chosen = []
+        for channel_set in self.sets:
+            norms = self._scores(channel_set, {}, L2Norm())
+            below = np.flatnonzero(norms < threshold)
+            chosen.append(below if len(below) < channel_set.size else np.argsort(norms)[:-1])
+        self._apply(chosen, self.step)
+        return sum(len(c) for c in chosen)
+
+    def _apply(self, chosen, step):
+        """Masks the groups `chosen[i]` (indices into set i) and nothing else."""
         masks = {id(w): {role: np.ones(mask.shape[0], bool) for role, mask in w.channel_masks.items()}
                  for w in self.wrappers}
-        for channel_set, set_scores, count in zip(self.sets, scores, counts):
-            if count:
-                chosen = np.argsort(set_scores, kind="stable")[:count]
+        for channel_set, picked in zip(self.sets, chosen):
+            if len(picked):
                 for layer, role, indices in channel_set.members:
                     wrapper = self._wrapper_of.get(id(layer))
                     if wrapper is not None and role in masks[id(wrapper)]:
-                        masks[id(wrapper)][role][indices[chosen].reshape(-1)] = False
+                        masks[id(wrapper)][role][indices[picked].reshape(-1)] = False
         for w in self.wrappers:
             w.apply_masks(masks[id(w)], step)
+            if w.taylor is not None:
+                w.reset_taylor()
 
-    def _scores(self, channel_set):
+    def _recorded_gradients(self):
+        """{id(layer): mean squared gate gradient per output channel} for gradient-based importance."""
+        if not self.importance.needs_gradients:
+            return {}
+        recorded = {id(w.layer): w.recorded_taylor() for w in self.wrappers if w.taylor is not None}
+        if not any(value is not None for value in recorded.values()):
+            raise ValueError(
+                f"{type(self.importance).__name__} importance has not seen a training batch yet: it scores channels "
+                "by gradients recorded during fit. Let the schedule begin after some steps (begin_step >= 1, e.g. "
+                "one epoch) instead of pruning at step 0."
+            )
+        return recorded
+
+    def _scores(self, channel_set, recorded, importance=None):
         """Importance per group, -inf for groups already pruned; None if the criterion skips the set."""
         slices = []
         for layer, role, indices in channel_set.members:
@@ -90,7 +150,9 @@ class ChannelController(StepKeeping):
                     values = values.reshape(axis.size, -1)  # a channel's `repeat` entries side by side
                     slices.append(WeightSlice(layer, role, axis.variable.name,
                                               values[indices].reshape(len(indices), -1)))
-        scores = self.importance(slices)
+            if role == "output" and recorded.get(id(layer)) is not None:
+                slices.append(WeightSlice(layer, role, "taylor", recorded[id(layer)][indices]))
+        scores = (importance or self.importance)(slices)
         if scores is None:
             return None
         scores = np.asarray(scores, dtype=np.float64).copy()
@@ -146,6 +208,8 @@ class ChannelController(StepKeeping):
 
     def shortfalls(self, last_step):
         """Why a run ending at `last_step` stops short of the final sparsity (one line), or nothing."""
+        if self.schedule is None:
+            return []
         updates = self.schedule.updates_until(last_step)
         reached = self.schedule.sparsity_at(updates[-1]) if updates else 0.0
         if reached >= self.schedule.final_sparsity - 1e-9:

@@ -40,7 +40,14 @@ class WeightSlice:
 
 
 class Importance:
-    """Scores the channel groups of one set of coupled channels; subclass it to add a criterion."""
+    """Scores the channel groups of one set of coupled channels; subclass it to add a criterion.
+
+    A criterion that sets `needs_gradients = True` also receives, per producing layer, a slice
+    named "taylor": the squared gradient of a unit gate on each channel, averaged over the
+    training batches since the last update.
+    """
+
+    needs_gradients = False
 
     def __call__(self, slices):
         """Returns one score per group (array of shape (groups,)), or None to leave this set unpruned."""
@@ -90,11 +97,26 @@ class BatchNormScale(Importance):
         return sum(scales) if scales else None
 
 
-_BY_NAME = {"l1": L1Norm, "l2": L2Norm, "bn_scale": BatchNormScale}
+@keras.saving.register_keras_serializable(package="tfprune")
+class Taylor(Importance):
+    """First-order Taylor: (sum over the group of weight * gradient)^2, averaged over recent batches.
+
+    Molchanov et al. 2019. Recorded as the gradient of a unit gate on each channel's output
+    during `fit` (TensorFlow backend), and reset after every pruning update.
+    """
+
+    needs_gradients = True
+
+    def __call__(self, slices):
+        recorded = [s.values.sum(axis=1) for s in slices if s.name == "taylor"]
+        return sum(recorded) if recorded else None
+
+
+_BY_NAME = {"l1": L1Norm, "l2": L2Norm, "bn_scale": BatchNormScale, "taylor": Taylor}
 
 
 def get(identifier):
-    """An `Importance` from a name ("l1", "l2", "bn_scale"), a serialized dict or an instance."""
+    """An `Importance` from a name ("l1", "l2", "bn_scale", "taylor"), a serialized dict or an instance."""
     if isinstance(identifier, Importance):
         return identifier
     if isinstance(identifier, dict):

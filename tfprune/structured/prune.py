@@ -6,14 +6,16 @@ import warnings
 from tfprune import controller, schedules
 from tfprune.rebuild import copy_layer, rebuild
 from tfprune.structured import importance as importance_lib
+from tfprune.structured import penalties as penalties_lib
 from tfprune.structured.analysis import ChannelAnalysis
+from tfprune.structured.controller import ChannelController
 from tfprune.structured.rules import rule_by_class
 from tfprune.structured.wrapper import PruneChannels
 from tfprune.wrapper import SCOPES
 
 
 def prune_channels(model, pruning_schedule, importance="l2", scope="layer", round_to=None, ignored_layers=None,
-                   max_sparsity=0.9):
+                   max_sparsity=0.9, penalty=None):
     """Wraps `model` so that `fit` prunes whole channels (units, filters, attention heads) by a schedule.
 
     Channels that must stay aligned (see `channel_groups`) are pruned together. A pruned
@@ -23,6 +25,7 @@ def prune_channels(model, pruning_schedule, importance="l2", scope="layer", roun
     Args:
         model: a built Sequential or Functional model (it is copied, not modified).
         pruning_schedule: `ConstantSparsity` or `PolynomialDecay`; sparsity is the fraction of channels.
+            None with a `penalty`: train with the penalty only, then `prune_groups_below`.
         importance: "l2" (norm of all weights coupled to a channel), "l1", "bn_scale" (|gamma| of the
             BatchNormalization on it), or a `tfprune.Importance` of your own.
         scope: "layer" (every set of coupled channels pruned to the sparsity) or "global" (one
@@ -30,6 +33,8 @@ def prune_channels(model, pruning_schedule, importance="l2", scope="layer", roun
         round_to: keep channel counts at multiples of this (SIMD kernels like multiples of 8 or 16).
         ignored_layers: layers (or names) whose channels are kept.
         max_sparsity: the most any set of coupled channels is pruned, in (0, 1).
+        penalty: `tfprune.GroupLasso(strength, warmup_steps)` to add a group-lasso loss over the
+            same channel groups during `fit`, or None.
 
     Returns:
         The wrapped copy. Train it with `callbacks=[tfprune.UpdatePruningStep()]`, then
@@ -44,7 +49,7 @@ def prune_channels(model, pruning_schedule, importance="l2", scope="layer", roun
     small = tfprune.shrink(pruned)
     ```
     """
-    settings = _checked_settings(pruning_schedule, importance, scope, round_to, max_sparsity)
+    settings = _checked_settings(pruning_schedule, importance, scope, round_to, max_sparsity, penalty)
     if controller.pruning_wrappers(model):
         raise ValueError(
             f"Model '{model.name}' is already pruned. Channel pruning starts from a plain model: "
@@ -72,8 +77,11 @@ def prune_channels(model, pruning_schedule, importance="l2", scope="layer", roun
     return rebuild(model, replace)
 
 
-def _checked_settings(pruning_schedule, importance, scope, round_to, max_sparsity):
-    if not isinstance(pruning_schedule, schedules.PruningSchedule):
+def _checked_settings(pruning_schedule, importance, scope, round_to, max_sparsity, penalty):
+    penalty = penalties_lib.get(penalty)
+    if pruning_schedule is None and penalty is None:
+        raise ValueError("prune_channels needs a pruning_schedule, a penalty, or both; got neither.")
+    if pruning_schedule is not None and not isinstance(pruning_schedule, schedules.PruningSchedule):
         raise ValueError(
             "`pruning_schedule` must be a tfprune PruningSchedule such as ConstantSparsity or PolynomialDecay, "
             f"got {type(pruning_schedule).__name__}."
@@ -87,14 +95,15 @@ def _checked_settings(pruning_schedule, importance, scope, round_to, max_sparsit
         raise ValueError(
             f"`max_sparsity` must be in (0, 1): the most of a set of channels that may be pruned; got {max_sparsity!r}."
         )
-    if pruning_schedule.final_sparsity > max_sparsity:
+    if pruning_schedule is not None and pruning_schedule.final_sparsity > max_sparsity:
         raise ValueError(
             f"The schedule's final sparsity {pruning_schedule.final_sparsity:g} exceeds max_sparsity="
             f"{max_sparsity:g}, the most of any set of channels that may be pruned: raise max_sparsity or lower "
             "the target."
         )
     return {"pruning_schedule": pruning_schedule, "importance": importance_lib.get(importance), "scope": scope,
-            "round_to": None if round_to is None else int(round_to), "max_sparsity": float(max_sparsity)}
+            "round_to": None if round_to is None else int(round_to), "max_sparsity": float(max_sparsity),
+            "penalty": penalty}
 
 
 def _warn_about_blocked_groups(analysis, prunable):
@@ -111,3 +120,22 @@ def _warn_about_blocked_groups(analysis, prunable):
             "path). Their channels stay.",
             stacklevel=3,
         )
+
+
+def prune_groups_below(model, threshold):
+    """Prunes, in a channel-pruned model, every channel group whose L2 norm is below `threshold`.
+
+    The norm runs over every weight coupled to the group, the weights a `GroupLasso` penalty
+    drives to zero. Every set of coupled channels keeps at least one. Returns the number of
+    groups pruned; `shrink(model)` then removes them.
+
+    Example:
+
+    ```python
+    pruned_count = tfprune.prune_groups_below(penalized, threshold=1e-2)
+    small = tfprune.shrink(penalized)
+    ```
+    """
+    if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real) or not threshold >= 0:
+        raise ValueError(f"`threshold` must be a number >= 0, got {threshold!r}.")
+    return ChannelController(model).prune_below(float(threshold))

@@ -12,7 +12,9 @@ import numpy as np
 from keras import ops
 
 from tfprune import schedules
+from tfprune.backend_calls import record_taylor
 from tfprune.structured import importance as importance_lib
+from tfprune.structured import penalties as penalties_lib
 from tfprune.structured.rules import rule_by_class
 from tfprune.wrapper import PruningWrapper
 
@@ -49,34 +51,38 @@ class PruneChannels(PruningWrapper):
 
     Args:
         layer: the Keras layer.
-        pruning_schedule: the fraction of channels pruned over time.
+        pruning_schedule: the fraction of channels pruned over time, or None (penalty only).
         importance: an importance name ("l1", "l2", "bn_scale") or an `Importance`.
         scope: "layer" (each set of coupled channels pruned to the target) or "global".
         round_to: keep channel counts at multiples of this, or None.
         max_sparsity: the most any set of coupled channels is pruned.
         ignored_layers: names of the layers whose channels are kept.
+        penalty: a `Penalty` on the channel groups (group lasso), or None.
     """
 
     def __init__(self, layer, pruning_schedule=None, importance="l2", scope="layer", round_to=None,
-                 max_sparsity=0.9, ignored_layers=(), **kwargs):
+                 max_sparsity=0.9, ignored_layers=(), penalty=None, **kwargs):
         kwargs.setdefault("name", f"prune_channels_{layer.name}")
         super().__init__(layer, **kwargs)
         if isinstance(pruning_schedule, dict):
-            pruning_schedule = schedules.deserialize(pruning_schedule)
+            pruning_schedule = schedules.deserialize(pruning_schedule)  # None stays None: a penalty-only run
         self.pruning_schedule = pruning_schedule
         self.importance = importance_lib.get(importance)
         self.scope = scope
         self.round_to = round_to
         self.max_sparsity = max_sparsity
         self.ignored_layers = tuple(ignored_layers)
+        self.penalty = penalties_lib.get(penalty)
+        self.penalty_terms = []  # set by the controller: the channel sets whose penalty this wrapper adds
         self.role_axes = []
         self.channel_masks = {}
+        self.taylor = None  # (sum, batches) variables when the importance needs gradients
 
     @property
     def settings(self):
         """What every wrapper of one `prune_channels` call shares."""
         return (self.pruning_schedule, type(self.importance), self.scope, self.round_to, self.max_sparsity,
-                self.ignored_layers)
+                self.ignored_layers, self.penalty)
 
     def build(self, input_shape=None):
         if not self.layer.built:
@@ -87,10 +93,34 @@ class PruneChannels(PruningWrapper):
                 self.channel_masks[axis.role] = self.add_weight(
                     name=f"{axis.role}_mask", shape=(axis.size,), initializer="ones", trainable=False)
         self._add_pruning_step()
+        if self.importance.needs_gradients and "output" in self.channel_masks:
+            self.taylor = (
+                self.add_weight(name="taylor_sum", shape=self.channel_masks["output"].shape, initializer="zeros",
+                                trainable=False),
+                self.add_weight(name="taylor_batches", shape=(), initializer="zeros", trainable=False),
+            )
         for axis in self.role_axes:
             variable = axis.variable
             variable.constraint = KeepChannels(self.channel_masks[axis.role], axis.axis, axis.repeat,
                                                len(variable.shape), variable.constraint)
+
+    def call(self, inputs=None, *args, training=None, **kwargs):
+        outputs = super().call(inputs, *args, training=training, **kwargs)
+        if training and self.taylor is not None and not isinstance(outputs, (tuple, list)):
+            outputs = record_taylor(outputs, *self.taylor)
+        if self.penalty_terms:
+            self.add_loss(self.penalty.strength_at(ops.convert_to_tensor(self.pruning_step))
+                          * sum(self.penalty.loss(term.squared_norms(), term.sizes) for term in self.penalty_terms))
+        return outputs
+
+    def recorded_taylor(self):
+        """Mean squared gate gradient per output channel since the last reset, or None before any batch."""
+        total, batches = (keras.ops.convert_to_numpy(v) for v in self.taylor)
+        return total / batches if batches > 0 else None
+
+    def reset_taylor(self):
+        for variable in self.taylor:
+            variable.assign(keras.ops.zeros_like(variable))
 
     def apply_masks(self, masks, step):
         """Stores `masks` ({role: bool array}), zeroes the pruned channels' weights and records `step`."""
@@ -119,12 +149,32 @@ class PruneChannels(PruningWrapper):
     def get_config(self):
         config = super().get_config()
         config.update({
-            "pruning_schedule": schedules.serialize(self.pruning_schedule),
+            "pruning_schedule": None if self.pruning_schedule is None else schedules.serialize(self.pruning_schedule),
             "importance": importance_lib.serialize(self.importance),
             "scope": self.scope,
             "round_to": self.round_to,
             "max_sparsity": self.max_sparsity,
             "ignored_layers": list(self.ignored_layers),
+            "penalty": penalties_lib.serialize(self.penalty),
         })
         return config
 
+
+
+class PenaltyTerm:
+    """The weights of one set of channel groups, gathered per group inside the train step.
+
+    `slices` are (variable, axis, repeat, rows): `rows` (groups, k) index the variable's
+    channels along `axis` (each `repeat` entries wide); `sizes` are the weights per group.
+    """
+
+    def __init__(self, slices, sizes):
+        self.slices, self.sizes = slices, ops.convert_to_tensor(sizes, "float32")
+
+    def squared_norms(self):
+        total = 0.0
+        for variable, axis, repeat, rows in self.slices:
+            values = ops.reshape(ops.moveaxis(ops.convert_to_tensor(variable), axis, 0), (variable.shape[axis] // repeat, -1))
+            gathered = ops.take(values, rows.reshape(-1), axis=0)
+            total = total + ops.sum(ops.reshape(ops.square(gathered), (rows.shape[0], -1)), axis=1)
+        return total

@@ -1,0 +1,90 @@
+"""Group lasso over channel groups: the loss it adds, what it drives to zero, saving, bad input."""
+
+import keras
+import numpy as np
+import pytest
+
+import tfprune
+from tests.conftest import compile_classifier
+from tfprune import data
+
+L = keras.layers
+
+
+def tiny_mlp():
+    keras.utils.set_random_seed(0)
+    return keras.Sequential([keras.Input((4,)), L.Dense(3, name="hidden"), L.Dense(2, name="out")])
+
+
+def test_the_added_loss_is_sqrt_size_times_the_group_norm_warmed_up_from_zero():
+    model = tfprune.prune_channels(tiny_mlp(), None, penalty=tfprune.GroupLasso(0.5, warmup_steps=10))
+    controller = tfprune.ChannelController(model)
+    controller.set_step_driven(True)
+    x = np.ones((2, 4), "float32")
+    kernel, bias = model.get_layer("prune_channels_hidden").layer.get_weights()
+    rows = model.get_layer("out").get_weights()[0]
+    # group j: hidden kernel column j (4), hidden bias j (1), out kernel row j (2): 7 weights
+    expected = 0.5 * sum(np.sqrt(7) * np.sqrt((kernel[:, j] ** 2).sum() + bias[j] ** 2 + (rows[j] ** 2).sum())
+                         for j in range(3))
+
+    controller.update(0)
+    model(x, training=True)
+    assert float(sum(model.losses)) == pytest.approx(0.0)
+    controller.update(5)
+    model(x, training=True)
+    assert float(sum(model.losses)) == pytest.approx(expected / 2, rel=1e-5)
+    controller.update(50)
+    model(x, training=True)
+    assert float(sum(model.losses)) == pytest.approx(expected, rel=1e-5)
+
+
+def test_group_lasso_drives_whole_groups_to_zero_then_they_are_pruned_and_shrunk(tmp_path):
+    (x, y), (x_test, y_test) = data.load_digits()
+
+    def cnn():
+        keras.utils.set_random_seed(0)
+        return keras.Sequential([
+            keras.Input((8, 8, 1)), L.Conv2D(16, 3, padding="same", name="conv1"), L.BatchNormalization(), L.ReLU(),
+            L.Conv2D(32, 3, name="conv2"), L.ReLU(), L.MaxPooling2D(), L.Flatten(),
+            L.Dense(32, activation="relu", name="hidden"), L.Dense(10, name="out"),
+        ])
+
+    norms = {}
+    for strength in (0.0, 3e-3):
+        penalized = compile_classifier(tfprune.prune_channels(cnn(), None, penalty=tfprune.GroupLasso(
+            strength, warmup_steps=40)))
+        penalized.fit(x, y, epochs=12, batch_size=32, verbose=0, callbacks=[tfprune.UpdatePruningStep()])
+        norms[strength] = penalized
+    baseline_pruned = tfprune.prune_groups_below(norms[0.0], threshold=0.05)
+    penalized = norms[3e-3]
+    path = tmp_path / "penalized.keras"
+    penalized.save(path)
+    reloaded = tfprune.load_model(path)
+    assert reloaded.get_layer("prune_channels_conv1").penalty == tfprune.GroupLasso(3e-3, warmup_steps=40)
+
+    pruned_count = tfprune.prune_groups_below(reloaded, threshold=0.05)
+    small = tfprune.shrink(reloaded, verbose=False)
+
+    assert baseline_pruned == 0 and pruned_count >= 20  # of 80 groups
+    np.testing.assert_allclose(small.predict(x_test, verbose=0), reloaded.predict(x_test, verbose=0), atol=1e-4)
+    assert np.mean(np.argmax(small.predict(x_test, verbose=0), -1) == y_test) > 0.85
+
+
+@pytest.mark.parametrize("arguments, message", [
+    ((-1e-3,), "strength must be a finite number >= 0"),
+    ((float("nan"),), "strength must be a finite number >= 0"),
+    ((1e-3, -5), "`warmup_steps` must be an integer >= 0"),
+])
+def test_bad_strengths_are_named(arguments, message):
+    with pytest.raises(ValueError, match=message):
+        tfprune.GroupLasso(*arguments)
+
+
+def test_a_penalty_run_needs_something_to_do_and_a_valid_threshold():
+    with pytest.raises(ValueError, match="needs a pruning_schedule, a penalty, or both"):
+        tfprune.prune_channels(tiny_mlp(), None)
+    with pytest.raises(ValueError, match="`penalty` must be a tfprune.Penalty"):
+        tfprune.prune_channels(tiny_mlp(), None, penalty="group_lasso")
+    model = tfprune.prune_channels(tiny_mlp(), None, penalty=tfprune.GroupLasso(1e-3))
+    with pytest.raises(ValueError, match="`threshold` must be a number >= 0"):
+        tfprune.prune_groups_below(model, -1.0)
