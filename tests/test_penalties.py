@@ -88,3 +88,48 @@ def test_a_penalty_run_needs_something_to_do_and_a_valid_threshold():
     model = tfprune.prune_channels(tiny_mlp(), None, penalty=tfprune.GroupLasso(1e-3))
     with pytest.raises(ValueError, match="`threshold` must be a number >= 0"):
         tfprune.prune_groups_below(model, -1.0)
+
+
+def _gated_mlp():
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((64,)), L.Dense(64, activation="relu", name="h1"),
+                              L.BatchNormalization(name="bn"), L.Dense(32, activation="tanh", name="h2"),
+                              L.Dense(10, name="out")])
+    return tfprune.prune_channels(model, None, penalty=tfprune.L0Gates(1e-2, warmup_steps=20, initial_drop_rate=0.5))
+
+
+def test_l0_gates_sit_on_the_batch_norm_or_the_producer_and_add_the_expected_open_count():
+    gated = _gated_mlp()
+    assert {layer.layer.name: layer.gate_roles for layer in gated.layers if isinstance(layer, tfprune.PruneChannels)} \
+        == {"h1": (), "bn": ("channel",), "h2": ("output",)}
+    controller = tfprune.ChannelController(gated)
+    controller.set_step_driven(True)
+    controller.update(1000)  # warmed up
+    gated(np.zeros((2, 64), "float32"), training=True)
+    penalty = tfprune.L0Gates(1e-2)
+    # log alpha starts at 0: every gate is open with probability sigmoid(-beta * log(-gamma / zeta))
+    open_probability = 1 / (1 + np.exp(penalty.beta * np.log(-penalty.gamma / penalty.zeta)))
+    assert float(sum(gated.losses)) == pytest.approx(1e-2 * (64 + 32) * open_probability, rel=1e-5)
+
+
+def test_l0_gates_close_in_fit_fold_exactly_and_shrink_away(tmp_path):
+    (x, y), (x_test, y_test) = data.load_digits()
+    x, x_test = x.reshape(-1, 64), x_test.reshape(-1, 64)
+    gated = _gated_mlp()
+    gated.compile(keras.optimizers.Adam(1e-2), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    gated.fit(x, y, epochs=25, batch_size=32, verbose=0, callbacks=[tfprune.UpdatePruningStep()])
+    path = tmp_path / "gated.keras"
+    gated.save(path)
+    gated = tfprune.load_model(path)
+    expected = gated.predict(x_test, verbose=0)  # inference: deterministic gates
+
+    closed = tfprune.fold_gates(gated)
+
+    np.testing.assert_allclose(gated.predict(x_test, verbose=0), expected, atol=1e-4)
+    small = tfprune.shrink(gated, verbose=False)
+    assert closed > 10
+    assert small.get_layer("h1").units + small.get_layer("h2").units == 64 + 32 - closed
+    np.testing.assert_allclose(small.predict(x_test, verbose=0), expected, atol=1e-4)
+    assert np.mean(np.argmax(expected, -1) == y_test) > 0.85
+    with pytest.raises(ValueError, match="no L0 gates to fold"):
+        tfprune.fold_gates(gated)

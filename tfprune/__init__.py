@@ -36,6 +36,8 @@ _PUBLIC = {
     "PruningSummaries": "tfprune.callbacks",
     "UpdatePruningStep": "tfprune.callbacks",
     "channel_groups": "tfprune.structured.analysis",
+    "L0Gates": "tfprune.structured.penalties",
+    "fold_gates": "tfprune.structured.prune",
     "format_report": "tfprune.report",
     "load_model": "tfprune.api",
     "model_cost": "tfprune.structured.cost",

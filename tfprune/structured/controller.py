@@ -35,6 +35,7 @@ class ChannelController(StepKeeping):
     """
 
     def __init__(self, model):
+        self.model = model
         self.wrappers = [w for w in pruning_wrappers(model) if isinstance(w, PruneChannels)]
         if not self.wrappers:
             raise ValueError("The model has no channel-pruned layers. Wrap it first: tfprune.prune_channels(model, ...).")
@@ -58,7 +59,12 @@ class ChannelController(StepKeeping):
         self._axes = {id(layer): rule_by_class(layer)[0].axes(layer)
                       for s in self.sets for layer, _, _ in s.members}
         self.penalty = first.penalty
-        self._penalized = self._attach_penalty() if self.penalty is not None else []
+        if self.penalty is None:
+            self._penalized = []
+        elif self.penalty.gated:
+            self._penalized = [w for w in self.wrappers if w.gate_roles]
+        else:
+            self._penalized = self._attach_penalty()
 
     def _attach_penalty(self):
         """Gives each set's penalty to the first wrapper on it; returns the wrappers that add one."""
@@ -109,6 +115,27 @@ class ChannelController(StepKeeping):
             norms = self._scores(channel_set, {}, L2Norm())
             below = np.flatnonzero(norms < threshold)
             chosen.append(below if len(below) < channel_set.size else np.argsort(norms)[:-1])
+        self._apply(chosen, self.step)
+        return sum(len(c) for c in chosen)
+
+    def fold_gates(self):
+        """Folds every L0 gate into its weights and prunes the groups whose gate is closed; returns their count.
+
+        Groups pruned before stay pruned.
+        """
+        gates = {id(w.layer): w.fold_gates() for w in self.wrappers if w.gate_roles and not w.gates_folded}
+        if not gates:
+            raise ValueError("The model has no L0 gates to fold: prune it with penalty=tfprune.L0Gates(...) first, "
+                             "or its gates are folded already.")
+        if isinstance(self.model, keras.Model):  # compiled functions still apply the gates: trace them again
+            self.model.train_function = self.model.test_function = self.model.predict_function = None
+        chosen = []
+        for channel_set in self.sets:
+            closed = self._already_pruned(channel_set)
+            for layer, role, indices in channel_set.members:
+                if role in gates.get(id(layer), {}):
+                    closed |= gates[id(layer)][role][indices[:, 0]] == 0
+            chosen.append(np.flatnonzero(closed))
         self._apply(chosen, self.step)
         return sum(len(c) for c in chosen)
 

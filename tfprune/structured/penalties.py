@@ -25,7 +25,13 @@ from keras import ops
 
 
 class Penalty:
-    """A loss over channel groups with a strength that warms up from 0; subclass and implement `loss`."""
+    """A loss over channel groups with a strength that warms up from 0; subclass and implement `loss`.
+
+    A penalty with `gated = False` scores the groups' weights (`loss(squared_norms, sizes)`);
+    one with `gated = True` puts a trainable gate on every group (`loss(log_alpha, sizes)`).
+    """
+
+    gated = False
 
     def __init__(self, strength, warmup_steps=0):
         if isinstance(strength, bool) or not isinstance(strength, numbers.Real) or not math.isfinite(strength) \
@@ -43,9 +49,9 @@ class Penalty:
         ramp = ops.clip(ops.cast(step, "float32") / self.warmup_steps, 0.0, 1.0)
         return self.strength * ramp
 
-    def loss(self, squared_norms, sizes):
-        """The unscaled penalty of a set of groups from their squared L2 norms and their sizes (weights)."""
-        raise NotImplementedError(f"{type(self).__name__} must implement loss(squared_norms, sizes).")
+    def loss(self, values, sizes):
+        """The unscaled penalty of a set of groups from their squared L2 norms (or gate parameters) and sizes."""
+        raise NotImplementedError(f"{type(self).__name__} must implement loss(values, sizes).")
 
     def get_config(self):
         return {"strength": self.strength, "warmup_steps": self.warmup_steps}
@@ -75,6 +81,60 @@ class GroupLasso(Penalty):
 
     def loss(self, squared_norms, sizes):
         return ops.sum(ops.sqrt(sizes) * ops.sqrt(squared_norms + 1e-12))  # finite gradient at a zero group
+
+
+@keras.saving.register_keras_serializable(package="tfprune")
+class L0Gates(Penalty):
+    """Hard-concrete gates on channel groups with an expected-L0 penalty (Louizos, Welling & Kingma 2018).
+
+    Each group gets a gate z in [0, 1] with a trainable log alpha. In training
+    z = clip(sigmoid((log u - log(1 - u) + log alpha) / beta) * (zeta - gamma) + gamma, 0, 1), u ~ U(0, 1),
+    drawn per batch; in inference z = clip(sigmoid(log alpha) * (zeta - gamma) + gamma, 0, 1). The loss is
+    strength * sum over gates of sigmoid(log alpha - beta * log(-gamma / zeta)), the probability that a
+    gate is open (times the group's weights with `per_weight=True`). A gate on a Dense/Conv scales its
+    pre-activation output (kernel column and bias), on a BatchNormalization its output.
+    `tfprune.fold_gates(model)` folds them into the weights when training is done.
+
+    Args:
+        strength: lambda, >= 0.
+        warmup_steps: steps over which lambda grows from 0.
+        per_weight: weigh each gate by the number of weights in its group.
+        initial_drop_rate: the probability that a gate starts closed (sets the initial log alpha).
+    """
+
+    beta, gamma, zeta = 2.0 / 3.0, -0.1, 1.1
+    gated = True
+
+    def __init__(self, strength, warmup_steps=0, per_weight=False, initial_drop_rate=0.2):
+        super().__init__(strength, warmup_steps)
+        if not 0 < initial_drop_rate < 1:
+            raise ValueError(f"`initial_drop_rate` must be in (0, 1), got {initial_drop_rate!r}.")
+        self.per_weight = bool(per_weight)
+        self.initial_drop_rate = float(initial_drop_rate)
+
+    @property
+    def initial_log_alpha(self):
+        return math.log(1 - self.initial_drop_rate) - math.log(self.initial_drop_rate)
+
+    def gates(self, log_alpha, training, seed):
+        """z for every gate: noisy in training, deterministic otherwise."""
+        if training:
+            u = keras.random.uniform(ops.shape(log_alpha), 1e-6, 1 - 1e-6, seed=seed)
+            s = ops.sigmoid((ops.log(u) - ops.log(1 - u) + log_alpha) / self.beta)
+        else:
+            s = ops.sigmoid(log_alpha)
+        return ops.clip(s * (self.zeta - self.gamma) + self.gamma, 0.0, 1.0)
+
+    def loss(self, log_alpha, sizes):
+        """Expected number of open gates (weighted by `sizes` with per_weight)."""
+        open_probability = ops.sigmoid(log_alpha - self.beta * math.log(-self.gamma / self.zeta))
+        return ops.sum(open_probability * sizes) if self.per_weight else ops.sum(open_probability)
+
+    def get_config(self):
+        return {**super().get_config(), "per_weight": self.per_weight, "initial_drop_rate": self.initial_drop_rate}
+
+    def __hash__(self):
+        return hash((type(self), self.strength, self.warmup_steps, self.per_weight))
 
 
 def get(identifier):

@@ -69,12 +69,36 @@ def prune_channels(model, pruning_schedule, importance="l2", scope="layer", roun
             if any(axis.masked and axis.role == role for axis in rule_by_class(layer)[0].axes(layer)):
                 masked.add(id(layer))
     names = [layer if isinstance(layer, str) else layer.name for layer in (ignored_layers or ())]
+    gate_roles = _gate_roles(analysis, prunable) if settings["penalty"] is not None and settings["penalty"].gated \
+        else {}
 
     def replace(layer):
-        return PruneChannels(copy_layer(layer), **settings, ignored_layers=names) if id(layer) in masked \
-            else copy_layer(layer)
+        if id(layer) not in masked:
+            return copy_layer(layer)
+        return PruneChannels(copy_layer(layer), **settings, ignored_layers=names,
+                             gate_roles=sorted(gate_roles.get(id(layer), ())))
 
     return rebuild(model, replace)
+
+
+def _gate_roles(analysis, prunable):
+    """{id(layer): roles} that carry L0 gates: in each set, its normalization layer if it has one, else its
+    one masked member (a gate on a Conv before a BatchNormalization would be normalized away)."""
+    roles, skipped = {}, []
+    for channel_set in analysis.channel_sets(prunable):
+        gateable = [(layer, role, indices) for layer, role, indices in channel_set.members
+                    if any(a.masked and a.role == role for a in rule_by_class(layer)[0].axes(layer))]
+        normalizing = [member for member in gateable if member[1] == "channel"]
+        gateable = normalizing or gateable
+        if len(gateable) == 1 and gateable[0][2].shape[1] == 1:
+            roles.setdefault(id(gateable[0][0]), set()).add(gateable[0][1])
+        else:
+            skipped += [layer.name for layer, _, _ in gateable]
+    if skipped:
+        warnings.warn(
+            "L0 gates need one gated layer per set of coupled channels; channels shared by several (residual "
+            f"connections, stacked BatchNorms) get no gate: {sorted(set(skipped))[:6]}.", stacklevel=4)
+    return roles
 
 
 def _checked_settings(pruning_schedule, importance, scope, round_to, max_sparsity, penalty):
@@ -139,3 +163,22 @@ def prune_groups_below(model, threshold):
     if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real) or not threshold >= 0:
         raise ValueError(f"`threshold` must be a number >= 0, got {threshold!r}.")
     return ChannelController(model).prune_below(float(threshold))
+
+
+def fold_gates(model):
+    """Folds the L0 gates of a channel-pruned model into its weights; closed gates become pruned groups.
+
+    An open gate scales its channel's weights by its inference value; a closed one (z = 0) zeroes
+    them, and its group is pruned, so `shrink(model)` then removes it. Returns the number of
+    groups pruned.
+
+    Example:
+
+    ```python
+    gated = tfprune.prune_channels(model, None, penalty=tfprune.L0Gates(1e-3))
+    gated.fit(x, y, epochs=20, callbacks=[tfprune.UpdatePruningStep()])
+    tfprune.fold_gates(gated)
+    small = tfprune.shrink(gated)
+    ```
+    """
+    return ChannelController(model).fold_gates()

@@ -52,16 +52,18 @@ class PruneChannels(PruningWrapper):
     Args:
         layer: the Keras layer.
         pruning_schedule: the fraction of channels pruned over time, or None (penalty only).
-        importance: an importance name ("l1", "l2", "bn_scale") or an `Importance`.
+        importance: an importance name ("l1", "l2", "bn_scale", "taylor") or an `Importance`.
         scope: "layer" (each set of coupled channels pruned to the target) or "global".
         round_to: keep channel counts at multiples of this, or None.
         max_sparsity: the most any set of coupled channels is pruned.
         ignored_layers: names of the layers whose channels are kept.
-        penalty: a `Penalty` on the channel groups (group lasso), or None.
+        penalty: a `Penalty` on the channel groups (group lasso, L0 gates), or None.
+        gate_roles: the roles whose channels carry this layer's L0 gates.
+        gates_folded: True once `fold_gates` has folded the gates into the weights.
     """
 
     def __init__(self, layer, pruning_schedule=None, importance="l2", scope="layer", round_to=None,
-                 max_sparsity=0.9, ignored_layers=(), penalty=None, **kwargs):
+                 max_sparsity=0.9, ignored_layers=(), penalty=None, gate_roles=(), gates_folded=False, **kwargs):
         kwargs.setdefault("name", f"prune_channels_{layer.name}")
         super().__init__(layer, **kwargs)
         if isinstance(pruning_schedule, dict):
@@ -74,6 +76,8 @@ class PruneChannels(PruningWrapper):
         self.ignored_layers = tuple(ignored_layers)
         self.penalty = penalties_lib.get(penalty)
         self.penalty_terms = []  # set by the controller: the channel sets whose penalty this wrapper adds
+        self.gate_roles, self.gates_folded = tuple(gate_roles), bool(gates_folded)
+        self.log_alpha, self.gate_sizes = {}, {}
         self.role_axes = []
         self.channel_masks = {}
         self.taylor = None  # (sum, batches) variables when the importance needs gradients
@@ -99,19 +103,63 @@ class PruneChannels(PruningWrapper):
                                 trainable=False),
                 self.add_weight(name="taylor_batches", shape=(), initializer="zeros", trainable=False),
             )
+        for role in self.gate_roles:
+            self.log_alpha[role] = self.add_weight(
+                name=f"{role}_log_alpha", shape=self.channel_masks[role].shape,
+                initializer=keras.initializers.Constant(self.penalty.initial_log_alpha))
+            self.gate_sizes[role] = sum(np.prod(a.variable.shape) // a.size for a in self.role_axes if a.role == role)
+        if self.gate_roles:
+            self._gate_seed = keras.random.SeedGenerator(0)
         for axis in self.role_axes:
             variable = axis.variable
             variable.constraint = KeepChannels(self.channel_masks[axis.role], axis.axis, axis.repeat,
                                                len(variable.shape), variable.constraint)
 
     def call(self, inputs=None, *args, training=None, **kwargs):
-        outputs = super().call(inputs, *args, training=training, **kwargs)
+        if self.gate_roles and not self.gates_folded:
+            outputs = self._gated_call(inputs, *args, training=training, **kwargs)
+        else:
+            outputs = super().call(inputs, *args, training=training, **kwargs)
         if training and self.taylor is not None and not isinstance(outputs, (tuple, list)):
             outputs = record_taylor(outputs, *self.taylor)
         if self.penalty_terms:
             self.add_loss(self.penalty.strength_at(ops.convert_to_tensor(self.pruning_step))
                           * sum(self.penalty.loss(term.squared_norms(), term.sizes) for term in self.penalty_terms))
         return outputs
+
+    def _gated_call(self, inputs, *args, training=None, **kwargs):
+        """The layer's call with its L0 gates applied, adding the gates' penalty as a loss.
+
+        A BatchNormalization's output is multiplied by its gates (its moving statistics must
+        update as usual); other layers see their gated weights through a StatelessScope.
+        """
+        gates = {role: self.penalty.gates(self.log_alpha[role], training, self._gate_seed) for role in self.gate_roles}
+        strength = self.penalty.strength_at(ops.convert_to_tensor(self.pruning_step))
+        self.add_loss(strength * sum(self.penalty.loss(self.log_alpha[role], self.gate_sizes[role])
+                                     for role in self.gate_roles))
+        if isinstance(self.layer, keras.layers.BatchNormalization):
+            return super().call(inputs, *args, training=training, **kwargs) * gates["channel"]
+        mapping = [(a.variable, ops.convert_to_tensor(a.variable)
+                    * broadcast_mask(gates[a.role], a.axis, a.repeat, len(a.variable.shape)))
+                   for a in self.role_axes if a.role in gates]
+        with keras.StatelessScope(state_mapping=mapping):
+            return super().call(inputs, *args, training=training, **kwargs)
+
+    def deterministic_gates(self):
+        """{role: numpy z} of the inference gates."""
+        return {role: keras.ops.convert_to_numpy(self.penalty.gates(self.log_alpha[role], False, None))
+                for role in self.gate_roles}
+
+    def fold_gates(self):
+        """Multiplies the gated weights by the inference gates and turns the gates off; returns the gates."""
+        gates = self.deterministic_gates()
+        for axis in self.role_axes:
+            if axis.role in gates:
+                mask = broadcast_mask(ops.convert_to_tensor(gates[axis.role], axis.variable.dtype), axis.axis,
+                                      axis.repeat, len(axis.variable.shape))
+                axis.variable.assign(ops.multiply(axis.variable.value, mask))
+        self.gates_folded = True
+        return gates
 
     def recorded_taylor(self):
         """Mean squared gate gradient per output channel since the last reset, or None before any batch."""
@@ -156,6 +204,8 @@ class PruneChannels(PruningWrapper):
             "max_sparsity": self.max_sparsity,
             "ignored_layers": list(self.ignored_layers),
             "penalty": penalties_lib.serialize(self.penalty),
+            "gate_roles": list(self.gate_roles),
+            "gates_folded": self.gates_folded,
         })
         return config
 
