@@ -30,6 +30,9 @@ test: $(STAMP)
 bench: $(BENCH_STAMP)
 	$(PY) benchmarks/training_overhead.py
 	$(PY) benchmarks/deploy_lenet.py
+	$(PY) benchmarks/structured_latency.py
+	$(PY) benchmarks/structured_criteria.py
+	$(PY) benchmarks/l0_lenet.py
 
 # aarch64 LiteRT under qemu-user vs x86 (correctness only). Installs qemu-user and enables arm64 in apt: needs root.
 arm-check: $(STAMP)

@@ -2,10 +2,10 @@
 
 A CNN trained on the MNIST 5k subset (../shared/datasets/mnist) is channel-pruned from the same dense
 weights with each criterion, by the same schedule (layer scope), so every pruned model has exactly the
-same channel counts and FLOPs; group lasso adds its penalty (warmed up over the first epoch) to L2
-pruning. Accuracy on the 10k test set after shrinking, for several seeds (mean and spread).
+same channel counts and FLOPs; group lasso adds its penalty (warmed up over the first epoch, two
+strengths) to L2 pruning. Accuracy on the 10k test set after shrinking, for several seeds (mean and spread).
 
-Run: `python benchmarks/structured_criteria.py [--seeds 2] [--quick]`.
+Run: `python benchmarks/structured_criteria.py [--seeds 2] [--penalties 1e-4 1e-3] [--quick]`.
 Writes benchmarks/results/structured_criteria.json.
 """
 
@@ -33,7 +33,6 @@ CRITERIA = {
     "l2": {"importance": "l2"},
     "bn_scale": {"importance": "bn_scale"},
     "taylor": {"importance": "taylor"},
-    "group_lasso+l2": {"importance": "l2", "penalty": "group_lasso"},
 }
 
 
@@ -56,15 +55,15 @@ def accuracy(model, x, y):
     return float(np.mean(np.argmax(model.predict(x, verbose=0), -1) == y))
 
 
-def prune_with(dense, criterion, x, y, epochs, penalty_strength):
+def prune_with(dense, settings, x, y, epochs):
     steps = int(np.ceil(len(x) / BATCH))
     frequency = 20
     end = frequency * int(np.ceil(steps * max(1, (2 * epochs) // 3) / frequency))
     # Pruning begins after one epoch: Taylor needs recorded gradients, group lasso a warmed-up penalty.
     schedule = tfprune.PolynomialDecay(0.0, SPARSITY, begin_step=frequency * (steps // frequency), end_step=end,
                                        frequency=frequency)
-    settings = dict(CRITERIA[criterion])
-    if settings.pop("penalty", None):
+    penalty_strength = settings.pop("group_lasso", None)
+    if penalty_strength:
         settings["penalty"] = tfprune.GroupLasso(penalty_strength, warmup_steps=steps)
     pruned = compiled(tfprune.prune_channels(dense, schedule, **settings), 5e-4)
     pruned.fit(x, y, epochs=epochs, batch_size=BATCH, verbose=0, callbacks=[tfprune.UpdatePruningStep()])
@@ -74,14 +73,16 @@ def prune_with(dense, criterion, x, y, epochs, penalty_strength):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=2)
-    parser.add_argument("--penalty", type=float, default=1e-3, help="group-lasso strength")
+    parser.add_argument("--penalties", type=float, nargs="+", default=[1e-4, 1e-3], help="group-lasso strengths")
     parser.add_argument("--quick", action="store_true", help="fewer epochs (a smoke run, not for figures)")
     args = parser.parse_args()
     dense_epochs, prune_epochs = (2, 3) if args.quick else (10, 8)
     started = time.time()
     (x, y), (x_test, y_test) = load_mnist()
     x, x_test = x[..., None], x_test[..., None]
-    runs = {name: [] for name in ["dense", *CRITERIA]}
+    criteria = {**CRITERIA, **{f"group_lasso {strength:g} + l2": {"importance": "l2", "group_lasso": strength}
+                               for strength in args.penalties}}
+    runs = {name: [] for name in ["dense", *criteria]}
     flops = {}
     for seed in range(args.seeds):
         keras.utils.set_random_seed(seed)
@@ -89,23 +90,23 @@ def main():
         dense.fit(x, y, epochs=dense_epochs, batch_size=BATCH, verbose=0)
         runs["dense"].append(accuracy(dense, x_test, y_test))
         flops["dense"] = tfprune.model_cost(dense).flops
-        for criterion in CRITERIA:
+        for criterion, settings in criteria.items():
             keras.utils.set_random_seed(seed)
-            small = prune_with(dense, criterion, x, y, prune_epochs, args.penalty)
+            small = prune_with(dense, dict(settings), x, y, prune_epochs)
             runs[criterion].append(accuracy(small, x_test, y_test))
             flops[criterion] = tfprune.model_cost(small).flops
-            print(f"seed {seed} {criterion:<15} accuracy {runs[criterion][-1]:.4f}  "
+            print(f"seed {seed} {criterion:<25} accuracy {runs[criterion][-1]:.4f}  "
                   f"FLOPs {flops[criterion] / flops['dense']:.3f}", flush=True)
     table = {name: {"mean": statistics.fmean(values), "min": min(values), "max": max(values), "runs": values,
                     "flops_ratio": flops[name] / flops["dense"]} for name, values in runs.items()}
-    print(f"\n{'criterion':<16}{'FLOPs':>7}{'mean acc':>10}{'min':>8}{'max':>8}")
+    print(f"\n{'criterion':<26}{'FLOPs':>7}{'mean acc':>10}{'min':>8}{'max':>8}")
     for name, row in table.items():
-        print(f"{name:<16}{row['flops_ratio']:>7.3f}{row['mean']:>10.4f}{row['min']:>8.4f}{row['max']:>8.4f}")
+        print(f"{name:<26}{row['flops_ratio']:>7.3f}{row['mean']:>10.4f}{row['min']:>8.4f}{row['max']:>8.4f}")
     result = {
         "benchmark": "structured_criteria",
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
         "settings": {"seeds": args.seeds, "dense_epochs": dense_epochs, "pruning_epochs": prune_epochs,
-                     "channel_sparsity": SPARSITY, "scope": "layer", "group_lasso_strength": args.penalty,
+                     "channel_sparsity": SPARSITY, "scope": "layer", "group_lasso_strengths": args.penalties,
                      "quick": args.quick},
         "accuracy": table,
         "seconds": time.time() - started,
