@@ -133,3 +133,18 @@ def test_l0_gates_close_in_fit_fold_exactly_and_shrink_away(tmp_path):
     assert np.mean(np.argmax(expected, -1) == y_test) > 0.85
     with pytest.raises(ValueError, match="no L0 gates to fold"):
         tfprune.fold_gates(gated)
+
+
+def test_strip_pruning_folds_unfolded_gates_so_the_plain_model_computes_the_same():
+    gated = _gated_mlp()
+    for layer in gated.layers:
+        for log_alpha in getattr(layer, "log_alpha", {}).values():
+            log_alpha.assign(np.linspace(-4.0, 4.0, log_alpha.shape[0]))  # some gates closed, some half open
+    x = np.random.default_rng(0).normal(size=(5, 64)).astype("float32")
+
+    stripped = tfprune.strip_pruning(gated)
+
+    np.testing.assert_allclose(stripped.predict(x, verbose=0), gated.predict(x, verbose=0), atol=1e-5)
+    small = tfprune.shrink(stripped, verbose=False)
+    assert small.get_layer("h1").units < 64 and small.get_layer("h2").units < 32
+    np.testing.assert_allclose(small.predict(x, verbose=0), gated.predict(x, verbose=0), atol=1e-5)

@@ -185,13 +185,19 @@ class PruneChannels(PruningWrapper):
         return keras.ops.convert_to_numpy(self.channel_masks[role]) == 0
 
     def masked_values(self):
-        """The inner layer's weights (in `layer.weights` order) with the pruned channels zeroed."""
+        """The inner layer's weights (in `layer.weights` order) as inference uses them: pruned channels zeroed,
+        L0 gates not yet folded multiplied in."""
         values = {id(v): np.array(keras.ops.convert_to_numpy(v)) for v in self.layer.weights}
+        gates = self.deterministic_gates() if self.gate_roles and not self.gates_folded else {}
         for axis in self.role_axes:
-            mask = np.repeat(self.pruned(axis.role), axis.repeat)
-            index = [slice(None)] * len(axis.variable.shape)
-            index[axis.axis] = mask
-            values[id(axis.variable)][tuple(index)] = 0
+            value = values[id(axis.variable)]
+            index = [slice(None)] * value.ndim
+            index[axis.axis] = np.repeat(self.pruned(axis.role), axis.repeat)
+            value[tuple(index)] = 0
+            if axis.role in gates:
+                shape = [1] * value.ndim
+                shape[axis.axis] = -1
+                value *= np.repeat(gates[axis.role], axis.repeat).reshape(shape)
         return [values[id(v)] for v in self.layer.weights]
 
     def get_config(self):
