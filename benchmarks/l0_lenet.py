@@ -7,7 +7,7 @@ layers' units (`prune_channels(model, None, penalty=tfprune.L0Gates(strength))`)
 `fold_gates` and `shrink`. Compare the shape of the result, not the numbers.
 
 Run: `python benchmarks/l0_lenet.py [--epochs 60] [--strengths 1e-3 3e-3 1e-2]`.
-Writes benchmarks/results/l0_lenet.json.
+Writes benchmarks/results/l0_lenet.json and l0_lenet.png.
 """
 
 import argparse
@@ -42,6 +42,25 @@ def error(model, x, y):
 def compiled(model, learning_rate):
     model.compile(keras.optimizers.Adam(learning_rate), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     return model
+
+
+def plot(result, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = result["rows"]
+    fig, ax = plt.subplots(figsize=(5, 4))
+    ax.plot([r["flops_ratio"] for r in rows], [100 * r["test_error"] for r in rows], "o-")
+    for r in rows:
+        label = "dense" if not r["strength"] else f"{r['strength']:g}: 784-{r['units'][0]}-{r['units'][1]}"
+        ax.annotate(label, (r["flops_ratio"], 100 * r["test_error"]), fontsize=7, xytext=(4, 4),
+                    textcoords="offset points")
+    ax.set(xlabel="FLOPs, shrunk / dense", ylabel="test error (%)",
+           title="L0 gates on LeNet-300-100 (MNIST 5k subset)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
 
 
 def main():
@@ -85,6 +104,7 @@ def main():
     }
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "l0_lenet.json").write_text(json.dumps(result, indent=2) + "\n")
+    plot(result, RESULTS / "l0_lenet.png")
 
 
 if __name__ == "__main__":

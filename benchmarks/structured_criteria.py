@@ -6,7 +6,7 @@ same channel counts and FLOPs; group lasso adds its penalty (warmed up over the 
 strengths) to L2 pruning. Accuracy on the 10k test set after shrinking, for several seeds (mean and spread).
 
 Run: `python benchmarks/structured_criteria.py [--seeds 2] [--penalties 1e-4 1e-3] [--quick]`.
-Writes benchmarks/results/structured_criteria.json.
+Writes benchmarks/results/structured_criteria.json and structured_criteria.png.
 """
 
 import argparse
@@ -70,6 +70,26 @@ def prune_with(dense, settings, x, y, epochs):
     return tfprune.shrink(pruned, verbose=False)
 
 
+def plot(result, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    table = result["accuracy"]
+    names = list(table)
+    means = [100 * table[n]["mean"] for n in names]
+    spread = [[100 * (table[n]["mean"] - table[n]["min"]) for n in names],
+              [100 * (table[n]["max"] - table[n]["mean"]) for n in names]]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.barh(names, means, xerr=spread, color=["gray"] + ["tab:blue"] * (len(names) - 1))
+    ax.set(xlabel="test accuracy (%), mean and range over seeds", xlim=(min(means) - 5, 100),
+           title=f"Channel criteria at {table[names[1]]['flops_ratio']:.2f} of the FLOPs")
+    ax.invert_yaxis()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=2)
@@ -114,6 +134,7 @@ def main():
     RESULTS.mkdir(exist_ok=True)
     name = "structured_criteria_quick" if args.quick else "structured_criteria"
     (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    plot(result, RESULTS / f"{name}.png")
 
 
 if __name__ == "__main__":
