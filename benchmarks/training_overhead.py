@@ -3,7 +3,8 @@
 LeNet-300-100 (784-300-100-10) and a small CNN on the MNIST 5k subset, batch 60,
 PolynomialDecay with frequency 10. Measured for tfprune's magnitude pruning, tfmot's, and
 tfprune's channel pruning (`prune_channels`) with L2 and with Taylor importance (which
-records gradients in the backward pass). Dense and pruned epochs alternate in one process
+records gradients in the backward pass), with L2 plus a group-lasso penalty, and with L0
+gates alone (no schedule). Dense and pruned epochs alternate in one process
 so that the ratio holds on a noisy machine: each round fits a fresh dense and pruned
 model (alternating which goes first), drops the first (tracing) epoch of each fit and
 divides their median epoch times; the reported ratio is the median over rounds. The ratio of process CPU time is reported too:
@@ -26,7 +27,7 @@ from pathlib import Path
 
 RESULTS = Path(__file__).parent / "results"
 BATCH = 60
-FRAMEWORKS = ("tfprune", "tfmot", "channels_l2", "channels_taylor")
+FRAMEWORKS = ("tfprune", "tfmot", "channels_l2", "channels_taylor", "channels_group_lasso", "channels_l0")
 
 
 def build(keras, arch):
@@ -84,10 +85,14 @@ def measure(framework, rounds, epochs):
 
         prune, schedule_cls, callback = tfprune.prune_low_magnitude, tfprune.PolynomialDecay, tfprune.UpdatePruningStep
         if framework.startswith("channels_"):
-            importance = framework.removeprefix("channels_")
+            settings = {"channels_l2": {}, "channels_taylor": {"importance": "taylor"},
+                        "channels_group_lasso": {"penalty": tfprune.GroupLasso(1e-4, warmup_steps=100)},
+                        }.get(framework)
 
             def prune(model, pruning_schedule):
-                return tfprune.prune_channels(model, pruning_schedule, importance=importance)
+                if settings is None:  # channels_l0: the gates alone
+                    return tfprune.prune_channels(model, None, penalty=tfprune.L0Gates(1e-3))
+                return tfprune.prune_channels(model, pruning_schedule, **settings)
     from tfprune.data import load_mnist
 
     (x, y), _ = load_mnist()
@@ -127,18 +132,22 @@ def main():
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--framework", choices=FRAMEWORKS, help=argparse.SUPPRESS)
+    parser.add_argument("--only", nargs="+", choices=FRAMEWORKS,
+                        help="measure these only and update their entries in the existing JSON")
     args = parser.parse_args()
     if args.framework:  # child process: print JSON only on the last line
         print(json.dumps(measure(args.framework, args.rounds, args.epochs)))
         return
-    report = {
+    path = RESULTS / "training_overhead.json"
+    report = json.loads(path.read_text()) if args.only and path.exists() else {}
+    report.update({
         "benchmark": "training_overhead",
         "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count()},
         "batch_size": BATCH,
         "schedule": "PolynomialDecay(0 -> 0.9, frequency=10)",
         "dataset": "MNIST 5k training subset",
-    }
-    for framework in FRAMEWORKS:
+    })
+    for framework in args.only or FRAMEWORKS:
         cmd = [sys.executable, __file__, "--framework", framework, "--rounds", str(args.rounds), "--epochs", str(args.epochs)]
         out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
         lines = out.stdout.strip().splitlines()
@@ -147,9 +156,8 @@ def main():
             print(f"{framework}: failed\n{out.stderr[-2000:]}")
             continue
         print("\n".join(lines[:-1]))
-        report[framework] = json.loads(lines[-1])
+        report[framework] = {**json.loads(lines[-1]), "rounds": args.rounds, "epochs": args.epochs}
     RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / "training_overhead.json"
     path.write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {path}")
 

@@ -228,9 +228,11 @@ class PenaltyTerm:
         self.slices, self.sizes = slices, ops.convert_to_tensor(sizes, "float32")
 
     def squared_norms(self):
+        """Squared L2 norm of each group: per-channel sums of squares first (no gather of whole weights)."""
         total = 0.0
         for variable, axis, repeat, rows in self.slices:
-            values = ops.reshape(ops.moveaxis(ops.convert_to_tensor(variable), axis, 0), (variable.shape[axis] // repeat, -1))
-            gathered = ops.take(values, rows.reshape(-1), axis=0)
-            total = total + ops.sum(ops.reshape(ops.square(gathered), (rows.shape[0], -1)), axis=1)
+            value = ops.convert_to_tensor(variable)
+            per_entry = ops.sum(ops.square(value), axis=[a for a in range(len(variable.shape)) if a != axis])
+            per_channel = ops.sum(ops.reshape(per_entry, (-1, repeat)), axis=1)
+            total = total + ops.sum(ops.take(per_channel, rows, axis=0), axis=1)
         return total
