@@ -90,10 +90,11 @@ def test_a_penalty_run_needs_something_to_do_and_a_valid_threshold():
         tfprune.prune_groups_below(model, -1.0)
 
 
-def _gated_mlp():
+def _gated_mlp(activation="tanh"):
+    """h1's gates sit on the BatchNorm after it; h2's on its weights (tanh) or on its outputs (relu)."""
     keras.utils.set_random_seed(0)
     model = keras.Sequential([keras.Input((64,)), L.Dense(64, activation="relu", name="h1"),
-                              L.BatchNormalization(name="bn"), L.Dense(32, activation="tanh", name="h2"),
+                              L.BatchNormalization(name="bn"), L.Dense(32, activation=activation, name="h2"),
                               L.Dense(10, name="out")])
     return tfprune.prune_channels(model, None, penalty=tfprune.L0Gates(1e-2, warmup_steps=20, initial_drop_rate=0.5))
 
@@ -135,8 +136,9 @@ def test_l0_gates_close_in_fit_fold_exactly_and_shrink_away(tmp_path):
         tfprune.fold_gates(gated)
 
 
-def test_strip_pruning_folds_unfolded_gates_so_the_plain_model_computes_the_same():
-    gated = _gated_mlp()
+@pytest.mark.parametrize("activation", ["tanh", "relu"])
+def test_strip_pruning_folds_unfolded_gates_so_the_plain_model_computes_the_same(activation):
+    gated = _gated_mlp(activation)
     for layer in gated.layers:
         for log_alpha in getattr(layer, "log_alpha", {}).values():
             log_alpha.assign(np.linspace(-4.0, 4.0, log_alpha.shape[0]))  # some gates closed, some half open

@@ -110,6 +110,8 @@ class PruneChannels(PruningWrapper):
             self.gate_sizes[role] = sum(np.prod(a.variable.shape) // a.size for a in self.role_axes if a.role == role)
         if self.gate_roles:
             self._gate_seed = keras.random.SeedGenerator(0)
+            self._gates_on_outputs = isinstance(self.layer, keras.layers.BatchNormalization) or (
+                self.gate_roles == ("output",) and _commutes_with_scaling(getattr(self.layer, "activation", None)))
         for axis in self.role_axes:
             variable = axis.variable
             variable.constraint = KeepChannels(self.channel_masks[axis.role], axis.axis, axis.repeat,
@@ -130,15 +132,18 @@ class PruneChannels(PruningWrapper):
     def _gated_call(self, inputs, *args, training=None, **kwargs):
         """The layer's call with its L0 gates applied, adding the gates' penalty as a loss.
 
-        A BatchNormalization's output is multiplied by its gates (its moving statistics must
-        update as usual); other layers see their gated weights through a StatelessScope.
+        The output is multiplied by the gates where that equals gating the weights: a
+        BatchNormalization (whose moving statistics must update as usual), or a layer whose
+        activation commutes with scaling (linear, ReLU), which is also cheaper. Other layers
+        see their gated weights through a StatelessScope.
         """
         gates = {role: self.penalty.gates(self.log_alpha[role], training, self._gate_seed) for role in self.gate_roles}
         strength = self.penalty.strength_at(ops.convert_to_tensor(self.pruning_step))
         self.add_loss(strength * sum(self.penalty.loss(self.log_alpha[role], self.gate_sizes[role])
                                      for role in self.gate_roles))
-        if isinstance(self.layer, keras.layers.BatchNormalization):
-            return super().call(inputs, *args, training=training, **kwargs) * gates["channel"]
+        if self._gates_on_outputs:
+            (gate,) = gates.values()
+            return super().call(inputs, *args, training=training, **kwargs) * gate
         mapping = [(a.variable, ops.convert_to_tensor(a.variable)
                     * broadcast_mask(gates[a.role], a.axis, a.repeat, len(a.variable.shape)))
                    for a in self.role_axes if a.role in gates]
@@ -215,6 +220,15 @@ class PruneChannels(PruningWrapper):
         })
         return config
 
+
+
+def _commutes_with_scaling(activation):
+    """True if activation(z * x) == z * activation(x) for z >= 0 (linear, ReLU, LeakyReLU), checked on samples."""
+    if activation is None:
+        return False
+    x = np.array([[-10.0, -3.0, -1.0, 0.0, 0.5, 1.0, 4.0, 10.0]], "float32")
+    single, double = (keras.ops.convert_to_numpy(activation(keras.ops.convert_to_tensor(v))) for v in (x, 2 * x))
+    return bool(np.allclose(double, 2 * single, rtol=1e-6, atol=0))
 
 
 class PenaltyTerm:
