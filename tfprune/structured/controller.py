@@ -25,6 +25,12 @@ from tfprune.structured.importance import L2Norm
 from tfprune.structured.wrapper import PenaltyTerm, PruneChannels
 
 
+def _nearest(count):
+    """`count` rounded to the nearest integer, halves up (as tfmot rounds the number of weights it keeps), so
+    that a schedule ending at 0.4999 of 16 channels prunes 8, not 7."""
+    return math.floor(count + 0.5)
+
+
 class ChannelController(StepKeeping):
     """Updates the channel masks of every `PruneChannels` wrapper of a model.
 
@@ -198,7 +204,7 @@ class ChannelController(StepKeeping):
         caps = [0 if s is None else min(c.size - 1, math.floor(self.max_sparsity * c.size + 1e-9))
                 for c, s in zip(self.sets, scores)]
         if self.scope == "layer":
-            counts = [min(cap, math.floor(sparsity * c.size + 1e-9)) for c, cap in zip(self.sets, caps)]
+            counts = [min(cap, _nearest(sparsity * c.size)) for c, cap in zip(self.sets, caps)]
         else:
             counts = self._global_counts(scores, caps, sparsity)
         return [self._rounded(c.size, count) for c, count in zip(self.sets, counts)]
@@ -211,7 +217,7 @@ class ChannelController(StepKeeping):
             finite = set_scores[np.isfinite(set_scores)]
             scale = finite.mean() if finite.size and finite.mean() > 0 else 1.0
             normalized += [(score / scale, index) for score in set_scores]
-        total = math.floor(sparsity * len(normalized) + 1e-9)
+        total = _nearest(sparsity * len(normalized))
         counts = [0] * len(self.sets)
         for _, index in sorted(normalized, key=lambda pair: pair[0]):
             if total == 0:
