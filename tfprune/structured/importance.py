@@ -21,6 +21,8 @@ import dataclasses
 import keras
 import numpy as np
 
+from tfprune.structured.configurable import Configurable
+
 
 @dataclasses.dataclass(frozen=True)
 class WeightSlice:
@@ -39,7 +41,7 @@ class WeightSlice:
     values: np.ndarray
 
 
-class Importance:
+class Importance(Configurable):
     """Scores the channel groups of one set of coupled channels; subclass it to add a criterion.
 
     A criterion that sets `needs_gradients = True` also receives, per producing layer, a slice
@@ -54,19 +56,6 @@ class Importance:
         raise NotImplementedError(
             f"{type(self).__name__} must implement __call__(slices) returning one score per channel group."
         )
-
-    def get_config(self):
-        return {}
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
-
-    def __eq__(self, other):
-        return type(self) is type(other) and self.get_config() == other.get_config()
-
-    def __hash__(self):
-        return hash(type(self))
 
 
 @keras.saving.register_keras_serializable(package="tfprune")

@@ -23,8 +23,10 @@ import numbers
 import keras
 from keras import ops
 
+from tfprune.structured.configurable import Configurable
 
-class Penalty:
+
+class Penalty(Configurable):
     """A loss over channel groups with a strength that warms up from 0; subclass and implement `loss`.
 
     A penalty with `gated = False` scores the groups' weights (`loss(squared_norms, sizes)`);
@@ -55,16 +57,6 @@ class Penalty:
 
     def get_config(self):
         return {"strength": self.strength, "warmup_steps": self.warmup_steps}
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
-
-    def __eq__(self, other):
-        return type(self) is type(other) and self.get_config() == other.get_config()
-
-    def __hash__(self):
-        return hash((type(self), self.strength, self.warmup_steps))
 
     def __repr__(self):
         return f"{type(self).__name__}(strength={self.strength:g}, warmup_steps={self.warmup_steps})"
@@ -132,9 +124,6 @@ class L0Gates(Penalty):
 
     def get_config(self):
         return {**super().get_config(), "per_weight": self.per_weight, "initial_drop_rate": self.initial_drop_rate}
-
-    def __hash__(self):
-        return hash((type(self), self.strength, self.warmup_steps, self.per_weight))
 
 
 def get(identifier):

@@ -85,7 +85,7 @@ class PruneChannels(PruningWrapper):
     @property
     def settings(self):
         """What every wrapper of one `prune_channels` call shares."""
-        return (self.pruning_schedule, type(self.importance), self.scope, self.round_to, self.max_sparsity,
+        return (self.pruning_schedule, self.importance, self.scope, self.round_to, self.max_sparsity,
                 self.ignored_layers, self.penalty)
 
     def build(self, input_shape=None):
