@@ -9,7 +9,7 @@ from tfprune.structured import importance as importance_lib
 from tfprune.structured import penalties as penalties_lib
 from tfprune.structured.analysis import ChannelAnalysis
 from tfprune.structured.controller import ChannelController
-from tfprune.structured.rules import rule_by_class
+from tfprune.structured.rules import masked_roles
 from tfprune.structured.wrapper import PruneChannels
 from tfprune.wrapper import SCOPES
 
@@ -63,14 +63,10 @@ def prune_channels(model, pruning_schedule, importance="l2", scope="layer", roun
             f"Model '{model.name}' has no channel that prune_channels can remove: every channel is a model "
             "input or output, passes through a layer the channel analysis keeps whole, or cannot be made zero."
         )
-    masked = set()  # layers with a masked weight along a prunable group
-    for channel_set in analysis.channel_sets(prunable):
-        for layer, role, _ in channel_set.members:
-            if any(axis.masked and axis.role == role for axis in rule_by_class(layer)[0].axes(layer)):
-                masked.add(id(layer))
+    channel_sets = analysis.channel_sets(prunable)
+    masked = {id(layer) for channel_set in channel_sets for layer, _, _ in _masked_members(channel_set)}
     names = [layer if isinstance(layer, str) else layer.name for layer in (ignored_layers or ())]
-    gate_roles = _gate_roles(analysis, prunable) if settings["penalty"] is not None and settings["penalty"].gated \
-        else {}
+    gate_roles = _gate_roles(channel_sets) if settings["penalty"] is not None and settings["penalty"].gated else {}
 
     def replace(layer):
         if id(layer) not in masked:
@@ -81,13 +77,17 @@ def prune_channels(model, pruning_schedule, importance="l2", scope="layer", roun
     return rebuild(model, replace)
 
 
-def _gate_roles(analysis, prunable):
+def _masked_members(channel_set):
+    """The members of a set with a weight that channel pruning zeroes along the set's channels."""
+    return [(layer, role, indices) for layer, role, indices in channel_set.members if role in masked_roles(layer)]
+
+
+def _gate_roles(channel_sets):
     """{id(layer): roles} that carry L0 gates: in each set, its normalization layer if it has one, else its
     one masked member (a gate on a Conv before a BatchNormalization would be normalized away)."""
     roles, skipped = {}, []
-    for channel_set in analysis.channel_sets(prunable):
-        gateable = [(layer, role, indices) for layer, role, indices in channel_set.members
-                    if any(a.masked and a.role == role for a in rule_by_class(layer)[0].axes(layer))]
+    for channel_set in channel_sets:
+        gateable = _masked_members(channel_set)
         normalizing = [member for member in gateable if member[1] == "channel"]
         gateable = normalizing or gateable
         if len(gateable) == 1 and gateable[0][2].shape[1] == 1:

@@ -75,6 +75,13 @@ def keeps_zero(function):
     return bool(np.all(value == 0))
 
 
+def _alive_through(zero, weights, layer):
+    """`zero` of a layer's output channels, cleared where a bias or the layer's activation makes them nonzero."""
+    if "bias" in weights:
+        zero = zero & (weights["bias"] == 0)
+    return zero & keeps_zero(getattr(layer, "activation", None))
+
+
 def _dead_outputs(kernel, input_zero, input_axis, output_axis):
     """Output channels to which only zero inputs (or zero kernel entries) contribute."""
     kernel = np.moveaxis(kernel, (input_axis, output_axis), (-2, -1))
@@ -256,10 +263,7 @@ class Producer(Rule):
         labels = walk.own(layer, "output", kernel.shape[self.output_axis])
         zero = _dead_outputs(kernel, input_zero, self.input_axis, self.output_axis) if self.input_axis is not None \
             else ~np.any(kernel != 0, axis=0)
-        if "bias" in weights:
-            zero &= weights["bias"] == 0
-        zero &= keeps_zero(getattr(layer, "activation", None))
-        return [Channels(labels, zero)]
+        return [Channels(labels, _alive_through(zero, weights, layer))]
 
     @property
     def _kernel_name(self):
@@ -303,10 +307,7 @@ class Depthwise(Rule):
         multiplier = kernel.shape[-1]
         walk.bind(layer, "input", source.labels)
         dead = ~np.any(kernel != 0, axis=tuple(range(kernel.ndim - 2))).reshape(-1)
-        zero = np.repeat(source.zero, multiplier) | dead
-        if "bias" in weights:
-            zero &= weights["bias"] == 0
-        zero &= keeps_zero(layer.activation)
+        zero = _alive_through(np.repeat(source.zero, multiplier) | dead, weights, layer)
         return [Channels(np.repeat(source.labels, multiplier), zero)]
 
     def shrink(self, layer, keep):
@@ -342,10 +343,7 @@ class Separable(Rule):
         dead = ~np.any(depthwise != 0, axis=tuple(range(depthwise.ndim - 2))).reshape(-1)
         middle = Channels(np.repeat(source.labels, multiplier), np.repeat(source.zero, multiplier) | dead)
         walk.sink(middle)
-        zero = _dead_outputs(pointwise, middle.zero, -2, -1)
-        if "bias" in weights:
-            zero &= weights["bias"] == 0
-        zero &= keeps_zero(layer.activation)
+        zero = _alive_through(_dead_outputs(pointwise, middle.zero, -2, -1), weights, layer)
         return [Channels(walk.own(layer, "output", pointwise.shape[-1]), zero)]
 
     def shrink(self, layer, keep):
@@ -609,6 +607,11 @@ _KEPT = {
     L.Rescaling: "it is a preprocessing layer",
     L.InputLayer: "it is an input",
 }
+
+
+def masked_roles(layer):
+    """The roles of `layer` whose channels channel pruning masks (it has a weight to zero along them)."""
+    return {axis.role for axis in rule_by_class(layer)[0].axes(layer) if axis.masked}
 
 
 def rule_by_class(operation):
