@@ -25,6 +25,18 @@ from tfprune.structured.importance import L2Norm
 from tfprune.structured.wrapper import PenaltyTerm, PruneChannels
 
 
+def _reader():
+    """`read(variable)`: its numpy value, converted once per reader."""
+    values = {}
+
+    def read(variable):
+        if id(variable) not in values:
+            values[id(variable)] = keras.ops.convert_to_numpy(variable)
+        return values[id(variable)]
+
+    return read
+
+
 def _nearest(count):
     """`count` rounded to the nearest integer, halves up (as tfmot rounds the number of weights it keeps), so
     that a schedule ending at 0.4999 of 16 channels prunes 8, not 7."""
@@ -65,6 +77,7 @@ class ChannelController(StepKeeping):
         self._axes = {id(layer): rule_by_class(layer)[0].axes(layer)
                       for s in self.sets for layer, _, _ in s.members}
         self.penalty = first.penalty
+        self._penalty_step = self.step  # the step the penalty's strength was last computed from
         if self.penalty is None:
             self._penalized = []
         elif self.penalty.gated:
@@ -94,8 +107,10 @@ class ChannelController(StepKeeping):
 
         With a penalty, also records the step in the wrappers that add it (its strength warms up with it).
         """
-        for w in self._penalized:
-            w.pruning_step.assign(step)
+        if self._penalized and self._penalty_step < self.penalty.warmup_steps:  # constant strength after it
+            for w in self._penalized:
+                w.pruning_step.assign(step)
+            self._penalty_step = step
         if self.schedule is None:
             return False
         should_update, sparsity = self.schedule(step)
@@ -106,7 +121,8 @@ class ChannelController(StepKeeping):
     def prune(self, sparsity, step):
         """Prunes the groups of lowest importance, so that `sparsity` of the channels are pruned."""
         recorded = self._recorded_gradients()
-        scores = [self._scores(s, recorded) for s in self.sets]
+        read = _reader()
+        scores = [self._scores(s, read, recorded) for s in self.sets]
         counts = self._counts(scores, float(sparsity))
         self._apply([np.argsort(s, kind="stable")[:count] if count else [] for s, count in zip(scores, counts)],
                     step)
@@ -116,9 +132,9 @@ class ChannelController(StepKeeping):
 
         Every set keeps at least its largest group. Returns the number of groups pruned.
         """
-        chosen = []
+        chosen, read = [], _reader()
         for channel_set in self.sets:
-            norms = self._scores(channel_set, {}, L2Norm())
+            norms = self._scores(channel_set, read, {}, L2Norm())
             below = np.flatnonzero(norms < threshold)
             chosen.append(below if len(below) < channel_set.size else np.argsort(norms)[:-1])
         self._apply(chosen, self.step)
@@ -173,13 +189,16 @@ class ChannelController(StepKeeping):
             )
         return recorded
 
-    def _scores(self, channel_set, recorded, importance=None):
-        """Importance per group, -inf for groups already pruned; None if the criterion skips the set."""
+    def _scores(self, channel_set, read, recorded, importance=None):
+        """Importance per group, -inf for groups already pruned; None if the criterion skips the set.
+
+        `read(variable)` gives its value, read once per update although a weight may serve several sets.
+        """
         slices = []
         for layer, role, indices in channel_set.members:
             for axis in self._axes[id(layer)]:
                 if axis.role == role:
-                    values = np.moveaxis(keras.ops.convert_to_numpy(axis.variable), axis.axis, 0)
+                    values = np.moveaxis(read(axis.variable), axis.axis, 0)
                     values = values.reshape(axis.size, -1)  # a channel's `repeat` entries side by side
                     slices.append(WeightSlice(layer, role, axis.variable.name,
                                               values[indices].reshape(len(indices), -1)))
