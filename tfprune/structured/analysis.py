@@ -63,7 +63,8 @@ class ChannelAnalysis:
         self.roles = {}  # layer -> {role: labels}
         self.kept = []  # (layer, reason, expected): layers whose channels are kept
         self._sinks = []
-        self._ignored = set(_names_of(ignored_layers, model))
+        self.ignored_names = _names_of(ignored_layers, model)
+        self._ignored = set(self.ignored_names)
         self._tensors = {}
         self._seen_models = set()
         self._assume_pruned = assume_pruned
@@ -225,18 +226,11 @@ class ChannelSet:
 
 def _names_of(layers, model):
     names = [layer if isinstance(layer, str) else layer.name for layer in (layers or ())]
-    known = {layer.name for layer in _all_layers(model)}
+    known = {layer.name for layer in model._flatten_layers(include_self=False)}  # nested and wrapped ones too
     unknown = [name for name in names if name not in known]
     if unknown:
         raise ValueError(f"ignored_layers names layers that '{model.name}' does not have: {unknown}.")
     return names
-
-
-def _all_layers(model):
-    for layer in model.layers:
-        yield layer.layer if isinstance(layer, PruneChannels) else layer
-        if is_graph_model(layer):
-            yield from _all_layers(layer)
 
 
 def channel_groups(model, ignored_layers=None):

@@ -65,13 +65,12 @@ def prune_channels(model, pruning_schedule, importance="l2", scope="layer", roun
         )
     channel_sets = analysis.channel_sets(prunable)
     masked = {id(layer) for channel_set in channel_sets for layer, _, _ in _masked_members(channel_set)}
-    names = [layer if isinstance(layer, str) else layer.name for layer in (ignored_layers or ())]
     gate_roles = _gate_roles(channel_sets) if settings["penalty"] is not None and settings["penalty"].gated else {}
 
     def replace(layer):
         if id(layer) not in masked:
             return copy_layer(layer)
-        return PruneChannels(copy_layer(layer), **settings, ignored_layers=names,
+        return PruneChannels(copy_layer(layer), **settings, ignored_layers=analysis.ignored_names,
                              gate_roles=sorted(gate_roles.get(id(layer), ())))
 
     return rebuild(model, replace)
