@@ -192,17 +192,12 @@ class PruneChannels(PruningWrapper):
     def masked_values(self):
         """The inner layer's weights (in `layer.weights` order) as inference uses them: pruned channels zeroed,
         L0 gates not yet folded multiplied in."""
-        values = {id(v): np.array(keras.ops.convert_to_numpy(v)) for v in self.layer.weights}
+        values = {id(v): keras.ops.convert_to_numpy(v) for v in self.layer.weights}
         gates = self.deterministic_gates() if self.gate_roles and not self.gates_folded else {}
         for axis in self.role_axes:
-            value = values[id(axis.variable)]
-            index = [slice(None)] * value.ndim
-            index[axis.axis] = np.repeat(self.pruned(axis.role), axis.repeat)
-            value[tuple(index)] = 0
-            if axis.role in gates:
-                shape = [1] * value.ndim
-                shape[axis.axis] = -1
-                value *= np.repeat(gates[axis.role], axis.repeat).reshape(shape)
+            factor = (~self.pruned(axis.role)).astype("float32") * gates.get(axis.role, 1.0)
+            mask = broadcast_mask(factor, axis.axis, axis.repeat, len(axis.variable.shape))
+            values[id(axis.variable)] = values[id(axis.variable)] * keras.ops.convert_to_numpy(mask)
         return [values[id(v)] for v in self.layer.weights]
 
     def get_config(self):
