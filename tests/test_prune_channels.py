@@ -237,3 +237,21 @@ def test_mobilenet_v2_channel_pruned_to_half_shrinks_with_identical_outputs():
     x = np.random.default_rng(0).uniform(0, 1, (2, 96, 96, 3)).astype("float32")
     expected = pruned.predict(x, verbose=0)
     np.testing.assert_allclose(small.predict(x, verbose=0), expected, atol=1e-5 * max(1.0, np.abs(expected).max()))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("architecture", ["EfficientNetB0", "MobileNetV3Small"])
+def test_squeeze_excitation_networks_channel_pruned_to_half_shrink_with_identical_outputs(architecture):
+    """Squeeze-and-excitation blocks multiply a (1, 1, C) gate into (H, W, C): both sides are tied."""
+    keras.utils.set_random_seed(0)
+    model = getattr(keras.applications, architecture)(weights=None, input_shape=(64, 64, 3), classes=10,
+                                                      classifier_activation=None)
+    pruned = tfprune.prune_channels(model, tfprune.ConstantSparsity(0.5, 0), round_to=8)
+    tfprune.ChannelController(pruned).prune(0.5, step=0)
+
+    small = tfprune.shrink(pruned, verbose=False)
+
+    assert tfprune.model_cost(small).flops < 0.4 * tfprune.model_cost(model).flops
+    x = np.random.default_rng(0).uniform(0, 255, (2, 64, 64, 3)).astype("float32")
+    expected = pruned.predict(x, verbose=0)
+    np.testing.assert_allclose(small.predict(x, verbose=0), expected, atol=1e-5 * max(1.0, np.abs(expected).max()))
