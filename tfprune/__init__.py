@@ -37,6 +37,8 @@ _PUBLIC = {
     "UpdatePruningStep": "tfprune.callbacks",
     "channel_groups": "tfprune.structured.analysis",
     "L0Gates": "tfprune.structured.penalties",
+    "LearningRateRewinding": "tfprune.rewinding",
+    "WeightRewinding": "tfprune.rewinding",
     "fold_gates": "tfprune.structured.prune",
     "format_report": "tfprune.report",
     "load_model": "tfprune.api",
