@@ -14,8 +14,8 @@ when the wrappers saved s as their pruning step (`UpdatePruningStep` saves the s
 every mask update; its end-of-epoch save happens after the batch ends).
 """
 
+import io
 import os
-import tempfile
 
 import keras
 import numpy as np
@@ -23,6 +23,7 @@ from keras import ops
 from keras.src.utils import io_utils
 
 from tfprune.controller import pruning_wrappers, saved_step
+from tfprune.files import atomic_write
 from tfprune.validation import is_integer
 
 OPTIMIZER_STATES = ("reset", "keep")
@@ -84,17 +85,10 @@ class WeightSnapshot:
 
     def save(self, path):
         """Writes the snapshot to `path` (.npz) atomically: a crash never leaves a half-written file."""
-        directory = os.path.dirname(os.path.abspath(path))
-        os.makedirs(directory, exist_ok=True)
-        arrays = {f"w{i}": v for i, v in enumerate(self.values)}
-        handle, temporary = tempfile.mkstemp(dir=directory, prefix=".snapshot-", suffix=".npz")
-        try:
-            with os.fdopen(handle, "wb") as f:
-                np.savez(f, paths=np.array(self.paths), step=self.step, iteration=self.iteration, **arrays)
-            os.replace(temporary, path)
-        except BaseException:
-            os.unlink(temporary)
-            raise
+        buffer = io.BytesIO()
+        np.savez(buffer, paths=np.array(self.paths), step=self.step, iteration=self.iteration,
+                 **{f"w{i}": v for i, v in enumerate(self.values)})
+        atomic_write(path, buffer.getvalue())
 
     @classmethod
     def load(cls, path):

@@ -28,6 +28,7 @@ from tfprune.deploy import parity as parity_lib
 from tfprune.deploy.flatbuffer import inspect_tflite
 from tfprune.deploy.litert import LiteRTModel
 from tfprune.deploy.versions import versions
+from tfprune.files import atomic_write
 from tfprune.rebuild import copy_layer, rebuild
 
 QUANTIZE_MODES = (None, "dynamic", "float16", "int8")
@@ -55,7 +56,7 @@ class ExportReport:
         return dataclasses.asdict(self)
 
     def save_json(self, path):
-        _atomic_write(Path(path), (json.dumps(self.to_dict(), indent=2) + "\n").encode())
+        atomic_write(Path(path), (json.dumps(self.to_dict(), indent=2) + "\n").encode())
 
     def summary(self):
         lines = [f"{self.path}: {self.file_bytes:,} bytes ({self.gzip_bytes:,} gzipped), quantize={self.quantize}, "
@@ -301,27 +302,6 @@ def _parity(expected, lite, x):
     }
 
 
-def _atomic_write(path, content):
-    """Writes `content` to `path` through a temporary file: complete or not at all, with the user's umask."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(content)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; a plain open() would not
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _umask():
-    current = os.umask(0)
-    os.umask(current)
-    return current
-
-
 def export_tflite(
     model,
     path,
@@ -419,7 +399,7 @@ def export_tflite(
                 raise ValueError(message + f" Nothing was written to '{path}'.")
             warnings.warn(message, stacklevel=2)
             notes.append(message)
-    _atomic_write(path, content)
+    atomic_write(path, content)
     return ExportReport(
         path=str(path), quantize=quantize, file_bytes=len(content), gzip_bytes=len(gzip.compress(content, 9)),
         sparse_encoding=sparse_state, ops=info["ops"], integer_only=info["integer_only"],

@@ -1,0 +1,48 @@
+"""Writing files so that a crash never leaves a half-written one."""
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+
+def atomic_write(path, content):
+    """Writes the bytes `content` to `path` through a temporary file: complete or not at all, with the user's umask.
+
+    Example:
+
+    >>> atomic_write("results.json", json.dumps(rows).encode())
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(content)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; a plain open() would not
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _umask():
+    current = os.umask(0)
+    os.umask(current)
+    return current
+
+
+def publish_directory(staging, path):
+    """Moves the finished folder `staging` to `path` in one rename (replacing a stale `path`), with the user's umask.
+
+    Example:
+
+    >>> staging = tempfile.mkdtemp(dir=run_dir)   # write everything there, then:
+    >>> publish_directory(staging, os.path.join(run_dir, "round-003"))
+    """
+    os.chmod(staging, 0o777 & ~_umask())  # mkdtemp makes 0700 folders
+    if os.path.exists(path):
+        shutil.rmtree(path)
+    os.replace(staging, path)
