@@ -14,6 +14,7 @@ After each round the driver saves the weights, masks, rewind snapshot and result
 atomically in `directory`: a killed run resumes at the last finished round.
 """
 
+import copy
 import json
 import os
 import shutil
@@ -136,10 +137,12 @@ class IterativePruning:
             "mode": self.mode, "rate": self.rate, "layer_rates": self.layer_rates, "scope": self.scope,
             "rewind_step": self.rewind_step, "control": self.control,
             "finetune_learning_rate": self.finetune_learning_rate, "metric": self.metric, "seed": self.seed,
-            "granularity": repr(self.granularity), "optimizer": _jsonable(self.optimizer_config),
+            "granularity": repr(self.granularity),
+            "optimizer": _jsonable({**self.optimizer_config, "config": {
+                k: v for k, v in self.optimizer_config["config"].items() if k != "name"}}),  # names are counters
             "fit_kwargs": _jsonable({k: v for k, v in self.fit_kwargs.items() if k not in ("callbacks", "verbose")}),
             "train_data_shapes": data_shapes,
-            "pruned_weights": [[w.layer.name, v.name, list(v.shape)] for w in self.wrappers for v in w.pruned_weights],
+            "pruned_weight_shapes": [list(v.shape) for w in self.wrappers for v in w.pruned_weights],
         }
 
     # --- the rounds ---
@@ -172,7 +175,7 @@ class IterativePruning:
             callbacks.append(snapshot_taker)
         first_step = saved_step(self.wrappers)
         x, y = self.train_data if isinstance(self.train_data, (tuple, list)) else (self.train_data, None)
-        kwargs = {"verbose": 0, **self.fit_kwargs,
+        kwargs = {"verbose": 0, "shuffle": y is not None, **self.fit_kwargs,  # a dataset shuffles itself
                   "callbacks": callbacks + list(self.fit_kwargs.get("callbacks", []))}
         history = self.model.fit(x, y, validation_data=self.validation_data, **kwargs).history
         steps = saved_step(self.wrappers) - first_step
@@ -186,7 +189,7 @@ class IterativePruning:
         return self._row(round_index, history, steps)
 
     def _optimizer(self, round_index):
-        optimizer = keras.optimizers.deserialize(self.optimizer_config)
+        optimizer = keras.optimizers.deserialize(copy.deepcopy(self.optimizer_config))  # Keras edits the config
         schedule = getattr(optimizer, "_learning_rate", None)  # where Keras keeps a schedule
         has_schedule = isinstance(schedule, keras.optimizers.schedules.LearningRateSchedule)
         if round_index == 0:
@@ -367,9 +370,16 @@ def _progress_line(row, rounds, metric):
     return "  ".join(parts) + f"  ({row['seconds']:.1f} s)"
 
 
-def _differences(saved, current):
-    return [f"{key}: checkpoint {saved.get(key)!r}, now {current.get(key)!r}"
-            for key in sorted(set(saved) | set(current)) if saved.get(key) != current.get(key)]
+def _differences(saved, current, prefix=""):
+    """'key.subkey: checkpoint a, now b' for every leaf where two nested settings dicts differ."""
+    lines = []
+    for key in sorted(set(saved) | set(current)):
+        old, new = saved.get(key), current.get(key)
+        if isinstance(old, dict) and isinstance(new, dict):
+            lines += _differences(old, new, f"{prefix}{key}.")
+        elif old != new:
+            lines.append(f"{prefix}{key}: checkpoint {old!r}, now {new!r}")
+    return lines
 
 
 def _jsonable(value):
