@@ -169,3 +169,15 @@ def test_learning_rate_rewind_point_resumes_from_a_keras_file(xy, tmp_path):
     other.compile(keras.optimizers.SGD(decay()), "sparse_categorical_crossentropy")
     with pytest.raises(ValueError, match="already has a learning-rate schedule"):
         fit(other, xy, 1, tfprune.LearningRateRewinding(rewind_step=0, schedule=decay()))
+
+
+def test_weight_rewinding_of_a_channel_pruned_model_keeps_the_pruned_channels_at_zero(xy):
+    schedule = tfprune.ConstantSparsity(0.5, begin_step=2 * STEPS_PER_EPOCH, end_step=2 * STEPS_PER_EPOCH, frequency=1)
+    model = compile_classifier(tfprune.prune_channels(mlp(), schedule))
+    initial = values(model)
+    fit(model, xy, 2, WeightRewinding(rewind_step=0, verbose=0))
+    first_kernel = rewound_variables(model)[0]
+    assert np.mean(np.all(first_kernel.numpy() == 0, axis=0)) == pytest.approx(0.5)  # half the units are gone
+    for variable, start, now in zip(rewound_variables(model), initial, values(model)):
+        expected = keras.ops.convert_to_numpy(variable.constraint(start)) if variable.constraint else start
+        np.testing.assert_array_equal(now, expected)
