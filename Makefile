@@ -33,6 +33,9 @@ bench: $(BENCH_STAMP)
 	$(PY) benchmarks/structured_latency.py
 	$(PY) benchmarks/structured_criteria.py
 	$(PY) benchmarks/l0_lenet.py
+	$(PY) benchmarks/lottery_lenet.py
+	$(PY) benchmarks/rewinding_modes.py
+	$(PY) benchmarks/rewinding_channels.py
 
 # aarch64 LiteRT under qemu-user vs x86 (correctness only). Installs qemu-user and enables arm64 in apt: needs root.
 arm-check: $(STAMP)
