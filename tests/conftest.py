@@ -1,3 +1,4 @@
+import functools
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -34,3 +35,34 @@ def compile_classifier(model, learning_rate=1e-3):
 
 def accuracy(model, x, y):
     return float(np.mean(np.argmax(model.predict(x, verbose=0), axis=-1) == y))
+
+
+@functools.cache  # TFDS registers builder classes by name: define it once per process
+def _tiny_tfds_builder():
+    import tensorflow_datasets as tfds
+
+    class TinyDigitsForTfprune(tfds.core.GeneratorBasedBuilder):
+        VERSION = tfds.core.Version("1.0.0")
+        __module__ = "tiny_digits"  # one part: TFDS looks for no package resources of a dotted `tests.conftest`
+
+        def _info(self):
+            features = {"image": tfds.features.Tensor(shape=(8, 8), dtype=np.float32),
+                        "label": tfds.features.ClassLabel(num_classes=10)}
+            return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict(features),
+                                         supervised_keys=("image", "label"))
+
+        def _split_generators(self, dl_manager):
+            return {"train": self._generate_examples(60), "test": self._generate_examples(20)}
+
+        def _generate_examples(self, n):
+            rng = np.random.default_rng(n)
+            for i in range(n):
+                yield i, {"image": rng.random((8, 8), dtype=np.float32), "label": i % 10}
+
+    return TinyDigitsForTfprune
+
+
+def prepare_tiny_tfds_dataset(data_dir):
+    """A TFDS dataset built here from a generator (no download): 8x8 float images, supervised. Returns its name."""
+    _tiny_tfds_builder()(data_dir=str(data_dir)).download_and_prepare()
+    return "tiny_digits_for_tfprune"

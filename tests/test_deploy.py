@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import tfprune
-from tests.conftest import compile_classifier, mlp
+from tests.conftest import compile_classifier, mlp, prepare_tiny_tfds_dataset
 from tfprune import cli
 from tfprune.deploy import LiteRTModel, benchmark_tflite, export_tflite
 from tfprune.deploy.aarch64 import SYSROOT_PYTHON, LiteRTProcess, build_sysroot, compare_with_host
@@ -365,34 +365,9 @@ def test_command_is_quick_to_start_quiet_and_loads_custom_classes(tmp_path):
     assert no_calibration.returncode == 2 and "--quantize int8 needs --calibration" in no_calibration.stderr
 
 
-def _prepare_tiny_tfds_dataset(data_dir):
-    """A TFDS dataset built here from a generator (no download): 8x8 float images, supervised."""
-    import tensorflow_datasets as tfds
-
-    class TinyDigitsForTfprune(tfds.core.GeneratorBasedBuilder):
-        VERSION = tfds.core.Version("1.0.0")
-
-        def _info(self):
-            features = {"image": tfds.features.Tensor(shape=(8, 8), dtype=np.float32),
-                        "label": tfds.features.ClassLabel(num_classes=10)}
-            return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict(features),
-                                         supervised_keys=("image", "label"))
-
-        def _split_generators(self, dl_manager):
-            return {"train": self._generate_examples(60), "test": self._generate_examples(20)}
-
-        def _generate_examples(self, n):
-            rng = np.random.default_rng(n)
-            for i in range(n):
-                yield i, {"image": rng.random((8, 8), dtype=np.float32), "label": i % 10}
-
-    TinyDigitsForTfprune(data_dir=str(data_dir)).download_and_prepare()
-    return "tiny_digits_for_tfprune"
-
-
 def test_cli_calibrates_from_a_prepared_tfds_dataset_and_explains_an_unprepared_one(pruned_model, tmp_path,
                                                                                      monkeypatch, capsys):
-    name = _prepare_tiny_tfds_dataset(tmp_path / "tfds")
+    name = prepare_tiny_tfds_dataset(tmp_path / "tfds")
     monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "tfds"))
     model_path = tmp_path / "m.keras"
     pruned_model[0].save(model_path)

@@ -11,7 +11,7 @@ import time
 import keras
 import numpy as np
 import pytest
-from conftest import mlp
+from tests.conftest import mlp, prepare_tiny_tfds_dataset
 
 import tfprune
 from tfprune.iterative import IterativePruning
@@ -136,6 +136,19 @@ def test_tf_data_input_and_results_file_and_plot(data, tmp_path):
     assert (tmp_path / "accuracy.png").stat().st_size > 10_000
     assert rows[0]["test_accuracy"] > 0.25  # it learned something: chance is 0.1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["accuracy.png", "results.json", "round-001"]
+
+
+def test_tensorflow_datasets_input(tmp_path):
+    import tensorflow_datasets as tfds
+
+    name = prepare_tiny_tfds_dataset(tmp_path / "tfds")  # built here from a generator: no download
+    train, test = (tfds.load(name, split=split, as_supervised=True, data_dir=str(tmp_path / "tfds"))
+                   .map(lambda image, label: (keras.ops.reshape(image, (64,)), label)).batch(16)
+                   for split in ("train", "test"))
+    rows = IterativePruning(mlp(hidden=(16,)), compile_kwargs(), train, rounds=1, test_data=test,
+                            fit_kwargs=dict(epochs=1), verbose=0).run()
+    assert [r["weights_remaining"] for r in rows] == [100.0, pytest.approx(80, abs=0.3)]
+    assert rows[1]["steps"] == 4  # 60 examples in batches of 16
 
 
 def test_progress_line_per_round(data, capsys):

@@ -3,7 +3,7 @@
 import keras
 import numpy as np
 import pytest
-from conftest import compile_classifier, mlp
+from tests.conftest import compile_classifier, mlp
 
 import tfprune
 from tfprune.rewinding import RewoundSchedule, WeightRewinding, WeightSnapshot, optimizer_slots, rewound_variables
