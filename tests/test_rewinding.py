@@ -79,11 +79,15 @@ def test_snapshot_in_a_file_survives_a_keras_checkpoint_and_resume(xy, tmp_path)
     snapshot_file = str(tmp_path / "rewind.npz")
     model = pruned_at(2 * STEPS_PER_EPOCH)
     initial = values(model)
-    fit(model, xy, 1, WeightRewinding(rewind_step=0, path=snapshot_file, verbose=0))
+    stale = WeightSnapshot.take(tfprune.prune_low_magnitude(mlp(seed=1)), step=0, iteration=0)  # another run's ...
+    stale.save(snapshot_file)
+    fit(model, xy, 1, WeightRewinding(rewind_step=0, path=snapshot_file, verbose=0))  # ... is replaced, not used
     model.save(tmp_path / "half.keras")
     resumed = tfprune.load_model(tmp_path / "half.keras")
     with pytest.raises(ValueError, match="past the rewind point"):
         fit(resumed, xy, 2, WeightRewinding(rewind_step=0, verbose=0), initial_epoch=1)
+    with pytest.raises(ValueError, match="holds the weights of step 0, not of rewind_step=5"):
+        fit(resumed, xy, 2, WeightRewinding(rewind_step=5, path=snapshot_file, verbose=0), initial_epoch=1)
     fit(resumed, xy, 2, WeightRewinding(rewind_step=0, path=snapshot_file, verbose=0), initial_epoch=1)
     biases = [now for v, now in zip(rewound_variables(resumed), values(resumed)) if v.path.endswith("bias")]
     np.testing.assert_array_equal(biases[0], initial[1])  # rewound by the resumed run, from the file

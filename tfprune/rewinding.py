@@ -109,6 +109,8 @@ class _RewindPoint(keras.callbacks.Callback):
     Subclasses implement `_capture()` (at the rewind point) and `_after_pruning()`.
     """
 
+    resume_hint = ""  # how a resumed run keeps the record, for the error when it is missing
+
     def __init__(self, rewind_step=None, rewind_epoch=None, verbose=1):
         super().__init__()
         if (rewind_step is None) == (rewind_epoch is None):
@@ -154,8 +156,7 @@ class _RewindPoint(keras.callbacks.Callback):
         if self._first_step_of_point() is not None and self._step > self._first_step_of_point():
             raise ValueError(
                 f"The model is at pruning step {self._step}, past the rewind point ({self._point}), and "
-                f"{type(self).__name__} holds no record of it. Resume with the callback that reached it (or give "
-                "`path` to keep the snapshot in a file), or rewind to a later step."
+                f"{type(self).__name__} holds no record of it: {self.resume_hint}, or rewind to a later step."
             )
         if steps and epochs:
             if self.rewind_step is not None and self.rewind_step > self._step + steps * epochs:
@@ -227,11 +228,22 @@ class WeightRewinding(_RewindPoint):
         self.snapshot = None
         self._initial_optimizer_state = None
 
+    resume_hint = "give the callback a `path` so that the snapshot is kept in a file a resumed run reads"
+
     def on_train_begin(self, logs=None):
         if self.snapshot is None and self.path is not None and os.path.exists(self.path):
-            self.snapshot = WeightSnapshot.load(self.path)
-            self.captured_step = self.snapshot.step
+            self._load_snapshot_if_resuming()
         super().on_train_begin(logs)
+
+    def _load_snapshot_if_resuming(self):
+        """Reads `path` when the model is past the snapshot in it; a run at or before it takes a new one."""
+        stored = WeightSnapshot.load(self.path)
+        if saved_step(pruning_wrappers(self.model)) <= stored.step:
+            return
+        if self.rewind_step is not None and stored.step != self.rewind_step:
+            raise ValueError(f"'{self.path}' holds the weights of step {stored.step}, not of rewind_step="
+                             f"{self.rewind_step}: give the rewind point of the run that wrote it, or another path.")
+        self.snapshot, self.captured_step = stored, stored.step
 
     def _capture(self):
         self.snapshot = WeightSnapshot.take(self.model, self._step, int(self.model.optimizer.iterations.numpy()))
@@ -331,6 +343,8 @@ class LearningRateRewinding(_RewindPoint):
     pruned.fit(x, y, epochs=30, callbacks=[tfprune.UpdatePruningStep(), tfprune.LearningRateRewinding(0)])
     ```
     """
+
+    resume_hint = "resume from a model saved after the rewind point (its optimizer's RewoundSchedule keeps it)"
 
     def __init__(self, rewind_step=None, rewind_epoch=None, schedule=None, verbose=1):
         super().__init__(rewind_step, rewind_epoch, verbose)
