@@ -27,7 +27,8 @@ from pathlib import Path
 
 RESULTS = Path(__file__).parent / "results"
 BATCH = 60
-FRAMEWORKS = ("tfprune", "tfmot", "channels_l2", "channels_taylor", "channels_group_lasso", "channels_l0")
+FRAMEWORKS = ("tfprune", "tfmot", "channels_l2", "channels_taylor", "channels_group_lasso", "channels_l0",
+              "tfprune_weight_rewinding")
 
 
 def build(keras, arch):
@@ -95,6 +96,11 @@ def measure(framework, rounds, epochs):
                 return tfprune.prune_channels(model, pruning_schedule, **settings)
     from tfprune.data import load_mnist
 
+    def pruning_callbacks():
+        if framework == "tfprune_weight_rewinding":  # the worst case: a rewind at every update, every 10 steps
+            return [callback(), tfprune.WeightRewinding(rewind_step=0, verbose=0)]
+        return [callback()]
+
     (x, y), _ = load_mnist()
     results = {}
     for arch in ("lenet_300_100", "small_cnn"):
@@ -108,7 +114,7 @@ def measure(framework, rounds, epochs):
             schedule = schedule_cls(0.0, 0.9, begin_step=0, end_step=steps * epochs, frequency=10)
             pruned = prune(build(keras, arch), pruning_schedule=schedule)
             pruned.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-            fits = [(dense, [], dense_times), (pruned, [callback()], pruned_times)]
+            fits = [(dense, [], dense_times), (pruned, pruning_callbacks(), pruned_times)]
             for model, callbacks, times in fits if r % 2 == 0 else fits[::-1]:  # alternate who goes first
                 times.append(epoch_times(keras, model, xs, y, epochs, callbacks))
             round_ratios.append(statistics.median(t for t, _ in pruned_times[-1])
