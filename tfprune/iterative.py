@@ -399,6 +399,7 @@ def plot_pruning_curves(curves, path, metric="test_accuracy"):
     >>> plot_pruning_curves({"weight rewinding": [rows_seed0, rows_seed1]}, "curves.png")
     """
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -411,10 +412,14 @@ def plot_pruning_curves(curves, path, metric="test_accuracy"):
             continue
         x = np.array([r["weights_remaining"] for r in runs[0][:length]])
         y = np.array([[r[metric] for r in rows[:length]] for rows in runs])
-        axis.plot(x, y.mean(axis=0), marker="o", markersize=3, label=label)
+        (line,) = axis.plot(x, y.mean(axis=0), marker="o", markersize=3, label=label)
         if len(runs) > 1:
-            axis.fill_between(x, y.min(axis=0), y.max(axis=0), alpha=0.2)
+            axis.fill_between(x, y.min(axis=0), y.max(axis=0), alpha=0.2, color=line.get_color())
     axis.set_xscale("log")
+    low, high = axis.get_xlim()
+    axis.set_xticks([t for t in (100, 50, 20, 10, 5, 2, 1, 0.5, 0.2, 0.1) if low <= t <= high])
+    axis.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda value, _: f"{value:g}"))
+    axis.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     axis.invert_xaxis()
     axis.set_xlabel("% of weights remaining")
     axis.set_ylabel(metric.replace("_", " "))
