@@ -84,7 +84,9 @@ def write(name, setup, runs, started):
     RESULTS.mkdir(exist_ok=True)
     table = summary(runs)
     result = {"benchmark": name, "setup": setup, "summary": table, "runs": runs, "machine": platform.platform(),
-              "keras": keras.__version__, "seconds": round(time.time() - started)}
+              "keras": keras.__version__,
+              "training_seconds": round(sum(r["seconds"] for rows in runs.values() for run in rows for r in run)),
+              "seconds_this_invocation": round(time.time() - started)}  # small when the runs were resumed
     (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=1) + "\n")
     tfprune.plot_pruning_curves(runs, RESULTS / f"{name}.png")
     for label, rows in table.items():
