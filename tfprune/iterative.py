@@ -96,9 +96,11 @@ class IterativePruning:
         if control not in CONTROLS:
             raise ValueError(f"`control` must be one of {CONTROLS}, got {control!r}.")
         if control == "reinit" and mode != "weights":
-            raise ValueError("control='reinit' replaces the rewound weights by new random ones: it needs mode='weights'.")
+            raise ValueError("control='reinit' replaces the rewound weights by new random ones: it needs "
+                             "mode='weights'.")
         if not is_integer(rounds) or rounds < 1:
-            raise ValueError(f"`rounds` must be an integer >= 1 (pruning rounds after the first training), got {rounds!r}.")
+            raise ValueError(f"`rounds` must be an integer >= 1 (pruning rounds after the first training), got "
+                             f"{rounds!r}.")
         if scope not in SCOPES:
             raise ValueError(f"`scope` must be one of {SCOPES}, got {scope!r}.")
         if not is_integer(rewind_step) or rewind_step < 0:
@@ -108,7 +110,8 @@ class IterativePruning:
         for name, layer_rate in self.layer_rates.items():
             _check_rate(f"layer_rates[{name!r}]", layer_rate)
         if "optimizer" not in compile_kwargs:
-            raise ValueError("`compile_kwargs` needs an `optimizer`: the driver builds a fresh one from it every round.")
+            raise ValueError("`compile_kwargs` needs an `optimizer`: the driver builds a fresh one from it every "
+                             "round.")
         self.optimizer_config = _optimizer_config(compile_kwargs["optimizer"])
         self.compile_kwargs = {k: v for k, v in compile_kwargs.items() if k != "optimizer"}
         self.granularity = masks_lib.Granularity(block_size, block_pooling_type)
@@ -132,7 +135,8 @@ class IterativePruning:
 
     def settings(self):
         """Everything that changes the results; a resumed run must match its checkpoint on all of it."""
-        data_shapes = [list(np.shape(a)) for a in self.train_data] if isinstance(self.train_data, (tuple, list)) else None
+        arrays = isinstance(self.train_data, (tuple, list))
+        data_shapes = [list(np.shape(a)) for a in self.train_data] if arrays else None
         return {
             "mode": self.mode, "rate": self.rate, "layer_rates": self.layer_rates, "scope": self.scope,
             "rewind_step": self.rewind_step, "control": self.control,
@@ -211,33 +215,36 @@ class IterativePruning:
 
     def _prune(self, round_index):
         """Prunes `rate` of the remaining weights (per layer, or ranked globally), then applies the masks."""
-        rng = np.random.default_rng([self.seed, round_index])
-        entries = [(w, v, m) for w in self.wrappers for v, m in zip(w.pruned_weights, w.masks)]
-        kept = [m.numpy() != 0 for _, _, m in entries]
-        scores = [np.abs(v.numpy()) * k for (_, v, _), k in zip(entries, kept)]
+        weights = [v.numpy() for w in self.wrappers for v in w.pruned_weights]
+        kept = [m.numpy() != 0 for w in self.wrappers for m in w.masks]
+        layer_names = [w.layer.name for w in self.wrappers for _ in w.pruned_weights]
         axes = [a for w in self.wrappers for a in w.weight_axes]
-        targets = [1 - k.mean() * (1 - self.layer_rates.get(w.layer.name, self.rate)) for (w, _, _), k in
-                   zip(entries, kept)]
-        pooled = [i for i, (w, _, _) in enumerate(entries) if self.scope == "global" and w.layer.name not in
-                  self.layer_rates]
-        new = [None] * len(entries)
-        for i in (i for i in range(len(entries)) if i not in pooled):
-            new[i] = masks_lib.threshold_masks([scores[i]], targets[i], self.granularity, [axes[i]])[0]
-        if pooled:
-            total = sum(kept[i].size for i in pooled)
-            remaining = sum(int(kept[i].sum()) for i in pooled)
-            sparsity = 1 - remaining * (1 - self.rate) / total
-            ranked = masks_lib.threshold_masks([scores[i] for i in pooled], sparsity, self.granularity,
-                                               [axes[i] for i in pooled])
-            for i, mask in zip(pooled, ranked):
-                new[i] = mask
-        if self.control == "random_mask":  # the same count per weight, chosen at random among the survivors
-            new = [masks_lib.threshold_masks([(1 - rng.random(k.shape)) * k], 1 - mask.mean(), self.granularity,
-                                             [a])[0] for k, mask, a in zip(kept, new, axes)]
-        new = iter(new)
+        masks = self._magnitude_masks([np.abs(v) * k for v, k in zip(weights, kept)], kept, layer_names, axes)
+        if self.control == "random_mask":  # as many per weight, chosen at random among the survivors
+            rng = np.random.default_rng([self.seed, round_index])
+            masks = [masks_lib.threshold_masks([(1 - rng.random(k.shape)) * k], 1 - m.mean(), self.granularity, [a])[0]
+                     for k, m, a in zip(kept, masks, axes)]
+        masks = iter(masks)
         step = saved_step(self.wrappers)
         for w in self.wrappers:
-            w.apply_masks([next(new) for _ in w.pruned_weights], step)
+            w.apply_masks([next(masks) for _ in w.pruned_weights], step)
+
+    def _magnitude_masks(self, scores, kept, layer_names, axes):
+        """Keep-masks that prune each weight's rate of its survivors; with scope="global" one ranking for the
+        weights without their own rate, so that together they lose `rate` of theirs."""
+        masks = [None] * len(scores)
+        ranked_together = [i for i, name in enumerate(layer_names)
+                           if self.scope == "global" and name not in self.layer_rates]
+        for i in (i for i in range(len(scores)) if i not in ranked_together):
+            sparsity = 1 - kept[i].mean() * (1 - self.layer_rates.get(layer_names[i], self.rate))
+            masks[i] = masks_lib.threshold_masks([scores[i]], sparsity, self.granularity, [axes[i]])[0]
+        if ranked_together:
+            remaining = sum(int(kept[i].sum()) for i in ranked_together) / sum(kept[i].size for i in ranked_together)
+            together = masks_lib.threshold_masks([scores[i] for i in ranked_together], 1 - remaining * (1 - self.rate),
+                                                 self.granularity, [axes[i] for i in ranked_together])
+            for i, mask in zip(ranked_together, together):
+                masks[i] = mask
+        return masks
 
     def _reset(self, round_index):
         if self.mode != "weights":
