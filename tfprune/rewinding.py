@@ -332,7 +332,8 @@ class LearningRateRewinding(_RewindPoint):
 
     Args:
         rewind_step, rewind_epoch: the rewind point, as in `WeightRewinding`.
-        schedule: the schedule to use when the optimizer's learning rate is a float.
+        schedule: the schedule to use when the optimizer's learning rate is a float; give a
+            `LearningRateSchedule` (serializable) when the run must resume from a `.keras` file.
         verbose: 1 prints a line at the rewind point and at each rewind.
 
     Example:
