@@ -260,7 +260,8 @@ class IterativePruning:
         curve = history.get(watched, [])
         best_epoch = int(np.argmax(curve)) if curve else None
         epochs = len(curve) or 1
-        row = {
+        losses = history.get("val_loss")
+        return {
             "round": round_index,
             "weights_remaining": round(100 * self._remaining(), 4),
             "layer_sparsity": {w.layer.name: round(1 - float(np.mean([m.numpy().mean() for m in w.masks])), 4)
@@ -268,9 +269,10 @@ class IterativePruning:
             f"test_{self.metric}": self._test_metric(),
             f"best_{watched}": None if best_epoch is None else float(curve[best_epoch]),
             "best_step": None if best_epoch is None else (best_epoch + 1) * steps // epochs,
+            # the paper's early-stopping point: the end of the epoch with the lowest validation loss
+            "min_val_loss_step": None if not losses else (int(np.argmin(losses)) + 1) * steps // epochs,
             "steps": steps,
         }
-        return row
 
     def _remaining(self):
         sizes = [m.numpy().size for w in self.wrappers for m in w.masks]
