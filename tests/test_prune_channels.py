@@ -228,15 +228,7 @@ def test_mobilenet_v2_channel_pruned_to_half_shrinks_with_identical_outputs():
     keras.utils.set_random_seed(0)
     model = keras.applications.MobileNetV2(weights=None, alpha=0.35, input_shape=(96, 96, 3), classes=10,
                                            classifier_activation=None)
-    pruned = tfprune.prune_channels(model, tfprune.ConstantSparsity(0.5, 0), round_to=4)
-    tfprune.ChannelController(pruned).prune(0.5, step=0)
-
-    small = tfprune.shrink(pruned, verbose=False)
-
-    assert tfprune.model_cost(small).flops < 0.6 * tfprune.model_cost(model).flops
-    x = np.random.default_rng(0).uniform(0, 1, (2, 96, 96, 3)).astype("float32")
-    expected = pruned.predict(x, verbose=0)
-    np.testing.assert_allclose(small.predict(x, verbose=0), expected, atol=1e-5 * max(1.0, np.abs(expected).max()))
+    assert_half_pruned_shrinks_to_the_same_outputs(model, round_to=4, flops_below=0.6, pixel_range=1)
 
 
 @pytest.mark.slow
@@ -246,12 +238,17 @@ def test_squeeze_excitation_networks_channel_pruned_to_half_shrink_with_identica
     keras.utils.set_random_seed(0)
     model = getattr(keras.applications, architecture)(weights=None, input_shape=(64, 64, 3), classes=10,
                                                       classifier_activation=None)
-    pruned = tfprune.prune_channels(model, tfprune.ConstantSparsity(0.5, 0), round_to=8)
+    assert_half_pruned_shrinks_to_the_same_outputs(model, round_to=8, flops_below=0.4, pixel_range=255)
+
+
+def assert_half_pruned_shrinks_to_the_same_outputs(model, round_to, flops_below, pixel_range):
+    """Prunes half of every channel set of a keras.applications model at once, shrinks it, compares outputs."""
+    pruned = tfprune.prune_channels(model, tfprune.ConstantSparsity(0.5, 0), round_to=round_to)
     tfprune.ChannelController(pruned).prune(0.5, step=0)
 
     small = tfprune.shrink(pruned, verbose=False)
 
-    assert tfprune.model_cost(small).flops < 0.4 * tfprune.model_cost(model).flops
-    x = np.random.default_rng(0).uniform(0, 255, (2, 64, 64, 3)).astype("float32")
+    assert tfprune.model_cost(small).flops < flops_below * tfprune.model_cost(model).flops
+    x = np.random.default_rng(0).uniform(0, pixel_range, (2, *model.input_shape[1:])).astype("float32")
     expected = pruned.predict(x, verbose=0)
     np.testing.assert_allclose(small.predict(x, verbose=0), expected, atol=1e-5 * max(1.0, np.abs(expected).max()))
