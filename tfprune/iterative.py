@@ -30,7 +30,7 @@ from tfprune.api import prune_low_magnitude
 from tfprune.callbacks import UpdatePruningStep
 from tfprune.controller import pruning_wrappers, saved_step
 from tfprune.files import atomic_write, publish_directory
-from tfprune.rewinding import RewoundSchedule, WeightRewinding, WeightSnapshot
+from tfprune.rewinding import RewoundSchedule, WeightRewinding, WeightSnapshot, learning_rate_schedule
 from tfprune.validation import is_integer
 from tfprune.wrapper import SCOPES, PruneLowMagnitude
 
@@ -135,8 +135,8 @@ class IterativePruning:
 
     def settings(self):
         """Everything that changes the results; a resumed run must match its checkpoint on all of it."""
-        arrays = isinstance(self.train_data, (tuple, list))
-        data_shapes = [list(np.shape(a)) for a in self.train_data] if arrays else None
+        x, y = _x_and_y(self.train_data)
+        data_shapes = None if y is None else [list(np.shape(x)), list(np.shape(y))]
         return {
             "mode": self.mode, "rate": self.rate, "layer_rates": self.layer_rates, "scope": self.scope,
             "rewind_step": self.rewind_step, "control": self.control,
@@ -173,36 +173,36 @@ class IterativePruning:
     def _train(self, round_index):
         keras.utils.set_random_seed(self.seed * 1000 + round_index)
         self.model.compile(optimizer=self._optimizer(round_index), **self.compile_kwargs)
-        callbacks = [UpdatePruningStep()]
-        if round_index == 0 and self.mode != "finetune":
-            snapshot_taker = WeightRewinding(rewind_step=self.rewind_step, verbose=0)
-            callbacks.append(snapshot_taker)
+        # Round 0 records step k (and, for "lr", checks that k is within a round).
+        snapshot_taker = (WeightRewinding(rewind_step=self.rewind_step, verbose=0)
+                          if round_index == 0 and self.mode != "finetune" else None)
+        callbacks = [UpdatePruningStep(), *([snapshot_taker] if snapshot_taker else []),
+                     *self.fit_kwargs.get("callbacks", [])]
         first_step = saved_step(self.wrappers)
-        x, y = self.train_data if isinstance(self.train_data, (tuple, list)) else (self.train_data, None)
-        kwargs = {"verbose": 0, "shuffle": y is not None, **self.fit_kwargs,  # a dataset shuffles itself
-                  "callbacks": callbacks + list(self.fit_kwargs.get("callbacks", []))}
+        x, y = _x_and_y(self.train_data)
+        # arrays are shuffled by fit, datasets by themselves
+        kwargs = {"verbose": 0, "shuffle": y is not None, **self.fit_kwargs, "callbacks": callbacks}
         history = self.model.fit(x, y, validation_data=self.validation_data, **kwargs).history
         steps = saved_step(self.wrappers) - first_step
         if round_index == 0:
             self._round_zero_steps = steps
-            if self.mode != "finetune":
-                if snapshot_taker.snapshot is None:
-                    raise ValueError(f"rewind_step={self.rewind_step} is beyond the {steps} steps of a round: choose "
-                                     "a step within training.")
-                self.snapshot = snapshot_taker.snapshot if self.mode == "weights" else None
+        if snapshot_taker is not None:
+            if snapshot_taker.snapshot is None:
+                raise ValueError(f"rewind_step={self.rewind_step} is beyond the {steps} steps of a round: choose "
+                                 "a step within training.")
+            self.snapshot = snapshot_taker.snapshot if self.mode == "weights" else None
         return self._row(round_index, history, steps)
 
     def _optimizer(self, round_index):
         optimizer = keras.optimizers.deserialize(copy.deepcopy(self.optimizer_config))  # Keras edits the config
-        schedule = getattr(optimizer, "_learning_rate", None)  # where Keras keeps a schedule
-        has_schedule = isinstance(schedule, keras.optimizers.schedules.LearningRateSchedule)
+        schedule = learning_rate_schedule(optimizer)
         if round_index == 0:
             return optimizer
         if self.mode == "finetune":
             config = optimizer.get_config()
-            config["learning_rate"] = self._finetune_rate(schedule if has_schedule else None, optimizer)
+            config["learning_rate"] = self._finetune_rate(schedule, optimizer)
             return optimizer.__class__.from_config(config)
-        if has_schedule:  # "weights" and "lr" replay the schedule from step k
+        if schedule is not None:  # "weights" and "lr" replay the schedule from step k
             optimizer.learning_rate = RewoundSchedule(schedule, offset=-self.rewind_step)
         return optimizer
 
@@ -261,11 +261,12 @@ class IterativePruning:
         best_epoch = int(np.argmax(curve)) if curve else None
         epochs = len(curve) or 1
         losses = history.get("val_loss")
+        masks = {w.layer.name: [m.numpy() for m in w.masks] for w in self.wrappers}
         return {
             "round": round_index,
-            "weights_remaining": round(100 * self._remaining(), 4),
-            "layer_sparsity": {w.layer.name: round(1 - float(np.mean([m.numpy().mean() for m in w.masks])), 4)
-                               for w in self.wrappers},
+            "weights_remaining": round(100 * float(sum(m.sum() for ms in masks.values() for m in ms))
+                                       / sum(m.size for ms in masks.values() for m in ms), 4),
+            "layer_sparsity": {name: round(1 - float(np.mean([m.mean() for m in ms])), 4) for name, ms in masks.items()},
             f"test_{self.metric}": self._test_metric(),
             f"best_{watched}": None if best_epoch is None else float(curve[best_epoch]),
             "best_step": None if best_epoch is None else (best_epoch + 1) * steps // epochs,
@@ -274,15 +275,10 @@ class IterativePruning:
             "steps": steps,
         }
 
-    def _remaining(self):
-        sizes = [m.numpy().size for w in self.wrappers for m in w.masks]
-        kept = [m.numpy().sum() for w in self.wrappers for m in w.masks]
-        return float(np.sum(kept) / np.sum(sizes))
-
     def _test_metric(self):
         if self.test_data is None:
             return None
-        x, y = self.test_data if isinstance(self.test_data, (tuple, list)) else (self.test_data, None)
+        x, y = _x_and_y(self.test_data)
         batch_size = self.fit_kwargs.get("batch_size") if y is not None else None
         return float(self.model.evaluate(x, y, batch_size=batch_size, verbose=0, return_dict=True)[self.metric])
 
@@ -330,6 +326,11 @@ class IterativePruning:
         if self.verbose:
             print(f"Resuming from '{self.directory}': {len(self.rows)} round(s) done.", flush=True)
         return len(self.rows)
+
+
+def _x_and_y(data):
+    """`fit`'s x and y: the two arrays of an `(x, y)` pair, or a dataset and None."""
+    return tuple(data) if isinstance(data, (tuple, list)) else (data, None)
 
 
 def _check_rate(name, rate):

@@ -275,6 +275,12 @@ class WeightRewinding(_RewindPoint):
         optimizer.iterations.assign(self.snapshot.iteration)
 
 
+def learning_rate_schedule(optimizer):
+    """The optimizer's `LearningRateSchedule`, or None when its rate is a float."""
+    current = getattr(optimizer, "_learning_rate", None)  # where Keras keeps a schedule or the rate variable
+    return current if isinstance(current, keras.optimizers.schedules.LearningRateSchedule) else None
+
+
 def optimizer_slots(optimizer):
     """The optimizer's per-weight state (moments, accumulators): its variables but the step and learning rate."""
     learning_rate = optimizer._learning_rate  # a Variable, or a schedule, or a callable: Keras keeps it here
@@ -359,10 +365,10 @@ class LearningRateRewinding(_RewindPoint):
 
     def _install_schedule(self):
         optimizer = self.model.optimizer
-        current = getattr(optimizer, "_learning_rate", None)  # where Keras keeps a schedule or the rate variable
+        current = learning_rate_schedule(optimizer)
         if isinstance(current, RewoundSchedule):
             return current
-        if isinstance(current, keras.optimizers.schedules.LearningRateSchedule):
+        if current is not None:
             if self.schedule is not None:
                 raise ValueError("The optimizer already has a learning-rate schedule: do not pass `schedule` too.")
             schedule = current
