@@ -11,7 +11,8 @@ every later pruning event, i.e. every step at which the masks changed:
 
 A pruning event at step s is seen at the end of batch s: the masks changed at s exactly
 when the wrappers saved s as their pruning step (`UpdatePruningStep` saves the step at
-every mask update; its end-of-epoch save happens after the batch ends).
+every mask update; its end-of-epoch save happens after the batch ends). The steps are
+read only where a wrapper's schedule updates, not after every batch.
 """
 
 import io
@@ -139,6 +140,8 @@ class _RewindPoint(keras.callbacks.Callback):
                 f"{type(getattr(self.model, 'optimizer', None)).__name__}: compile the model with a keras.optimizers "
                 "optimizer."
             )
+        # Masks can only change at a step where a schedule updates: the step variables are read only then.
+        self._schedules = {w.pruning_schedule for w in self._wrappers if w.pruning_schedule is not None}
         self._step = saved_step(self._wrappers)
         self._check_reachable()
         if self.captured_step is None and self._step == self._first_step_of_point():
@@ -173,7 +176,8 @@ class _RewindPoint(keras.callbacks.Callback):
         if self.captured_step is None:
             if self._step == self.rewind_step:
                 self._capture_now()
-        elif self._step > self.captured_step and saved_step(self._wrappers) == self._step:
+        elif (self._step > self.captured_step and any(schedule(self._step)[0] for schedule in self._schedules)
+              and saved_step(self._wrappers) == self._step):
             self._after_pruning()
 
     def on_epoch_end(self, epoch, logs=None):
