@@ -1,6 +1,7 @@
 """LeNet-300-100 on MNIST: dense float vs 90%-sparse INT8 .tflite — size, accuracy, parity, latency.
 
-Train on the 5k MNIST subset, test on the official 10k test set (../shared/datasets/mnist).
+Train on the 5k MNIST subset, test on the official 10k test set (read from `tfprune.data.mnist_dir()`;
+`tfprune.data.download_mnist()` fetches them, or set $TFPRUNE_MNIST_DIR to a folder that holds them).
 Targets (issue 3): pruned INT8 gzip <= 1/15 of the dense float32 .tflite; pruned test accuracy
 within 1 point of the dense float model; >= 99% Keras/TFLite top-1 agreement. Latency of dense
 vs pruned INT8 is measured interleaved in the same run.

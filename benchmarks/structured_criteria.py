@@ -1,6 +1,6 @@
 """Which channels to prune: L2 magnitude vs BatchNorm scale vs Taylor vs group lasso, at the same FLOPs.
 
-A CNN trained on the MNIST 5k subset (../shared/datasets/mnist) is channel-pruned from the same dense
+A CNN trained on the MNIST 5k subset (`tfprune.data.download_mnist()` fetches it) is channel-pruned from the same dense
 weights with each criterion, by the same schedule (layer scope), so every pruned model has exactly the
 same channel counts and FLOPs; group lasso adds its penalty (warmed up over the first epoch, two
 strengths) to L2 pruning. Accuracy on the 10k test set after shrinking, for several seeds (mean and spread).

@@ -1,6 +1,6 @@
 """Latency follows FLOPs: channel pruning + shrink, exported to INT8 LiteRT, dense vs shrunk side by side.
 
-1. A CNN trained on the MNIST files in ../shared/datasets/mnist (5k training subset, 10k test set),
+1. A CNN trained on MNIST (5k training subset, 10k test set; `tfprune.data.download_mnist()` fetches them),
    channel-pruned gradually in `fit` (`prune_channels`, layer scope, L2 importance) to about 50% and
    about 25% of its FLOPs, shrunk, exported to INT8.
 2. keras.applications.MobileNetV2 (alpha 0.35, 96x96, random weights: latency only) channel-pruned in
