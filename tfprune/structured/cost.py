@@ -1,18 +1,24 @@
 """Parameters and FLOPs of a Keras model, to show what structured pruning saves.
 
 FLOPs are 2 x the multiply-accumulates of the layers that dominate inference:
-Dense, Conv, ConvTranspose, DepthwiseConv, SeparableConv and MultiHeadAttention
-(its projections and its two attention products), counted for one example.
-Element-wise work (activations, normalization, additions) is left out.
+Dense, EinsumDense, Conv, ConvTranspose, DepthwiseConv, SeparableConv and
+MultiHeadAttention (its projections and its two attention products), counted for
+one example. Element-wise work (activations, normalization, additions) is left out.
+
+The model is traced once on a symbolic batch of one example, recording the shapes
+each of those layers is called with, so that layers inside custom layers (a
+keras-hub `TransformerEncoder` builds its Dense and attention layers in `build()`)
+and every call of a shared layer are counted.
 """
 
+import contextlib
 import dataclasses
 import math
+import warnings
 
 import keras
 from keras import layers as L
-
-from tfprune.containers import is_graph_model
+from keras.src.backend import compute_output_spec  # traces without computing, on every backend
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,7 +40,10 @@ def _short(count):
 
 
 def model_cost(model):
-    """Parameters and FLOPs of a built Sequential or Functional model.
+    """Parameters and FLOPs of a built model with known inputs (Sequential, Functional, keras-hub backbones).
+
+    Input sizes left unknown (`None`, such as a sequence length) count as 1: a
+    sequence model's FLOPs are then those of one token.
 
     Example:
 
@@ -42,48 +51,124 @@ def model_cost(model):
     >>> model_cost(model)
     Cost(params=36, flops=64)
     """
-    return Cost(params=int(model.count_params()), flops=int(_model_flops(model)))
+    return Cost(params=int(model.count_params()), flops=int(sum(_call_flops(call) for call in _traced_calls(model))))
 
 
-def _model_flops(model):
-    total = 0
-    for layer in model.layers:
-        if is_graph_model(layer):
-            total += _model_flops(layer) * len(layer._inbound_nodes)
-            continue
-        for node in layer._inbound_nodes:
-            if node.input_tensors and node.output_tensors:
-                total += _layer_flops(layer, node)
-    return total
+@dataclasses.dataclass(frozen=True)
+class _Call:
+    """One call of a counted layer: its arguments and outputs, tensors as `KerasTensor`s (batch of one)."""
+
+    layer: keras.layers.Layer
+    args: tuple
+    kwargs: dict
+    outputs: object
+
+    @property
+    def input(self):
+        return self.args[0] if self.args else next(iter(self.kwargs.values()))
+
+    @property
+    def output(self):
+        return keras.tree.flatten(self.outputs)[0]
 
 
-def _spatial(tensor):
-    """Positions per example: the product of the axes between batch and channels."""
-    return math.prod(d or 1 for d in tensor.shape[1:-1])
+def _traced_calls(model):
+    """Every call of a counted layer when `model` runs on one example."""
+    try:
+        inputs = model.inputs[0] if isinstance(model, keras.Sequential) else model.input
+    except (AttributeError, ValueError) as error:
+        raise ValueError(
+            f"model_cost needs a built model with known inputs; '{model.name}' ({type(model).__name__}) has none. "
+            "Build it on keras.Input (Functional or Sequential) first."
+        ) from error
+    example = keras.tree.map_structure(
+        lambda tensor: keras.KerasTensor((1, *(size or 1 for size in tensor.shape[1:])), tensor.dtype), inputs)
+    calls = []
+    with _recording(_counted_layers(model), calls), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # e.g. Keras' softmax-over-one-position warning when a length counts as 1
+        compute_output_spec(model, example)
+    return calls
 
 
-def _layer_flops(layer, node):
-    x, y = node.input_tensors[0], node.output_tensors[0]
+def _counted_layers(layer):
+    """The layers with a FLOPs formula inside `layer`, outermost ones only (an attention's projections are its own)."""
+    found = {}
+    for sub in layer._flatten_layers(include_self=False, recursive=False):
+        if isinstance(sub, _COUNTED):
+            found[id(sub)] = sub
+        else:
+            found.update((id(inner), inner) for inner in _counted_layers(sub))
+    return list(found.values())
+
+
+@contextlib.contextmanager
+def _recording(layers, calls):
+    """Appends a `_Call` to `calls` for each call of `layers` in the block (the way Keras' GPTQ hooks `call`)."""
+    own_calls = {id(layer): layer.__dict__.get("call") for layer in layers}
+
+    def recorded(layer, call):
+        def recording_call(*args, **kwargs):
+            outputs = call(*args, **kwargs)
+            calls.append(_Call(layer, *(_specs(structure) for structure in (args, kwargs, outputs))))
+            return outputs
+
+        return recording_call
+
+    for layer in layers:
+        layer.call = recorded(layer, layer.call)
+    try:
+        yield
+    finally:
+        for layer in layers:
+            if own_calls[id(layer)] is None:
+                del layer.call
+            else:
+                layer.call = own_calls[id(layer)]
+
+
+def _specs(structure):
+    return keras.tree.map_structure(
+        lambda x: keras.KerasTensor(x.shape, x.dtype) if keras.ops.is_tensor(x) else x, structure)
+
+
+def _positions(tensor):
+    """Positions in the traced batch: every axis but the channel one (the batch axis is 1, or the time axis
+    folded into it by TimeDistributed)."""
+    return math.prod(size or 1 for size in tensor.shape[:-1])
+
+
+def _call_flops(call):
+    layer, x, y = call.layer, call.input, call.output
     if isinstance(layer, L.MultiHeadAttention):
-        return _attention_flops(layer, node)
+        return _attention_flops(layer, call)
+    if isinstance(layer, L.EinsumDense):
+        return 2 * math.prod(y.shape) * _contracted_size(layer)
     if isinstance(layer, L.SeparableConv1D | L.SeparableConv2D):
         depthwise = layer.depthwise_kernel.shape
-        return 2 * _spatial(y) * (math.prod(depthwise) + depthwise[-2] * depthwise[-1] * layer.filters)
-    if isinstance(layer, L.DepthwiseConv1D | L.DepthwiseConv2D):
-        return 2 * _spatial(y) * math.prod(layer.kernel.shape)
+        return 2 * _positions(y) * (math.prod(depthwise) + depthwise[-2] * depthwise[-1] * layer.filters)
     if isinstance(layer, L.Conv1DTranspose | L.Conv2DTranspose | L.Conv3DTranspose):
-        return 2 * _spatial(x) * math.prod(layer.kernel.shape)
-    if isinstance(layer, L.Conv1D | L.Conv2D | L.Conv3D | L.Dense):
-        return 2 * _spatial(y) * math.prod(layer.kernel.shape)
-    return 0
+        return 2 * _positions(x) * math.prod(layer.kernel.shape)
+    return 2 * _positions(y) * math.prod(layer.kernel.shape)  # Dense, Conv (grouped too), DepthwiseConv
 
 
-def _attention_flops(layer, node):
-    query = node.arguments.args[0] if node.arguments.args else node.arguments.kwargs["query"]
-    value = node.arguments.args[1] if len(node.arguments.args) > 1 else node.arguments.kwargs["value"]
-    query_positions, value_positions = _spatial(query), _spatial(value)
+def _contracted_size(layer):
+    """Entries of an EinsumDense kernel summed into each output value: its axes absent from the output."""
+    operands, output = layer.equation.replace(" ", "").split("->")
+    kernel_axes = operands.split(",")[1]
+    return math.prod(size for axis, size in zip(kernel_axes, layer.kernel.shape) if axis not in output)
+
+
+def _attention_flops(layer, call):
+    query = call.args[0] if call.args else call.kwargs["query"]
+    value = call.args[1] if len(call.args) > 1 else call.kwargs["value"]
+    query_positions, value_positions = _positions(query), _positions(value)
     q, k, v, o = (d.kernel.shape for d in (layer._query_dense, layer._key_dense, layer._value_dense,
                                            layer._output_dense))
     projections = query_positions * (math.prod(q) + math.prod(o)) + value_positions * (math.prod(k) + math.prod(v))
     attention = query_positions * value_positions * (q[1] * q[2] + v[1] * v[2])  # scores, then weighted values
     return 2 * (projections + attention)
+
+
+_COUNTED = (L.Dense, L.EinsumDense, L.MultiHeadAttention, L.Conv1D, L.Conv2D, L.Conv3D, L.Conv1DTranspose,
+            L.Conv2DTranspose, L.Conv3DTranspose, L.DepthwiseConv1D, L.DepthwiseConv2D, L.SeparableConv1D,
+            L.SeparableConv2D)
