@@ -1,4 +1,4 @@
-"""`model_cost` inside custom layers."""
+"""`model_cost` inside custom layers, and `sparsity_report`'s count of weights alive under a zero mask."""
 
 import keras
 import numpy as np
@@ -77,3 +77,44 @@ def test_model_cost_of_a_model_without_known_inputs_says_how_to_build_it():
     with pytest.raises(ValueError, match="'net'.*keras.Input"):
         tfprune.model_cost(net)
 
+
+def _two_dense_layers():
+    keras.utils.set_random_seed(0)
+    return keras.Sequential([keras.Input((8,)), L.Dense(6, name="hidden"), L.Dense(3, name="out")])
+
+
+def test_sparsity_report_counts_a_pruned_weight_written_back_under_its_mask():
+    pruned = tfprune.prune_low_magnitude(_two_dense_layers(), tfprune.ConstantSparsity(0.5, 0))
+    tfprune.PruningController(pruned).update(0)
+    report = tfprune.sparsity_report(pruned)
+    assert report["total"]["nonzero_under_mask"] == 0 and report["total"]["sparsity"] == pytest.approx(0.5, abs=0.02)
+
+    wrapper = pruned.get_layer("prune_low_magnitude_hidden")
+    kernel = wrapper.layer.kernel
+    masked = np.argwhere(keras.ops.convert_to_numpy(wrapper.masks[0]) == 0)[:3]
+    value = keras.ops.convert_to_numpy(kernel).copy()
+    value[tuple(masked.T)] = 0.5  # what an optimizer step around the mask constraint leaves behind
+    kernel.assign(value)
+    with pytest.warns(UserWarning, match=r"3 pruned weight entries are non-zero.*'hidden/kernel' \(3\).*optimizer"):
+        leaked = tfprune.sparsity_report(pruned)
+
+    rows = {row["weight"]: row for row in leaked["layers"]}
+    assert rows["hidden/kernel"]["nonzero_under_mask"] == 3 and rows["out/kernel"]["nonzero_under_mask"] == 0
+    assert leaked["total"]["nonzero_under_mask"] == 3
+    assert leaked["total"]["nonzeros"] == report["total"]["nonzeros"]  # weight * mask is unchanged
+    assert "! 3 entries are non-zero under a zero mask" in tfprune.format_report(leaked)
+
+
+def test_sparsity_report_counts_a_channel_written_back_under_its_mask():
+    pruned = tfprune.prune_channels(_two_dense_layers(), tfprune.ConstantSparsity(0.5, 0))
+    tfprune.ChannelController(pruned).prune(0.5, step=0)
+    assert tfprune.sparsity_report(pruned)["total"]["nonzero_under_mask"] == 0
+
+    wrapper = pruned.get_layer("prune_channels_hidden")
+    pruned_unit = int(np.flatnonzero(wrapper.pruned("output"))[0])
+    value = keras.ops.convert_to_numpy(wrapper.layer.kernel).copy()
+    value[:, pruned_unit] = 1.0
+    wrapper.layer.kernel.assign(value)
+    with pytest.warns(UserWarning, match="8 pruned weight entries"):
+        rows = {row["weight"]: row for row in tfprune.sparsity_report(pruned)["layers"]}
+    assert rows["hidden/kernel"]["nonzero_under_mask"] == 8  # the unit's whole kernel column

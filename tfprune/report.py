@@ -1,15 +1,19 @@
 """Sparsity reports: per-layer and total sparsity of the prunable weights of a model.
 
-Works on pruned models (counting `weight * mask`, what inference uses) and on
-plain Keras models (counting exact zeros), so the same table describes a model
-before pruning, during it and after `strip_pruning`.
+Works on pruned models (counting `weight * mask`, what `strip_pruning` keeps, and
+flagging weights alive under a zero mask) and on plain Keras models (counting exact
+zeros), so the same table describes a model before pruning, during it and after
+`strip_pruning`.
 """
+
+import warnings
 
 import numpy as np
 from keras import ops
 
 from tfprune import registry
-from tfprune.wrapper import PruneLowMagnitude
+from tfprune.structured.wrapper import PruneChannels, broadcast_mask
+from tfprune.wrapper import PruneLowMagnitude, PruningWrapper
 
 
 def _prunable_layers(layer):
@@ -18,20 +22,35 @@ def _prunable_layers(layer):
         if isinstance(sub, PruneLowMagnitude):
             if sub.built and sub.masks:
                 yield sub
+        elif isinstance(sub, PruneChannels):
+            if sub.built and registry.is_prunable(sub.layer):
+                yield sub
         elif registry.is_prunable(sub) and sub.built:
             yield sub
         else:
             yield from _prunable_layers(sub)
 
 
-def _effective_weights(layer):
-    """(variable path, value used in inference, held at max_layer_sparsity?) per prunable weight."""
+def _weights_and_masks(layer):
+    """(variable path, value, mask or None, held at max_layer_sparsity?) per prunable weight."""
     if isinstance(layer, PruneLowMagnitude):
-        return [
-            (w.path, value, _held_at_cap(layer, ops.convert_to_numpy(mask)))
-            for (w, value), mask in zip(layer.masked_weights(), layer.masks)
-        ]
-    return [(w.path, ops.convert_to_numpy(w.value), False) for w in registry.prunable_weights(layer)]
+        masks = [ops.convert_to_numpy(mask) for mask in layer.masks]
+        return [(w.path, ops.convert_to_numpy(w), mask, _held_at_cap(layer, mask))
+                for w, mask in zip(layer.pruned_weights, masks)]
+    if isinstance(layer, PruneChannels):
+        return [(w.path, ops.convert_to_numpy(w), _channel_mask(layer, w), False)
+                for w in registry.prunable_weights(layer.layer)]
+    return [(w.path, ops.convert_to_numpy(w), None, False) for w in registry.prunable_weights(layer)]
+
+
+def _channel_mask(wrapper, variable):
+    """The channel masks of a `PruneChannels` wrapper spread over one of its layer's weights."""
+    mask = np.ones(variable.shape, bool)
+    for axis in wrapper.role_axes:
+        if axis.variable is variable:
+            kept = broadcast_mask(~wrapper.pruned(axis.role), axis.axis, axis.repeat, len(variable.shape))
+            mask = mask & ops.convert_to_numpy(kept)
+    return mask
 
 
 def _held_at_cap(wrapper, mask):
@@ -47,10 +66,13 @@ def sparsity_report(model):
     """Per-weight and total sparsity of the prunable weights of `model`.
 
     Returns a dict: `{"layers": [{"layer", "weight", "shape", "params", "nonzeros",
-    "sparsity", "at_cap"}, ...], "total": {"params", "nonzeros", "sparsity"}}`, where "weight" is the
-    variable path (unique in the model, e.g. "mha/query/kernel") and "at_cap" says that
-    global pruning holds the weight at `max_layer_sparsity` (it ranked more of it below
-    the threshold).
+    "nonzero_under_mask", "sparsity", "at_cap"}, ...], "total": {"params", "nonzeros",
+    "nonzero_under_mask", "sparsity"}}`, where "weight" is the variable path (unique in the
+    model, e.g. "mha/query/kernel"), "nonzeros" counts `weight * mask` (what `strip_pruning`
+    keeps), "nonzero_under_mask" counts the entries that are non-zero although their mask
+    is zero (0 unless the weights were updated around the mask constraint; a warning says
+    so) and "at_cap" says that global pruning holds the weight at `max_layer_sparsity` (it
+    ranked more of it below the threshold).
 
     Example:
 
@@ -59,9 +81,10 @@ def sparsity_report(model):
     """
     rows = []
     for layer in _prunable_layers(model):
-        name = layer.layer.name if isinstance(layer, PruneLowMagnitude) else layer.name
-        for weight_name, value, at_cap in _effective_weights(layer):
-            nonzeros = int(np.count_nonzero(value))
+        name = layer.layer.name if isinstance(layer, PruningWrapper) else layer.name
+        for weight_name, value, mask, at_cap in _weights_and_masks(layer):
+            pruned = np.zeros(value.shape, bool) if mask is None else mask == 0
+            nonzeros = int(np.count_nonzero(value[~pruned]))
             rows.append(
                 {
                     "layer": name,
@@ -69,29 +92,55 @@ def sparsity_report(model):
                     "shape": list(value.shape),
                     "params": int(value.size),
                     "nonzeros": nonzeros,
+                    "nonzero_under_mask": int(np.count_nonzero(value[pruned])),
                     "sparsity": 1.0 - nonzeros / value.size if value.size else 0.0,
                     "at_cap": at_cap,
                 }
             )
     params = sum(r["params"] for r in rows)
     nonzeros = sum(r["nonzeros"] for r in rows)
-    total = {"params": params, "nonzeros": nonzeros, "sparsity": 1.0 - nonzeros / params if params else 0.0}
+    under_mask = sum(r["nonzero_under_mask"] for r in rows)
+    total = {"params": params, "nonzeros": nonzeros, "nonzero_under_mask": under_mask,
+             "sparsity": 1.0 - nonzeros / params if params else 0.0}
+    if under_mask:
+        warnings.warn(_under_mask_message(rows), stacklevel=2)
     return {"layers": rows, "total": total}
 
 
+def _under_mask_message(rows):
+    leaking = [r for r in rows if r["nonzero_under_mask"]]
+    names = ", ".join(f"'{r['weight']}' ({r['nonzero_under_mask']})" for r in leaking[:4])
+    more = f" and {len(leaking) - 4} more weights" if len(leaking) > 4 else ""
+    return (
+        f"{sum(r['nonzero_under_mask'] for r in rows)} pruned weight entries are non-zero although their mask is "
+        f"zero: {names}{more}. The model computes with them, so it is denser than its masks say. They were "
+        "updated around the mask constraint, which a Keras optimizer's apply()/apply_gradients() applies after "
+        "each step; writing the variables directly or JAX's stateless apply skips it. Update the weights "
+        "through the optimizer (README: Custom training loops)."
+    )
+
+
 def format_report(report):
-    """The report as a fixed-width text table; weights held at max_layer_sparsity are starred."""
-    lines = [f"{'layer':<28} {'weight':<40} {'shape':<18} {'params':>9} {'non-zero':>9} {'sparsity':>9}"]
+    """The report as a fixed-width text table; weights held at max_layer_sparsity are starred, and a last line
+    explains a non-zero "masked!=0" column (entries alive under a zero mask)."""
+    lines = [f"{'layer':<28} {'weight':<40} {'shape':<18} {'params':>9} {'non-zero':>9} {'masked!=0':>9} "
+             f"{'sparsity':>9}"]
     for r in report["layers"]:
         shape = "x".join(str(d) for d in r["shape"])
         star = "*" if r.get("at_cap") else ""
         lines.append(
             f"{r['layer']:<28} {r['weight']:<40} {shape:<18} {r['params']:>9} {r['nonzeros']:>9} "
-            f"{r['sparsity']:>9.2%}{star}"
+            f"{r.get('nonzero_under_mask', 0):>9} {r['sparsity']:>9.2%}{star}"
         )
     t = report["total"]
-    lines.append(f"{'total':<28} {'':<40} {'':<18} {t['params']:>9} {t['nonzeros']:>9} {t['sparsity']:>9.2%}")
+    under_mask = t.get("nonzero_under_mask", 0)  # absent from reports written before it was counted
+    lines.append(f"{'total':<28} {'':<40} {'':<18} {t['params']:>9} {t['nonzeros']:>9} {under_mask:>9} "
+                 f"{t['sparsity']:>9.2%}")
     held = sum(1 for r in report["layers"] if r.get("at_cap"))
     if held:
         lines.append(f"* {held} weight(s) held at max_layer_sparsity: global ranking would have pruned them further.")
+    if under_mask:
+        lines.append(f"! {under_mask} entries are non-zero under a zero mask (masked!=0): the model "
+                     "computes with them, so it is denser than its masks say. Update weights through a Keras "
+                     "optimizer, which keeps them at zero.")
     return "\n".join(lines)
