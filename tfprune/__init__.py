@@ -57,9 +57,21 @@ __all__ = sorted(_PUBLIC)
 __getattr__ = attribute_loader("tfprune", globals(), _PUBLIC)
 
 
-# Importing the modules registers tfprune's classes with Keras, so that keras.models.load_model reads pruned
-# models. Only the `tfprune` command defers it (to the command that needs Keras): `tfprune --help` or
-# `tfprune bench` then start in well under a second instead of importing TensorFlow.
-if os.path.basename(sys.argv[0] if sys.argv else "") != "tfprune":
-    for _name in _PUBLIC:
-        __getattr__(_name)
+def _import_public_modules():
+    """Imports every public module, which registers tfprune's classes with Keras so that
+    keras.models.load_model reads pruned models."""
+    for name in _PUBLIC:
+        __getattr__(name)
+
+
+def _started_as_command():
+    """True in the `tfprune` command: its installed script, or `python -m tfprune.cli`."""
+    script = os.path.splitext(os.path.basename(sys.argv[0] if sys.argv else ""))[0]
+    module = any(flag == "-m" and name == "tfprune.cli" for flag, name in zip(sys.orig_argv, sys.orig_argv[1:]))
+    return script == "tfprune" or module
+
+
+# The `tfprune` command imports modules as each command needs them: `tfprune --help` or `tfprune bench`
+# then start in well under a second instead of importing TensorFlow.
+if not _started_as_command():
+    _import_public_modules()

@@ -1,11 +1,14 @@
-"""The `tfprune` command: export Keras models to TFLite and benchmark .tflite files.
+"""The `tfprune` command: inspect and shrink Keras models, export them to TFLite, benchmark .tflite files.
 
-    tfprune export MODEL.keras -o OUT.tflite --quantize int8 --calibration digits [--custom-objects my_layers.py]
+    tfprune report MODEL.keras
+    tfprune shrink MODEL.keras [-o OUT.keras]           (default MODEL.shrunk.keras)
+    tfprune export MODEL.keras [-o OUT.tflite] --quantize int8 --calibration digits   (default MODEL.tflite)
     tfprune bench A.tflite [B.tflite ...] [--threads N] [--adb SERIAL --benchmark-binary PATH]
     tfprune arm-check A.tflite [B.tflite ...] --inputs mnist [--sysroot DIR]
 
+report, shrink and export take `--custom-objects my_layers.py` for models with custom classes.
 Quiet by default: TensorFlow's and LiteRT's own log lines are dropped unless `--verbose`.
-TensorFlow is imported only by the commands that need it.
+Keras and TensorFlow are imported only by the commands that read .keras files, not by bench or arm-check.
 """
 
 import argparse
@@ -16,6 +19,7 @@ import inspect
 import json
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -88,30 +92,69 @@ def _custom_objects(sources):
     return found
 
 
+def _load_model(path, custom_objects):
+    """The Keras model in the file `path`, with all of tfprune's classes registered (the command defers that)."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"No model file at '{path}': check the path.")
+    tfprune._import_public_modules()  # TensorFlow is imported from here on
+    from tfprune.api import MissingCustomClassError
+
+    try:
+        return tfprune.load_model(path, custom_objects=_custom_objects(custom_objects))
+    except MissingCustomClassError as error:
+        raise ValueError(f"'{path}' holds the custom class '{error.class_name}', which is not loaded: pass "
+                         "--custom-objects with the module (my_package.layers) or Python file (layers.py) that "
+                         "defines it.") from error
+
+
 def _export(args):
     quantize = None if args.quantize == "none" else args.quantize
     if quantize == "int8" and not args.calibration:
         raise ValueError("--quantize int8 needs --calibration (a .npy file of typical inputs, an .npz with one array "
                          "per input, 'digits', 'mnist' or tfds:NAME[:SPLIT]).")
-    if not Path(args.model).is_file():
-        raise FileNotFoundError(f"No model file at '{args.model}'.")
-    from tfprune.api import MissingCustomClassError  # TensorFlow is imported from here on
+    model = _load_model(args.model, args.custom_objects)
     from tfprune.deploy import export_tflite
 
-    try:
-        model = tfprune.load_model(args.model, custom_objects=_custom_objects(args.custom_objects))
-    except MissingCustomClassError as error:
-        raise ValueError(f"'{args.model}' holds the custom class '{error.class_name}', which is not loaded: pass "
-                         "--custom-objects with the module (my_package.layers) or Python file (layers.py) that "
-                         "defines it.") from error
     calibration = _calibration(args.calibration, model) if args.calibration else None
-    report = export_tflite(model, args.output, quantize=quantize, representative_data=calibration,
+    output = args.output or Path(args.model).with_suffix(".tflite")
+    report = export_tflite(model, output, quantize=quantize, representative_data=calibration,
                            sparse_encoding=args.sparse, float_io=args.float_io, select_tf_ops=args.select_tf_ops,
                            on_parity_failure="warn" if args.allow_mismatch else "raise")
     print(report.summary())
     if args.report:
         report.save_json(args.report)
         print(f"report: {args.report}")
+
+
+def _report(args):
+    model = _load_model(args.model, args.custom_objects)
+    from tfprune.controller import pruning_wrappers
+
+    print(tfprune.format_report(tfprune.sparsity_report(model)))
+    if pruning_wrappers(model):
+        print(f"cost: {tfprune.model_cost(tfprune.strip_pruning(model))} (without the pruning wrappers' masks)")
+    else:
+        print(f"cost: {tfprune.model_cost(model)}")
+        print("no pruning wrappers: sparsity above counts the weights' exact zeros.")
+
+
+def _shrink(args):
+    output = Path(args.output or Path(args.model).with_suffix(".shrunk.keras"))
+    if output.suffix != ".keras":
+        raise ValueError(f"-o {output}: the shrunk model is saved as a .keras file; give a name ending in .keras.")
+    small = tfprune.shrink(_load_model(args.model, args.custom_objects))  # prints parameters and FLOPs before -> after
+    _save_atomically(small, output)
+    print(f"saved: {output}")
+
+
+def _save_atomically(model, path):
+    """Saves `model` to the .keras file `path`: complete or not at all."""
+    from tfprune.files import atomic_write
+
+    with tempfile.TemporaryDirectory() as staging:
+        staged = Path(staging) / "model.keras"
+        model.save(staged)
+        atomic_write(path, staged.read_bytes())
 
 
 def _bench(args):
@@ -162,25 +205,38 @@ class _DefaultsShown(argparse.HelpFormatter):
         return f"{action.help} (default: {action.default})" if shown else action.help
 
 
+def _add_model_arguments(command):
+    command.add_argument("model", help="a .keras (or legacy .h5) file")
+    command.add_argument("--custom-objects", nargs="+", default=[], metavar="MODULE_OR_FILE",
+                         help="modules (my_package.layers) or Python files (layers.py) defining the model's custom "
+                              "classes")
+
+
 def build_parser():
     formatter = _DefaultsShown
-    parser = argparse.ArgumentParser(prog="tfprune", description="Prune, export and benchmark Keras 3 models.",
+    parser = argparse.ArgumentParser(prog="tfprune", description="Inspect, shrink, export and benchmark pruned Keras 3 models.",
                                      formatter_class=formatter)
     parser.add_argument("--version", action="version", version=f"tfprune {tfprune.__version__}")
     parser.add_argument("--verbose", action="store_true", help="show TensorFlow's and LiteRT's own log lines")
     sub = parser.add_subparsers(dest="command", required=True)
+    report = sub.add_parser("report", help="per-layer sparsity, parameters and FLOPs of a .keras model",
+                            formatter_class=formatter)
+    _add_model_arguments(report)
+    report.set_defaults(func=_report)
+    shrink = sub.add_parser("shrink", help="remove a .keras model's zero channels (after prune_channels)",
+                            formatter_class=formatter)
+    _add_model_arguments(shrink)
+    shrink.add_argument("-o", "--output", help="the .keras file to write (default: MODEL.shrunk.keras beside it)")
+    shrink.set_defaults(func=_shrink)
     export = sub.add_parser("export", help="convert a .keras model (pruned or not) to .tflite, verified",
                             formatter_class=formatter)
-    export.add_argument("model", help="a .keras (or legacy .h5) file")
-    export.add_argument("-o", "--output", required=True, help="the .tflite file to write")
+    _add_model_arguments(export)
+    export.add_argument("-o", "--output", help="the .tflite file to write (default: MODEL.tflite beside it)")
     export.add_argument("--quantize", choices=["none", "dynamic", "float16", "int8"], default="int8",
                         help="none: float32; dynamic: int8 weights; float16; int8: full integer (needs --calibration)")
     export.add_argument("--calibration", help="calibration inputs: a .npy file (an .npz of arrays named like the "
                         "inputs, for several), 'digits', 'mnist' or a TFDS dataset prepared on this machine, "
                         "tfds:NAME[:SPLIT] (int8 needs it)")
-    export.add_argument("--custom-objects", nargs="+", default=[], metavar="MODULE_OR_FILE",
-                        help="modules (my_package.layers) or Python files (layers.py) defining the model's custom "
-                             "classes")
     export.add_argument("--sparse", action="store_true", help="use TFLite sparse encoding where it loads and helps")
     export.add_argument("--float-io", action="store_true", help="int8 model with float32 inputs/outputs")
     export.add_argument("--select-tf-ops", action="store_true",
@@ -241,7 +297,7 @@ def main(argv=None):
     try:
         with contextlib.nullcontext() if args.verbose else _native_logs_dropped():
             args.func(args)
-    except (ValueError, FileNotFoundError, PermissionError, RuntimeError) as error:
+    except (ValueError, OSError, RuntimeError) as error:  # the file and what to do, without a traceback
         print(f"error: {error}", file=sys.stderr)
         return 2
     return 0
