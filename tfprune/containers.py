@@ -8,11 +8,14 @@ and loads as a `.keras` file, its class becomes a subclass of the user's class
 mixing in `PrunedContainer`, whose config records the swapped layers.
 """
 
+import functools
+
 import keras
 from keras.src.models.functional import Functional
 
 from tfprune import registry
 from tfprune.controller import pruning_wrappers
+from tfprune.wrapper import PruningWrapper
 
 
 def is_graph_model(layer):
@@ -20,30 +23,37 @@ def is_graph_model(layer):
 
 
 def is_user_container(layer):
-    """True for a user's layer or subclassed model holding layers, which tfprune descends into.
+    """True for a layer or subclassed model holding layers that tfprune descends into.
 
-    Keras' own composite layers (attention, RNN, wrappers), tfprune wrappers and
-    `PrunableLayer`s are pruned whole; Sequential and Functional models are cloned.
+    Users' layers and models qualify, and so do keras-hub's (`TransformerEncoder`);
+    Keras' own composite layers (attention, RNN, wrappers), layers the registry
+    prunes whole and tfprune's wrappers do not; Sequential and Functional models
+    are cloned.
     """
-    library = type(layer).__module__.split(".")[0] in ("keras", "tfprune")
-    return (
-        bool(layer._layers)
-        and not library
-        and not is_graph_model(layer)
-        and not registry.has_custom_prunable_weights(layer)
-    )
+    keras_own = type(layer).__module__.split(".")[0] in ("keras", "tfprune")
+    return bool(layer._layers) and not keras_own and not is_graph_model(layer) and not registry.is_prunable(layer)
+
+
+@functools.cache
+def _keras_attributes():
+    """Attribute names Keras itself sets on every layer and model (`_layers`, `_tracker`, ...)."""
+    return frozenset(vars(keras.layers.Layer())) | frozenset(vars(keras.Model()))
 
 
 def leaf_paths(container):
-    """Paths of the layers held by `container`, descending into nested user containers."""
+    """Paths of the layers held by `container`, descending into nested user containers.
+
+    Private attributes count: keras-hub's layers keep theirs as `self._self_attention_layer`.
+    """
+    held = {id(layer) for layer in container._layers}
     for name, value in list(vars(container).items()):
-        if name.startswith("_"):
+        if name in _keras_attributes():
             continue
-        if isinstance(value, keras.layers.Layer):
+        if isinstance(value, keras.layers.Layer) and id(value) in held:
             yield from _paths_below((name,), value)
         elif isinstance(value, (list, tuple)):
             for index, item in enumerate(value):
-                if isinstance(item, keras.layers.Layer):
+                if isinstance(item, keras.layers.Layer) and id(item) in held:
                     yield from _paths_below((name, index), item)
 
 
@@ -53,6 +63,19 @@ def _paths_below(path, layer):
             yield path + below
     else:
         yield path
+
+
+def user_weights(layer):
+    """The weights of `layer` in Keras' order, but without tfprune's state (masks, pruning steps, gates).
+
+    They are the same, value for value, before pruning, right after it and after stripping.
+    """
+    if isinstance(layer, PruningWrapper):
+        return user_weights(layer.layer)
+    weights = list(layer._trainable_variables) + list(layer._non_trainable_variables)
+    for held in layer._layers:
+        weights += user_weights(held)
+    return list({id(v): v for v in weights}.values())
 
 
 def get_at(container, path):
@@ -76,6 +99,22 @@ def set_at(container, path, new):
         get_at(container, path[:-1])[path[-1]] = new
     else:
         setattr(owner, path[-1], new)
+
+
+def held_at(container, path):
+    """The layer at `path` in `container`, or None if there is none (yet: `build()` may create it)."""
+    try:
+        return get_at(container, path)
+    except (AttributeError, IndexError):
+        return None
+
+
+def swap_in(container, replacements):
+    """Puts each layer of `replacements` ({path: layer}) at its path in `container`, where another is held now."""
+    for path, new in replacements.items():
+        held = held_at(container, path)
+        if held is not None and held is not new:
+            set_at(container, path, new)
 
 
 @keras.saving.register_keras_serializable("tfprune")
@@ -109,10 +148,17 @@ class PrunedContainer:
     @classmethod
     def from_config(cls, config):
         container = keras.saving.deserialize_keras_object(config["container"])
-        for swapped in config["swapped"]:
-            set_at(container, tuple(swapped["path"]), keras.saving.deserialize_keras_object(swapped["layer"]))
-        mark_swapped(container)
+        swaps = {tuple(s["path"]): keras.saving.deserialize_keras_object(s["layer"]) for s in config["swapped"]}
+        swap_in(container, swaps)
+        container.__class__ = _pruned_class(user_class(container))
+        # Kept for build_from_config, for the layers that the user's build() creates; object.__setattr__
+        # keeps Keras from tracking the layers twice.
+        object.__setattr__(container, "_swaps_after_build", swaps)
         return container
+
+    def build_from_config(self, config):
+        super().build_from_config(config)
+        swap_in(self, getattr(self, "_swaps_after_build", {}))
 
 
 _PRUNED_CLASSES = {}
@@ -130,8 +176,12 @@ def mark_swapped(container):
     if not pruning_wrappers(container):
         container.__class__ = plain
         return
+    container.__class__ = _pruned_class(plain)
+
+
+def _pruned_class(plain):
     if plain not in _PRUNED_CLASSES:
         pruned = type(plain.__name__, (PrunedContainer, plain), {"__module__": plain.__module__})
         # Every pruned variant serializes as "tfprune>PrunedContainer"; loading needs only the generic from_config.
         _PRUNED_CLASSES[plain] = keras.saving.register_keras_serializable("tfprune", "PrunedContainer")(pruned)
-    container.__class__ = _PRUNED_CLASSES[plain]
+    return _PRUNED_CLASSES[plain]

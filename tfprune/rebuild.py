@@ -12,7 +12,18 @@ layers they hold swapped by path (see `containers`).
 import keras
 from keras.src.models.functional import Functional
 
-from tfprune.containers import get_at, is_graph_model, is_user_container, leaf_paths, mark_swapped, set_at, user_class
+from tfprune.containers import (
+    get_at,
+    held_at,
+    is_graph_model,
+    is_user_container,
+    leaf_paths,
+    mark_swapped,
+    set_at,
+    swap_in,
+    user_class,
+    user_weights,
+)
 
 
 def copy_layer(layer):
@@ -80,16 +91,31 @@ def _named_inputs(model):
 
 
 def _rebuild_container(container, replace):
-    """A copy of a user's subclassed model or container layer, each held layer `l` replaced by `replace(l)`."""
+    """A copy of a user's subclassed model or container layer, each held layer `l` replaced by `replace(l)`.
+
+    Replacements go in where `__init__` created the held layer, and again after `build()`, which may
+    create (keras-hub's layers) or re-create them; every other weight is then copied across, so the
+    copy starts from exactly the original's values.
+    """
     clone = _fresh_copy(container)
+    replacements = {}
     for path in leaf_paths(container):
         held = get_at(container, path)
-        set_at(clone, path, rebuild(held, replace) if is_graph_model(held) else replace(held))
+        replacements[path] = rebuild(held, replace) if is_graph_model(held) else replace(held)
+    swap_in(clone, replacements)
     build_config = container.get_build_config()
-    if container.built and build_config:
-        clone.build_from_config(build_config)  # builds what the container creates itself, if anything
+    if container.built and build_config and not clone.built:  # some layers build in __init__ from their config
+        clone.build_from_config(build_config)
         clone.built = True  # as Keras' own deserialization does: a subclassed model's build leaves it unset
-    _copy_own_variables(container, clone)
+    swap_in(clone, replacements)
+    missing = [path for path, new in replacements.items() if held_at(clone, path) is not new]
+    if missing:
+        raise ValueError(
+            f"Cannot copy layer '{container.name}' ({user_class(container).__name__}): its copy, re-created from "
+            f"get_config() and built, has no layer at {'.'.join(map(str, missing[0]))} where the original has one. "
+            "Create held layers in __init__() or build() from the config alone, or prune in place with copy=False."
+        )
+    _copy_other_weights(container, clone, replacements.values())
     mark_swapped(clone)
     return clone
 
@@ -113,17 +139,23 @@ def _recreate(layer, cls):
         ) from error
 
 
-def _copy_own_variables(container, clone):
-    """Copies the variables `container` creates itself (not those of the layers it holds)."""
-    own, new = _own_variables(container), _own_variables(clone)
-    if len(own) != len(new):
+def _copy_other_weights(container, clone, placed):
+    """Copies into `clone` the weights of `container` that the `placed` layers do not carry.
+
+    Those are the container's own variables and those of held layers no path reaches. Both sides must
+    hold the same weights in the same order, tfprune's own state aside; anything else is an error,
+    never a silently re-initialised weight.
+    """
+    source, target = user_weights(container), user_weights(clone)
+    if [tuple(v.shape) for v in source] != [tuple(v.shape) for v in target]:
         raise ValueError(
-            f"Cannot copy custom layer '{container.name}' ({type(container).__name__}): it holds {len(own)} "
-            f"variables of its own, its copy built from get_build_config() holds {len(new)}. Create them in build()."
+            f"Cannot copy layer '{container.name}' ({user_class(container).__name__}): its copy, re-created from "
+            f"get_config() and built from get_build_config(), holds {len(target)} weights where the original "
+            f"holds {len(source)} (or of other shapes), so the copy cannot start from the original's values. "
+            "Create every weight and sub-layer in __init__() or build() from the config alone, or prune in "
+            "place with copy=False."
         )
-    for source, target in zip(own, new):
-        target.assign(source)
-
-
-def _own_variables(layer):
-    return list(layer._trainable_variables) + list(layer._non_trainable_variables)
+    carried = {id(v) for layer in placed for v in layer.weights}
+    for source_variable, target_variable in zip(source, target):
+        if id(target_variable) not in carried:
+            target_variable.assign(source_variable)

@@ -89,6 +89,11 @@ _WEIGHTS_BY_CLASS = (
     (L.GRUCell, (("kernel", _kernel_axes), ("recurrent_kernel", _kernel_axes))),
 )
 
+# Layers of libraries that tfprune does not depend on, by module root and class name (no import needed).
+_WEIGHTS_BY_CLASS_NAME = {
+    ("keras_hub", "PositionEmbedding"): (("position_embeddings", _kernel_axes),),
+}
+
 # Layers with nothing to prune: normalization (deliberately dense) and weightless layers.
 # Weightless ones are recognised once built (no weights); these are known before build too.
 _DENSE_BY_DESIGN = (
@@ -187,6 +192,10 @@ def _weights_by_class(layer):
     for cls, weights in _WEIGHTS_BY_CLASS:
         if isinstance(layer, cls):
             return weights
+    for cls in type(layer).__mro__:
+        weights = _WEIGHTS_BY_CLASS_NAME.get((cls.__module__.split(".")[0], cls.__name__))
+        if weights:
+            return weights
     return ()
 
 
@@ -231,6 +240,7 @@ def unsupported_message(layer):
         f"Layer '{layer.name}' ({type(layer).__name__}) is not prunable: tfprune does not know which of its "
         "weights to prune. Supported: Dense, EinsumDense, Conv*, DepthwiseConv*, SeparableConv*, Embedding, "
         "MultiHeadAttention, SimpleRNN/LSTM/GRU (also stacked cells), Bidirectional/TimeDistributed around them, "
+        "keras-hub's PositionEmbedding and ReversibleEmbedding, "
         "weightless and normalization layers (left dense), and any layer that subclasses tfprune.PrunableLayer "
         "and returns its prunable variables from get_prunable_weights(); your own layers that hold such layers "
         "as attributes are pruned inside."
