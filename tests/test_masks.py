@@ -1,7 +1,11 @@
+import warnings
+
+import keras
 import numpy as np
 import pytest
 from keras import ops
 
+import tfprune
 from tfprune import masks
 from tfprune.axes import WeightAxes
 
@@ -117,3 +121,71 @@ def test_structured_granularity_on_a_1d_weight_names_the_weight():
     with pytest.raises(ValueError, match=r"dense/bias.*1-D"):
         masks.Granularity(m_by_n=(2, 4)).check_fits(WeightAxes.of_shape((8,)), (8,), "dense/bias")
     masks.Granularity().check_fits(WeightAxes.of_shape((8,)), (8,), "dense/bias")
+
+
+# N:M in training: masks are set at step 1 (the first batch) and then held, whatever the schedule, as in tfmot.
+
+
+def _dense_and_conv(seed=0):
+    keras.utils.set_random_seed(seed)
+    return keras.Sequential([keras.Input((4, 4, 8)), keras.layers.Conv2D(8, 3), keras.layers.Flatten(),
+                             keras.layers.Dense(4)])
+
+
+def _fit(pruned, batches, callbacks=()):
+    pruned.compile(keras.optimizers.SGD(0.1), "mse")
+    x, y = np.random.rand(4 * batches, 4, 4, 8), np.random.rand(4 * batches, 4)
+    pruned.fit(x, y, batch_size=4, verbose=0, callbacks=[tfprune.UpdatePruningStep(), *callbacks])
+
+
+def _masked_wrappers(pruned):
+    return [w for w in tfprune.controller.pruning_wrappers(pruned) if w.masks]  # Flatten is wrapped too, as in tfmot
+
+
+def _zeroes_2_of_every_4_inputs(kernel):
+    inputs_last = np.moveaxis(kernel, -2, -1)  # Dense (in, out) and Conv2D (h, w, in, out): groups along `in`
+    return np.all((inputs_last.reshape(*inputs_last.shape[:-1], -1, 4) == 0).sum(axis=-1) == 2)
+
+
+def test_m_by_n_with_the_default_schedule_prunes_at_the_first_batch():
+    pruned = tfprune.prune_low_magnitude(_dense_and_conv(), sparsity_m_by_n=(2, 4))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # neither the schedule warning nor a shortfall warning
+        _fit(pruned, batches=1)
+    kernels = [w.layer.kernel.numpy() for w in _masked_wrappers(pruned)]
+    assert len(kernels) == 2 and all(_zeroes_2_of_every_4_inputs(k) for k in kernels)
+
+
+def test_m_by_n_masks_update_at_step_1_only_whatever_the_schedule():
+    with pytest.warns(UserWarning, match="N:M pruning zeroes"):
+        pruned = tfprune.prune_low_magnitude(_dense_and_conv(), tfprune.ConstantSparsity(0.5, 0, frequency=1),
+                                             sparsity_m_by_n=(2, 4))
+    controller = tfprune.PruningController(pruned)
+    assert [controller.update(step) for step in range(5)] == [False, True, False, False, False]
+
+
+def test_rewinding_sees_the_m_by_n_update_at_step_1():
+    model = _dense_and_conv()
+    pruned = tfprune.prune_low_magnitude(model, sparsity_m_by_n=(2, 4))
+    _fit(pruned, batches=1, callbacks=[tfprune.WeightRewinding(rewind_step=0, verbose=0)])
+    for dense, wrapper in zip([model.layers[0], model.layers[2]], _masked_wrappers(pruned)):
+        kernel = wrapper.layer.kernel.numpy()  # rewound after step 1 to the initial weights, masked
+        np.testing.assert_array_equal(kernel, dense.kernel.numpy() * wrapper.masks[0].numpy())
+        assert _zeroes_2_of_every_4_inputs(kernel)
+
+
+@pytest.mark.parametrize("schedule", [tfprune.PolynomialDecay(0.0, 0.5, 0, 100), tfprune.ConstantSparsity(0.5, 10)])
+def test_m_by_n_warns_once_naming_the_schedule_it_ignores(schedule):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        tfprune.prune_low_magnitude(_dense_and_conv(), schedule, sparsity_m_by_n=(2, 4))
+    messages = [str(w.message) for w in caught if "N:M pruning zeroes" in str(w.message)]
+    assert len(messages) == 1 and repr(schedule) in messages[0] and "not used" in messages[0]
+    assert caught[0].filename == __file__  # points at the prune_low_magnitude call
+
+
+@pytest.mark.parametrize("schedule", [None, tfprune.ConstantSparsity(0.5, 0)])
+def test_m_by_n_with_tfmots_default_schedule_does_not_warn(schedule):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        tfprune.prune_low_magnitude(_dense_and_conv(), schedule, sparsity_m_by_n=(2, 4))

@@ -1,9 +1,13 @@
 import math
+import warnings
 
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
+import tfprune
+from tests.tfmot_compat.custom_schedules import StepIndependentConstantSparsity, TfmotPolynomialDecay
 from tfprune import ConstantSparsity, PolynomialDecay
 from tfprune import schedules
 
@@ -46,11 +50,33 @@ def test_tfmot_recipe_reaches_final_sparsity_on_the_last_batch():
     assert s.updates_until(10) == [5, 10] and s.sparsity_at(10) == pytest.approx(0.8)
 
 
-def test_numpy_and_tensor_steps_are_accepted():
+def test_numpy_steps_give_python_values():
     s = PolynomialDecay(0.2, 0.8, begin_step=np.int64(100), end_step=np.int32(110), power=3, frequency=2)
     assert s(np.int64(102)) == (True, pytest.approx(0.4928))
-    assert s(keras.Variable(105, dtype="int64")) == (False, pytest.approx(0.725))
-    assert isinstance(s.end_step, int)
+    assert type(s(np.int64(102))[0]) is bool and isinstance(s.end_step, int)
+
+
+@pytest.mark.parametrize("step", [tf.Variable(105), keras.Variable(105, dtype="int64"), tf.constant(105)])
+def test_tensor_and_variable_steps_give_tensors_as_in_tfmot(step):
+    should_update, sparsity = PolynomialDecay(0.2, 0.8, 100, 110, 3, 2)(step)
+    assert keras.ops.is_tensor(should_update) and keras.ops.is_tensor(sparsity)
+    assert not bool(should_update) and float(sparsity) == pytest.approx(0.725)
+
+
+@pytest.mark.parametrize("schedule", [ConstantSparsity(0.5, 10, 50, 20), PolynomialDecay(0.1, 0.9, 20, 60, 3, 5)])
+def test_schedules_run_traced_and_agree_with_python_steps_at_every_step(schedule):
+    traced = tf.function(lambda step: schedule(step), autograph=False)
+    should_update, sparsity = traced(tf.range(0, 70))  # symbolic inside the trace
+    assert sparsity.dtype == tf.float32
+    python = [schedule(step) for step in range(70)]
+    assert should_update.numpy().tolist() == [u for u, _ in python]
+    np.testing.assert_allclose(np.broadcast_to(sparsity.numpy(), (70,)), [s for _, s in python], atol=1e-6)
+
+
+@pytest.mark.parametrize("step", [5.0, "5", None, tf.constant(5.0)])
+def test_non_integer_steps_are_rejected(step):
+    with pytest.raises(ValueError, match="integer step"):
+        ConstantSparsity(0.5)(step)
 
 
 def test_decreasing_polynomial_decay_warns():
@@ -116,3 +142,71 @@ def test_polynomial_decay_needs_an_end_step():
 def test_from_epochs_rejects_bad_steps_per_epoch():
     with pytest.raises(ValueError, match="steps_per_epoch"):
         PolynomialDecay.from_epochs(0.0, 0.5, steps_per_epoch=0, end_epoch=3)
+
+
+# Schedules written for tfmot: no base constructor, only __call__ returning tensors, and get_config.
+
+
+def test_a_tfmot_schedule_answers_what_tfprune_asks():
+    copy, native = TfmotPolynomialDecay(0.2, 0.8, 100, 110, 3, 2), PolynomialDecay(0.2, 0.8, 100, 110, 3, 2)
+    assert copy.decision(102) == (True, pytest.approx(0.4928))
+    assert copy.sparsity_at(105) == pytest.approx(0.725)
+    assert copy.updates_until(115) == native.updates_until(115) == [100, 102, 104, 106, 108, 110]
+    assert copy.final_sparsity == 0.8  # its own attribute
+    constant = StepIndependentConstantSparsity(0.3)
+    assert constant.updates_until(4) == [1, 2, 3, 4]
+    assert constant.final_sparsity == pytest.approx(0.3)  # derived: its sparsity in the long run
+    assert constant == StepIndependentConstantSparsity(0.3) != StepIndependentConstantSparsity(0.4)
+    assert repr(constant) == "StepIndependentConstantSparsity(target_sparsity=0.3)"
+
+
+class ScalarStepsOnly(schedules.PruningSchedule):
+    """Decides with a Python `if`, so it cannot take a vector of steps."""
+
+    def __call__(self, step):
+        return bool(step % 10 == 0 and step <= 50), tf.constant(0.5)
+
+    def get_config(self):
+        return {}
+
+
+def test_updates_of_a_schedule_taking_scalar_steps_only_are_found_step_by_step():
+    assert ScalarStepsOnly().updates_until(70) == [10, 20, 30, 40, 50]
+
+
+def test_a_schedule_without_sparsity_at_or_call_names_both():
+    class Incomplete(schedules.PruningSchedule):
+        def get_config(self):
+            return {}
+
+    with pytest.raises(NotImplementedError, match=r"Incomplete must implement sparsity_at\(step\) or.*__call__"):
+        Incomplete(0, -1, 1).sparsity_at(3)
+
+
+def _fit_16_steps(schedule, callbacks=()):
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16), keras.layers.Dense(4)])
+    pruned = tfprune.prune_low_magnitude(model, schedule)
+    pruned.compile("sgd", "mse")
+    x, y = np.random.rand(64, 8), np.random.rand(64, 4)
+    pruned.fit(x, y, batch_size=4, epochs=1, verbose=0, callbacks=[tfprune.UpdatePruningStep(), *callbacks])
+    return tfprune.sparsity_report(pruned)["layers"]
+
+
+def test_a_tfmot_schedule_prunes_in_fit_and_rewinding_sees_its_updates():
+    rewinding = tfprune.LearningRateRewinding(0, schedule=lambda step: 0.01, verbose=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # no shortfall warning: the schedule ends at step 16
+        layers = _fit_16_steps(TfmotPolynomialDecay(0.0, 0.75, 0, 16, frequency=4), [rewinding])
+    assert [row["sparsity"] for row in layers] == [pytest.approx(0.75)] * 2
+    assert int(rewinding.rewound.offset.numpy()) == 16  # replayed from step 0 after the last update, at 16
+
+
+def test_a_tfmot_schedule_that_ends_after_fit_gets_the_shortfall_warning():
+    with pytest.warns(UserWarning, match=r"TfmotPolynomialDecay\(.*reaches sparsity 0\.7.* instead of 0\.8"):
+        layers = _fit_16_steps(TfmotPolynomialDecay(0.0, 0.8, 0, 32, frequency=4))
+    assert layers[0]["sparsity"] == pytest.approx(0.7, abs=0.01)  # 0.8 - 0.8 / 8 at step 16
+
+
+def test_a_step_independent_tfmot_schedule_prunes_in_fit():
+    assert [row["sparsity"] for row in _fit_16_steps(StepIndependentConstantSparsity(0.5))] == [0.5, 0.5]

@@ -16,7 +16,7 @@ import keras
 from tfprune import masks as masks_lib
 from tfprune import registry
 from tfprune import schedules
-from tfprune.controller import pruning_wrappers
+from tfprune.controller import pruning_wrappers, warn_if_m_by_n_ignores_schedule
 from tfprune.policy import PruningPolicy
 from tfprune.rebuild import copy_layer, rebuild
 from tfprune.wrapper import SCOPES, PruneLowMagnitude, PruningWrapper
@@ -47,6 +47,9 @@ def prune_low_magnitude(
             `PruneForLatencyOnXNNPack()`.
         sparsity_m_by_n: `(m, n)` zeroes the m smallest of every n consecutive weights
             along the input axis, as in tfmot: (2, 4) is 2:4 sparsity, (1, 4) gives 25% zeros.
+            As in tfmot, N:M masks are computed once, at step 1 (the first training batch),
+            and then held: `pruning_schedule` is not used, and passing one other than the
+            default warns.
         scope: "layer" prunes every weight to the target; "global" ranks all
             weights of the model together, so total sparsity hits the target.
         max_layer_sparsity: with scope="global", no single weight is pruned beyond this
@@ -75,6 +78,7 @@ def prune_low_magnitude(
         raise ValueError(f"`scope` must be one of {SCOPES}, got {scope!r}.")
     if scope == "global" and sparsity_m_by_n is not None:
         raise ValueError("N:M sparsity is local to groups of n weights; use scope='layer' with `sparsity_m_by_n`.")
+    warn_if_m_by_n_ignores_schedule(pruning_schedule, sparsity_m_by_n)
     policy = pruning_policy or PruningPolicy()
     settings = dict(
         pruning_schedule=pruning_schedule,

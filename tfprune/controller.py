@@ -5,11 +5,19 @@ mask update live here rather than in each wrapper. `UpdatePruningStep` drives a
 controller; custom training loops can drive one directly.
 """
 
+import warnings
+
 import numpy as np
 
 from tfprune import masks as masks_lib
+from tfprune import schedules
 from tfprune.backend_calls import host_call, one_graph_call
 from tfprune.wrapper import PruneLowMagnitude, PruningWrapper
+
+# N:M masks are computed once, at step 1 (the first training batch), and then held, whatever the
+# wrapper's schedule says, as in tfmot (`pruning_impl.Pruning.conditional_mask_update`). Its sparsity
+# is not used: an N:M update always zeroes m of every n weights.
+M_BY_N_AT_STEP_1 = schedules.ConstantSparsity(0.0, begin_step=1, end_step=1, frequency=1)
 
 
 def pruning_wrappers(model):
@@ -17,6 +25,29 @@ def pruning_wrappers(model):
     if isinstance(model, PruningWrapper):
         return [model]
     return [layer for layer in model._flatten_layers(include_self=False) if isinstance(layer, PruningWrapper)]
+
+
+def mask_schedule(wrapper):
+    """The schedule that decides when `wrapper`'s masks update: its own, or `M_BY_N_AT_STEP_1` for N:M.
+
+    None for a channel wrapper without a schedule (penalty only), whose masks never update.
+    """
+    if isinstance(wrapper, PruneLowMagnitude) and wrapper.granularity.m_by_n:
+        return M_BY_N_AT_STEP_1
+    return wrapper.pruning_schedule
+
+
+def warn_if_m_by_n_ignores_schedule(schedule, m_by_n):
+    """Warns (from the caller of `prune_low_magnitude`) when N:M pruning is given a schedule other than tfmot's default."""
+    if m_by_n is None or schedule == schedules.DEFAULT_SCHEDULE:
+        return
+    m, n = m_by_n
+    warnings.warn(
+        f"With sparsity_m_by_n={tuple(m_by_n)}, N:M pruning zeroes {m} of every {n} weights ({m / n:.0%}) once, at "
+        f"step 1 (the first training batch), and holds those masks, as tfmot does: the sparsity and the steps of "
+        f"{schedule!r} are not used. Leave out `pruning_schedule` to silence this warning.",
+        stacklevel=3,
+    )
 
 
 class StepKeeping:
@@ -69,12 +100,12 @@ class PruningController(StepKeeping):
         """Recomputes masks where a schedule says so at `step`; returns True if any changed."""
         due = []
         for w in self.layer_scoped:
-            should_update, sparsity = w.pruning_schedule(step)
+            should_update, sparsity = mask_schedule(w).decision(step)
             if should_update:
                 due.append((w, sparsity))
         global_sparsity = None
         if self.global_scoped:
-            should_update, sparsity = self.global_scoped[0].pruning_schedule(step)
+            should_update, sparsity = mask_schedule(self.global_scoped[0]).decision(step)
             if should_update:
                 global_sparsity = sparsity
         if not due and global_sparsity is None:
@@ -129,18 +160,17 @@ class PruningController(StepKeeping):
     def shortfalls(self, last_step):
         """Why a run ending at `last_step` leaves layers short of their final sparsity, one line per schedule.
 
-        Empty when every schedule reaches its final sparsity (N:M layers reach their m/n at any update).
+        Empty when every schedule reaches its final sparsity (N:M layers reach their m/n at step 1).
         """
         short = {}
         for w in (*self.layer_scoped, *self.global_scoped):
-            short.setdefault(w.pruning_schedule, []).append(w)
+            short.setdefault(mask_schedule(w), []).append(w)
         lines = []
         for schedule, wrappers in short.items():
             updates = schedule.updates_until(last_step)
-            names = [w.layer.name for w in wrappers if not (w.granularity.m_by_n and updates)]
             reached = schedule.sparsity_at(updates[-1]) if updates else 0.0
-            if names and reached < schedule.final_sparsity - 1e-9:
-                lines.append(_shortfall_line(schedule, updates, names, last_step))
+            if reached < schedule.final_sparsity - 1e-9:
+                lines.append(_shortfall_line(schedule, updates, [w.layer.name for w in wrappers], last_step))
         return lines
 
 
@@ -158,13 +188,17 @@ def _shortfall_line(schedule, updates, layer_names, last_step):
                 f"{reached:.{digits}g} instead of {final:.{digits}g}")
     else:
         what = "runs no mask update at all, so these layers stay dense"
-    if not updates and schedule.begin_step > last_step:
-        hint = f" Pruning begins at step {schedule.begin_step}: lower `begin_step` or train longer."
-    elif schedule.frequency > last_step:
-        hint = f" `frequency`={schedule.frequency} exceeds the {last_step} steps of this run: lower it."
-    else:
-        hint = (f" Train until step {schedule.end_step} or lower `end_step`, keeping end_step - begin_step a "
+    # Schedules written tfmot-style may have no begin_step, end_step or frequency: hint with what is known.
+    begin_step, end_step, frequency = (getattr(schedule, name, None) for name in ("begin_step", "end_step", "frequency"))
+    if not updates and begin_step is not None and begin_step > last_step:
+        hint = f" Pruning begins at step {begin_step}: lower `begin_step` or train longer."
+    elif frequency is not None and frequency > last_step:
+        hint = f" `frequency`={frequency} exceeds the {last_step} steps of this run: lower it."
+    elif end_step is not None:
+        hint = (f" Train until step {end_step} or lower `end_step`, keeping end_step - begin_step a "
                 "multiple of `frequency` (the first batch is step 1, as in tfmot).")
+    else:
+        hint = ""
     return f"Training ends at step {last_step}: {schedule!r} of {names} {what}.{hint}"
 
 

@@ -12,7 +12,7 @@ every later pruning event, i.e. every step at which the masks changed:
 A pruning event at step s is seen at the end of batch s: the masks changed at s exactly
 when the wrappers saved s as their pruning step (`UpdatePruningStep` saves the step at
 every mask update; its end-of-epoch save happens after the batch ends). The steps are
-read only where a wrapper's schedule updates, not after every batch.
+read only where a wrapper's schedule updates (step 1 for N:M masks), not after every batch.
 """
 
 import io
@@ -23,7 +23,7 @@ import numpy as np
 from keras import ops
 from keras.src.utils import io_utils
 
-from tfprune.controller import pruning_wrappers, saved_step
+from tfprune.controller import mask_schedule, pruning_wrappers, saved_step
 from tfprune.files import atomic_write
 from tfprune.validation import is_integer
 
@@ -141,7 +141,7 @@ class _RewindPoint(keras.callbacks.Callback):
                 "optimizer."
             )
         # Masks can only change at a step where a schedule updates: the step variables are read only then.
-        self._schedules = {w.pruning_schedule for w in self._wrappers if w.pruning_schedule is not None}
+        self._schedules = {mask_schedule(w) for w in self._wrappers} - {None}
         self._step = saved_step(self._wrappers)
         self._check_reachable()
         if self.captured_step is None and self._step == self._first_step_of_point():
@@ -176,7 +176,7 @@ class _RewindPoint(keras.callbacks.Callback):
         if self.captured_step is None:
             if self._step == self.rewind_step:
                 self._capture_now()
-        elif (self._step > self.captured_step and any(schedule(self._step)[0] for schedule in self._schedules)
+        elif (self._step > self.captured_step and any(schedule.decision(self._step)[0] for schedule in self._schedules)
               and saved_step(self._wrappers) == self._step):
             self._after_pruning()
 

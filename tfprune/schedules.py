@@ -1,17 +1,37 @@
 """Pruning schedules: training step -> (update the masks now?, target sparsity).
 
-Schedules are pure Python objects: they hold no state, can be called any number
-of times, and serialize with `get_config` / `from_config` so that a model saved
-mid-pruning resumes on the same schedule.
+Schedules hold no state, can be called any number of times, and serialize with
+`get_config` / `from_config` so that a model saved mid-pruning resumes on the same schedule.
+
+Called with a Python or NumPy integer step, a schedule answers with Python values; called
+with a tensor or variable step, as tfmot's schedules are, it answers with tensors computed by
+`keras.ops`, so it also runs inside traced code (`tf.function`, `jax.jit`) on every backend:
+
+>>> ConstantSparsity(0.5, begin_step=0, frequency=100)(200)
+(True, 0.5)
+>>> should_update, sparsity = ConstantSparsity(0.5, begin_step=0, frequency=100)(keras.Variable(200))
+>>> bool(should_update), float(sparsity)
+(True, 0.5)
+
+A schedule written for tfmot runs unchanged: it subclasses `PruningSchedule` without calling
+its constructor, implements `__call__(step)` (returning tensors or Python values) and
+`get_config()`, and may use tfmot's helpers `_should_prune_in_step`, `_validate_step` and
+`_validate_sparsity`. What tfprune asks of a schedule beyond that (`sparsity_at`,
+`updates_until`, `final_sparsity`, `decision`) is then derived by calling it.
 """
 
+import functools
 import math
 import warnings
 
 import keras
 import numpy as np
+from keras import ops
 
 from tfprune.validation import is_integer
+
+# The step at which a schedule without an `end_step` gives its final sparsity (tfmot's steps are int64, TF's int32 safe).
+LONG_RUN_STEP = 2**31 - 1
 
 
 def _check_sparsity(name, value):
@@ -39,34 +59,130 @@ def _check_steps(begin_step, end_step, frequency):
         raise ValueError(f"`frequency` must be a positive number of steps, got {frequency}.")
 
 
+def _integer_tensor(step):
+    """A tensor, variable or array `step` as an integer tensor, or a ValueError saying what a step is."""
+    message = f"A pruning schedule needs an integer step (a Python int or an integer tensor), got {step!r}."
+    try:
+        tensor = ops.convert_to_tensor(step)
+    except (TypeError, ValueError) as error:
+        raise ValueError(message) from error
+    if "int" not in keras.backend.standardize_dtype(tensor.dtype):
+        raise ValueError(message)
+    return tensor
+
+
+def _updates_at(step, begin_step, end_step, frequency):
+    """Whether masks update at `step`: on the `frequency` grid from `begin_step`, until `end_step` (< 0: no end).
+
+    One expression for both kinds of step: a Python int gives a bool, an integer tensor a bool tensor.
+    """
+    in_range = (step >= begin_step) & ((step <= end_step) | (end_step < 0))
+    return in_range & ((step - begin_step) % frequency == 0)
+
+
 class PruningSchedule:
     """Base class: decides when masks are updated and to which sparsity.
 
-    Subclasses implement `sparsity_at(step)`, `final_sparsity` and `get_config()`.
-    Calling a schedule with a step returns `(should_update, sparsity)`. As in tfmot,
-    masks update at the steps of `[begin_step, end_step]` that are `frequency` steps
-    apart from `begin_step`, and the first training batch is step 1: with
-    `end_step = steps_per_epoch * epochs` the final update happens on the last batch
-    when `end_step - begin_step` is a multiple of `frequency`.
+    Calling a schedule with a step returns `(should_update, sparsity)`. As in tfmot, masks
+    update at the steps of `[begin_step, end_step]` that are `frequency` steps apart from
+    `begin_step`, and the first training batch is step 1: with `end_step = steps_per_epoch *
+    epochs` the final update happens on the last batch when `end_step - begin_step` is a
+    multiple of `frequency`.
+
+    A subclass either calls `super().__init__(begin_step, end_step, frequency)` and implements
+    `sparsity_at(step)` (as `ConstantSparsity` does), or implements `__call__(step)` alone, as
+    schedules written for tfmot do. Both implement `get_config()`.
+
+    Example, a schedule written for tfmot (its `StepIndependentConstantSparsity`), used unchanged:
+
+    ```python
+    class StepIndependentConstantSparsity(tfprune.PruningSchedule):
+        def __init__(self, target_sparsity):
+            self.target_sparsity = target_sparsity
+
+        def __call__(self, step):
+            return (True, tf.constant(self.target_sparsity, dtype=tf.float32))
+
+        def get_config(self):
+            return {"class_name": self.__class__.__name__, "config": {"target_sparsity": self.target_sparsity}}
+    ```
     """
 
-    def __init__(self, begin_step, end_step, frequency):
+    def __init__(self, begin_step=None, end_step=None, frequency=None):
+        if (begin_step, end_step, frequency) == (None, None, None) and self._defined_by_call:
+            return  # written tfmot-style: its own `__call__` decides, and tfmot's base takes no arguments
         _check_steps(begin_step, end_step, frequency)
         self.begin_step = int(begin_step)
         self.end_step = int(end_step)
         self.frequency = int(frequency)
 
     def __call__(self, step):
-        step = _as_step(step)
-        return self._should_update(step), self.sparsity_at(step)
+        step = int(step) if is_integer(step) else _integer_tensor(step)
+        should_update = _updates_at(step, self.begin_step, self.end_step, self.frequency)
+        sparsity = self.sparsity_at(step)
+        return should_update, (sparsity if isinstance(step, int) else ops.cast(sparsity, "float32"))
 
-    def _should_update(self, step):
-        in_range = step >= self.begin_step and (self.end_step == -1 or step <= self.end_step)
-        return in_range and (step - self.begin_step) % self.frequency == 0
+    def decision(self, step):
+        """`(update the masks at step?, target sparsity)` as a Python bool and float, for an integer `step`.
+
+        The same answer as calling the schedule, also when its `__call__` returns tensors (tfmot's do).
+        """
+        should_update, sparsity = self(int(step))
+        return bool(should_update), float(sparsity)
 
     def sparsity_at(self, step):
-        """The target sparsity at `step` (whether or not masks update then)."""
-        raise NotImplementedError(f"{type(self).__name__} must implement sparsity_at(step).")
+        """The target sparsity at `step`, whether or not masks update then.
+
+        A schedule written tfmot-style (only `__call__`) gets it from `__call__`.
+        """
+        if not self._defined_by_call:
+            raise NotImplementedError(
+                f"{type(self).__name__} must implement sparsity_at(step) or, as tfmot's schedules do, __call__(step)."
+            )
+        sparsity = self(step)[1]
+        return float(sparsity) if is_integer(step) else sparsity
+
+    @functools.cached_property
+    def final_sparsity(self):
+        """The sparsity pruning ends at: by default the schedule's sparsity at its `end_step`, or at
+        `LONG_RUN_STEP` when it has none (or -1). Subclasses that know it set or override it."""
+        end_step = getattr(self, "end_step", -1)
+        return float(self.sparsity_at(end_step if is_integer(end_step) and end_step >= 0 else LONG_RUN_STEP))
+
+    def updates_until(self, last_step):
+        """The steps in `1..last_step` at which masks update (the first batch is step 1).
+
+        A schedule written tfmot-style (only `__call__`) is asked: called once with all these
+        steps as a tensor, or once per step if it only takes scalar steps.
+
+        Example:
+
+        >>> PolynomialDecay(0.0, 0.8, begin_step=0, end_step=10, frequency=5).updates_until(10)
+        [5, 10]
+        """
+        if self._defined_by_call:
+            return _update_steps_by_calling(self, last_step)
+        first = self.begin_step if self.begin_step >= 1 else self.frequency
+        last = last_step if self.end_step == -1 else min(last_step, self.end_step)
+        return list(range(first, last + 1, self.frequency))
+
+    @property
+    def _defined_by_call(self):
+        """True for a schedule written tfmot-style, which answers only through its own `__call__`."""
+        return type(self).__call__ is not PruningSchedule.__call__
+
+    # tfmot's helpers for its subclasses, so that a schedule written for tfmot runs unchanged.
+
+    def _should_prune_in_step(self, step, begin_step, end_step, frequency):
+        return _updates_at(int(step) if is_integer(step) else _integer_tensor(step), begin_step, end_step, frequency)
+
+    def _validate_step(self, begin_step, end_step, frequency, allow_negative_1):
+        _check_steps(begin_step, end_step, frequency)
+        if end_step == -1 and not allow_negative_1:
+            raise ValueError(f"{type(self).__name__} needs a finite `end_step`, got -1.")
+
+    def _validate_sparsity(self, sparsity, variable_name):
+        _check_sparsity(variable_name, sparsity)
 
     def get_config(self):
         """`{"class_name", "config": constructor arguments, ...}`, the format of tfmot that
@@ -85,23 +201,11 @@ class PruningSchedule:
         config = self.get_config()
         return config.get("config", config)
 
-    def updates_until(self, last_step):
-        """The steps in `1..last_step` at which masks update (the first batch is step 1).
-
-        Example:
-
-        >>> PolynomialDecay(0.0, 0.8, begin_step=0, end_step=10, frequency=5).updates_until(10)
-        [5, 10]
-        """
-        first = self.begin_step if self.begin_step >= 1 else self.frequency
-        last = last_step if self.end_step == -1 else min(last_step, self.end_step)
-        return list(range(first, last + 1, self.frequency))
-
     def __eq__(self, other):
         return type(self) is type(other) and self._arguments() == other._arguments()
 
     def __hash__(self):
-        return hash((type(self).__name__, tuple(sorted(self._arguments().items()))))
+        return hash(type(self))  # equal schedules share a type; arguments may be unhashable (lists)
 
     @classmethod
     def from_epochs(cls, *args, steps_per_epoch, begin_epoch=0, end_epoch=None, **kwargs):
@@ -130,6 +234,17 @@ class PruningSchedule:
     def __repr__(self):
         args = ", ".join(f"{k}={v!r}" for k, v in self._arguments().items())
         return f"{type(self).__name__}({args})"
+
+
+def _update_steps_by_calling(schedule, last_step):
+    """`updates_until` of a schedule known only by its `__call__`: one call with every step as a tensor
+    (tfmot's schedules are elementwise), or one call per step when the schedule takes scalar steps only."""
+    steps = np.arange(1, max(last_step, 0) + 1, dtype=np.int64)
+    try:
+        should_update = np.broadcast_to(np.asarray(schedule(ops.convert_to_tensor(steps))[0]), steps.shape)
+    except Exception:  # noqa: BLE001 - tf.cond, a Python `if` ... on a vector of steps: ask step by step
+        should_update = [schedule.decision(step)[0] for step in steps]
+    return [int(step) for step in steps[np.asarray(should_update, dtype=bool)]]
 
 
 @keras.saving.register_keras_serializable(package="tfprune")
@@ -161,6 +276,10 @@ class ConstantSparsity(PruningSchedule):
             end_step=self.end_step,
             frequency=self.frequency,
         )
+
+
+# tfmot's default for prune_low_magnitude: half of the weights, updated every 100 steps from the start.
+DEFAULT_SCHEDULE = ConstantSparsity(0.5, begin_step=0)
 
 
 @keras.saving.register_keras_serializable(package="tfprune")
@@ -198,9 +317,12 @@ class PolynomialDecay(PruningSchedule):
 
     def sparsity_at(self, step):
         span = max(self.end_step - self.begin_step, 1)
-        progress = min(1.0, max(0.0, (step - self.begin_step) / span))
+        if is_integer(step):
+            progress = min(1.0, max(0.0, (step - self.begin_step) / span))
+        else:
+            progress = ops.clip(ops.cast(step - self.begin_step, "float32") / span, 0.0, 1.0)
         sparsity = self.final_sparsity + (self.initial_sparsity - self.final_sparsity) * (1.0 - progress) ** self.power
-        return round(sparsity, 12)
+        return round(sparsity, 12) if is_integer(step) else sparsity
 
     def get_config(self):
         return self._config(
@@ -211,19 +333,6 @@ class PolynomialDecay(PruningSchedule):
             power=self.power,
             frequency=self.frequency,
         )
-
-
-def _as_step(step):
-    """A Python int from an int, a NumPy integer or a scalar tensor (tfmot passes tf.Variables)."""
-    if is_integer(step):
-        return int(step)
-    try:
-        value = np.asarray(keras.ops.convert_to_numpy(step))
-    except Exception as error:  # symbolic tensors, strings, ...
-        raise ValueError(f"A pruning schedule needs a concrete integer step, got {step!r}.") from error
-    if value.shape != () or not np.issubdtype(value.dtype, np.integer):
-        raise ValueError(f"A pruning schedule needs a scalar integer step, got {step!r}.")
-    return int(value)
 
 
 def serialize(schedule):

@@ -1,7 +1,7 @@
 # Ported from tensorflow/model-optimization v0.8.1 (Apache-2.0), see README.md here.
 """Tests for Pruning Schedule.
 
-Translation: `self.evaluate(schedule(step))` -> `schedule(step)` (tfprune schedules return Python values).
+Translation: `compat.initialize_variables(self)` (TF1 graphs only) is dropped.
 """
 
 from absl.testing import parameterized
@@ -166,15 +166,15 @@ class PruningScheduleTest(tf.test.TestCase, parameterized.TestCase):
     step_201 = tf.Variable(201)
     step_210 = tf.Variable(210)
 
-    self.assertFalse(sparsity(step_90)[0])
-    self.assertFalse(sparsity(step_99)[0])
+    self.assertFalse(self.evaluate(sparsity(step_90))[0])
+    self.assertFalse(self.evaluate(sparsity(step_99))[0])
 
-    self.assertTrue(sparsity(step_100)[0])
-    self.assertTrue(sparsity(step_110)[0])
-    self.assertTrue(sparsity(step_200)[0])
+    self.assertTrue(self.evaluate(sparsity(step_100))[0])
+    self.assertTrue(self.evaluate(sparsity(step_110))[0])
+    self.assertTrue(self.evaluate(sparsity(step_200))[0])
 
-    self.assertFalse(sparsity(step_201)[0])
-    self.assertFalse(sparsity(step_210)[0])
+    self.assertFalse(self.evaluate(sparsity(step_201))[0])
+    self.assertFalse(self.evaluate(sparsity(step_210))[0])
 
   @parameterized.named_parameters(
       {
@@ -192,11 +192,11 @@ class PruningScheduleTest(tf.test.TestCase, parameterized.TestCase):
     step_110 = tf.Variable(110)
     step_111 = tf.Variable(111)
 
-    self.assertFalse(sparsity(step_109)[0])
-    self.assertFalse(sparsity(step_111)[0])
+    self.assertFalse(self.evaluate(sparsity(step_109))[0])
+    self.assertFalse(self.evaluate(sparsity(step_111))[0])
 
-    self.assertTrue(sparsity(step_100)[0])
-    self.assertTrue(sparsity(step_110)[0])
+    self.assertTrue(self.evaluate(sparsity(step_100))[0])
+    self.assertTrue(self.evaluate(sparsity(step_110))[0])
 
 
 class ConstantSparsityTest(tf.test.TestCase, parameterized.TestCase):
@@ -207,11 +207,11 @@ class ConstantSparsityTest(tf.test.TestCase, parameterized.TestCase):
     step_10000 = tf.Variable(10000)
     step_100000000 = tf.Variable(100000000)
 
-    self.assertTrue(sparsity(step_10000)[0])
-    self.assertTrue(sparsity(step_100000000)[0])
+    self.assertTrue(self.evaluate(sparsity(step_10000))[0])
+    self.assertTrue(self.evaluate(sparsity(step_100000000))[0])
 
-    self.assertAllClose(0.5, sparsity(step_10000)[1])
-    self.assertAllClose(0.5, sparsity(step_100000000)[1])
+    self.assertAllClose(0.5, self.evaluate(sparsity(step_10000))[1])
+    self.assertAllClose(0.5, self.evaluate(sparsity(step_100000000))[1])
 
   def testPrunesWithConstantSparsity(self):
     sparsity = pruning_schedule.ConstantSparsity(0.5, 100, 200, 10)
@@ -220,9 +220,9 @@ class ConstantSparsityTest(tf.test.TestCase, parameterized.TestCase):
     step_110 = tf.Variable(110)
     step_200 = tf.Variable(200)
 
-    self.assertAllClose(0.5, sparsity(step_100)[1])
-    self.assertAllClose(0.5, sparsity(step_110)[1])
-    self.assertAllClose(0.5, sparsity(step_200)[1])
+    self.assertAllClose(0.5, self.evaluate(sparsity(step_100))[1])
+    self.assertAllClose(0.5, self.evaluate(sparsity(step_110))[1])
+    self.assertAllClose(0.5, self.evaluate(sparsity(step_200))[1])
 
   def testSerializeDeserialize(self):
     sparsity = pruning_schedule.ConstantSparsity(0.7, 10, 20, 10)
@@ -255,10 +255,10 @@ class PolynomialDecayTest(tf.test.TestCase, parameterized.TestCase):
 
     # These values were generated using tf.polynomial_decay with the same
     # params in a colab to verify.
-    self.assertAllClose(0.2, sparsity(step_100)[1])
-    self.assertAllClose(0.4928, sparsity(step_102)[1])
-    self.assertAllClose(0.725, sparsity(step_105)[1])
-    self.assertAllClose(0.8, sparsity(step_110)[1])
+    self.assertAllClose(0.2, self.evaluate(sparsity(step_100))[1])
+    self.assertAllClose(0.4928, self.evaluate(sparsity(step_102))[1])
+    self.assertAllClose(0.725, self.evaluate(sparsity(step_105))[1])
+    self.assertAllClose(0.8, self.evaluate(sparsity(step_110))[1])
 
   def testSerializeDeserialize(self):
     sparsity = pruning_schedule.PolynomialDecay(0.2, 0.6, 10, 20, 5, 10)
