@@ -32,6 +32,7 @@ def prune_low_magnitude(
     scope="layer",
     max_layer_sparsity=None,
     strict=True,
+    copy=True,
     **kwargs,
 ):
     """Wraps a layer, a list of layers or a model so that its weights get pruned by magnitude.
@@ -57,6 +58,11 @@ def prune_low_magnitude(
             `sparsity_report` marks the weights held there.
         strict: raise (the default, as tfmot does) when the model holds a weighted layer
             that tfprune does not know how to prune; `strict=False` leaves it dense with a warning.
+        copy: True (the default) prunes a copy of the model and leaves yours dense. False prunes
+            your model's own layers in place, as tfmot does: the returned model shares them and
+            their weights with yours, and your own container layers and subclassed model get the
+            wrappers swapped in. For layers that cannot be re-created from their config (keras.io
+            examples without `get_config`); strip with `strip_pruning(pruned, copy=False)`.
         **kwargs: Keras layer arguments for the wrapper (such as `input_shape`), when
             `to_prune` is a single layer.
 
@@ -97,7 +103,8 @@ def prune_low_magnitude(
 
     if isinstance(to_prune, keras.Model):
         policy.ensure_model_supports_pruning(to_prune)
-        return rebuild(to_prune, lambda layer: _prune_or_copy(layer, wrap, policy, strict))
+        keep = copy_layer if copy else _same_layer
+        return rebuild(to_prune, lambda layer: _prune_or_keep(layer, wrap, policy, strict, keep), copy=copy)
     if isinstance(to_prune, (list, tuple)):
         return [prune_low_magnitude(layer, pruning_policy=pruning_policy, strict=strict, **settings, **kwargs)
                 for layer in to_prune]
@@ -122,25 +129,32 @@ def _check_not_pruned(layer):
         )
 
 
-def _prune_or_copy(layer, wrap, policy, strict):
+def _same_layer(layer):
+    return layer
+
+
+def _prune_or_keep(layer, wrap, policy, strict, keep):
+    """`layer` wrapped for pruning, or kept (by `keep`: a copy, or the layer itself) if it is not to be pruned."""
     if isinstance(layer, PruneLowMagnitude):
-        return copy_layer(layer)  # pruned before: kept with its own settings, masks and step
+        return keep(layer)  # pruned before: kept with its own settings, masks and step
     if not registry.is_supported(layer):
         if strict:
             raise ValueError(registry.unsupported_message(layer) + " Or pass strict=False to leave it dense.")
         warnings.warn(registry.unsupported_message(layer) + " It stays dense (strict=False).", stacklevel=4)
-        return copy_layer(layer)
+        return keep(layer)
     if isinstance(layer, keras.layers.InputLayer) or not policy.allow_pruning(layer):
-        return copy_layer(layer)
-    return wrap(copy_layer(layer))
+        return keep(layer)
+    return wrap(keep(layer))
 
 
-def strip_pruning(model):
+def strip_pruning(model, copy=True):
     """Returns a plain Keras model with the pruned weights (zeros included) and no tfprune classes.
 
     Its outputs equal the pruned model's in inference. A single wrapper gives back a
     copy of its inner layer. The pruned model is not modified; a model without
-    pruned layers is returned as it is, with a warning.
+    pruned layers is returned as it is, with a warning. `copy=False` (for a model pruned
+    with `copy=False`) hands back the wrapped layers themselves instead of copies, holding
+    the pruned values: the pruned model must not be used afterwards.
 
     Example:
 
@@ -149,14 +163,16 @@ def strip_pruning(model):
     final.save("small.keras")
     ```
     """
+    stripped = _stripped_layer if copy else _unwrapped_layer
     if isinstance(model, PruningWrapper):
-        return _stripped_layer(model)
+        return stripped(model)
     if not isinstance(model, keras.Model):
         raise ValueError(f"strip_pruning expects a Keras model or a pruned layer, got {type(model).__name__}.")
     if not pruning_wrappers(model):
         warnings.warn(f"Model '{model.name}' has no pruned layers; strip_pruning returns it unchanged.", stacklevel=2)
         return model
-    return rebuild(model, lambda layer: _stripped_layer(layer) if isinstance(layer, PruningWrapper) else copy_layer(layer))
+    keep = copy_layer if copy else _same_layer
+    return rebuild(model, lambda layer: stripped(layer) if isinstance(layer, PruningWrapper) else keep(layer), copy=copy)
 
 
 def _stripped_layer(wrapper):
@@ -164,6 +180,12 @@ def _stripped_layer(wrapper):
     if wrapper.built:
         inner.set_weights(wrapper.masked_values())
     return inner
+
+
+def _unwrapped_layer(wrapper):
+    if wrapper.built:
+        wrapper.release()
+    return wrapper.layer
 
 
 @contextlib.contextmanager

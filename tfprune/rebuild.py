@@ -53,8 +53,12 @@ def copy_layer(layer):
     return new
 
 
-def rebuild(model, replace):
-    """A new model like `model` where each leaf layer `l` is replaced by `replace(l)`."""
+def rebuild(model, replace, copy=True):
+    """A model like `model` where each leaf layer `l` is replaced by `replace(l)`.
+
+    With `copy=False` the users' containers (and a subclassed `model`) are not re-created: the
+    replacements are swapped into them in place, for classes that cannot be re-created from a config.
+    """
     if is_graph_model(model):
         if not model.built and not isinstance(model, keras.Sequential):
             raise ValueError(
@@ -63,20 +67,20 @@ def rebuild(model, replace):
         return keras.models.clone_model(
             model,
             input_tensors=_named_inputs(model),
-            clone_function=lambda op: _replace_operation(op, replace),
+            clone_function=lambda op: _replace_operation(op, replace, copy),
             recursive=True,
         )
-    clone = _rebuild_container(model, replace)
-    if model.compiled:  # as clone_model does for the graph models above
+    clone = _rebuild_container(model, replace) if copy else _swap_in_place(model, replace)
+    if model.compiled:  # as clone_model does for the graph models above; a fresh optimizer for the new variables
         clone.compile_from_config(model.get_compile_config())
     return clone
 
 
-def _replace_operation(op, replace):
+def _replace_operation(op, replace, copy):
     if not isinstance(op, keras.layers.Layer):
         return op  # an operation written as an expression (`h + x`) is a graph node, not a layer: kept
     if is_user_container(op):
-        return _rebuild_container(op, replace)
+        return _rebuild_container(op, replace) if copy else _swap_in_place(op, replace)
     return replace(op)
 
 
@@ -120,6 +124,15 @@ def _rebuild_container(container, replace):
     return clone
 
 
+def _swap_in_place(container, replace):
+    """`container` itself, each held layer `l` replaced by `replace(l)` (copy=False)."""
+    for path in list(leaf_paths(container)):
+        held = get_at(container, path)
+        set_at(container, path, rebuild(held, replace, copy=False) if is_graph_model(held) else replace(held))
+    mark_swapped(container)
+    return container
+
+
 def _fresh_copy(container):
     """`container` re-created, unbuilt, from its config (its user class's, if pruned before)."""
     return _recreate(container, user_class(container))
@@ -135,7 +148,9 @@ def _recreate(layer, cls):
             f"Cannot copy {kind} '{layer.name}' ({cls.__name__}): from_config(get_config()) failed with "
             f"{type(error).__name__}: {error}. tfprune prunes a copy and leaves yours untouched, so {cls.__name__} "
             "must be re-creatable from its config: let __init__ take **kwargs and pass them to "
-            "super().__init__(**kwargs), and give it a get_config() returning its other constructor arguments."
+            "super().__init__(**kwargs), and give it a get_config() returning its other constructor arguments. "
+            "Or prune your model's layers in place, sharing them with your model: "
+            "prune_low_magnitude(model, ..., copy=False), then strip_pruning(pruned, copy=False)."
         ) from error
 
 

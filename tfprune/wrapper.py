@@ -28,7 +28,13 @@ SCOPES = ("layer", "global")
 GLOBAL_MAX_LAYER_SPARSITY = 0.99
 
 
-class KeepPruned:
+class MaskConstraint:
+    """A variable constraint of tfprune's, set on top of the variable's own (`inner`) while it is wrapped."""
+
+    inner = None
+
+
+class KeepPruned(MaskConstraint):
     """Variable constraint `w -> inner(w) * mask`: keeps pruned entries at zero after optimizer steps."""
 
     def __init__(self, mask, inner=None):
@@ -115,6 +121,17 @@ class PruningWrapper(keras.layers.Wrapper):
 
     def compute_mask(self, *args, **kwargs):
         return self.layer.compute_mask(*args, **kwargs)
+
+    def release(self):
+        """Writes the values inference uses into the inner layer and gives its variables back their own constraints.
+
+        For `strip_pruning(copy=False)`: the inner layer is then a plain layer again, and this wrapper is spent.
+        """
+        values = self.masked_values()
+        for variable in self.layer.weights:
+            while isinstance(variable.constraint, MaskConstraint):
+                variable.constraint = variable.constraint.inner
+        self.layer.set_weights(values)
 
 
 @keras.saving.register_keras_serializable(package="tfprune")

@@ -16,10 +16,10 @@ from tfprune.backend_calls import record_taylor
 from tfprune.structured import importance as importance_lib
 from tfprune.structured import penalties as penalties_lib
 from tfprune.structured.rules import rule_by_class
-from tfprune.wrapper import PruningWrapper
+from tfprune.wrapper import MaskConstraint, PruningWrapper
 
 
-class KeepChannels:
+class KeepChannels(MaskConstraint):
     """Variable constraint `w -> inner(w) * mask` with a per-channel mask broadcast along one axis."""
 
     def __init__(self, mask, axis, repeat, rank, inner=None):
