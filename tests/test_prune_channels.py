@@ -177,13 +177,18 @@ def test_a_sigmoid_layer_keeps_its_units_with_a_warning():
     assert not any(isinstance(layer, tfprune.PruneChannels) and layer.layer.name == "gates" for layer in pruned.layers)
 
 
-def test_attention_heads_are_pruned_and_shrunk_away():
+def attention_classifier():
+    """Four heads and a 16-unit hidden layer: the two prunable sets."""
     keras.utils.set_random_seed(0)
     inputs = keras.Input((5, 16))
     attended = L.MultiHeadAttention(4, 8, name="attention")(inputs, inputs)
     x = L.LayerNormalization()(L.Add()([inputs, attended]))
-    model = keras.Model(inputs, L.Dense(3)(L.GlobalAveragePooling1D()(x)))
-    pruned = tfprune.prune_channels(model, tfprune.ConstantSparsity(0.5, 0))
+    hidden = L.Dense(16, activation="relu", name="hidden")(L.GlobalAveragePooling1D()(x))
+    return keras.Model(inputs, L.Dense(3)(hidden))
+
+
+def test_attention_heads_are_pruned_and_shrunk_away():
+    pruned = tfprune.prune_channels(attention_classifier(), tfprune.ConstantSparsity(0.5, 0))
     tfprune.ChannelController(pruned).prune(0.5, step=0)
 
     small = tfprune.shrink(pruned, verbose=False)
@@ -191,6 +196,18 @@ def test_attention_heads_are_pruned_and_shrunk_away():
     assert small.get_layer("attention").num_heads == 2
     x = np.random.default_rng(0).normal(size=(2, 5, 16)).astype("float32")
     np.testing.assert_allclose(small.predict(x, verbose=0), pruned.predict(x, verbose=0), atol=1e-5)
+
+
+def test_sets_that_round_to_or_max_sparsity_keep_whole_are_named_with_the_reason():
+    with pytest.warns(UserWarning, match=r"none of the channels of 1 of 2 sets.*'attention' heads \(4\): round_to=8 "
+                                         r"keeps a multiple of 8 of them"):
+        pruned = tfprune.prune_channels(attention_classifier(), tfprune.ConstantSparsity(0.5, 0), round_to=8)
+    tfprune.ChannelController(pruned).prune(0.5, step=0)
+    assert not pruned.get_layer("prune_channels_attention").pruned("heads").any()  # as announced
+    assert channel_counts(pruned)["hidden"] == 8
+
+    with pytest.warns(UserWarning, match=r"'attention' heads \(4\): max_sparsity=0.2 allows pruning none"):
+        tfprune.prune_channels(attention_classifier(), tfprune.ConstantSparsity(0.2, 0), max_sparsity=0.2)
 
 
 def test_training_without_the_callback_is_refused(images):

@@ -149,8 +149,9 @@ def test_a_channel_zero_in_only_one_branch_of_an_add_is_kept():
     kernel[..., 2], bias[2] = 0, 0
     stem.set_weights([kernel, bias])  # branch still adds a nonzero channel 2
 
-    with pytest.raises(ValueError, match="no channel group that is entirely zero"):
+    with pytest.raises(ValueError, match="no channel group that is entirely zero") as error:
         tfprune.shrink(model, verbose=False)
+    assert "become non-zero" not in str(error.value)  # nothing revives it: the branch was never zero
 
 
 def test_concatenate_maps_each_input_to_its_offset_range():
@@ -224,13 +225,19 @@ def test_attention_block_loses_whole_heads_and_feed_forward_units_but_keeps_the_
     assert_same_outputs(model, small, np.random.default_rng(0).normal(size=(3, 6, 16)).astype("float32"))
 
 
-def test_a_sigmoid_unit_is_never_zero_so_it_is_kept():
+@pytest.mark.parametrize("separate_activation", [False, True])
+def test_a_sigmoid_unit_is_never_zero_so_it_is_kept_and_the_error_names_where_and_why(separate_activation):
     inputs = keras.Input((4,))
-    gate = L.Dense(3, activation="sigmoid", name="gate")(inputs)
+    if separate_activation:
+        gate = L.Activation("sigmoid", name="squash")(L.Dense(3, name="gate")(inputs))
+    else:
+        gate = L.Dense(3, activation="sigmoid", name="gate")(inputs)
     model = keras.Model(inputs, L.Dense(2)(gate))
-    zero_group(tfprune.channel_groups(model)[0])
+    zero_group(tfprune.channel_groups(model)[1])
 
-    with pytest.raises(ValueError, match="no channel group that is entirely zero"):
+    reviver = "squash" if separate_activation else "gate"
+    with pytest.raises(ValueError, match=rf"no channel group that is entirely zero.*Channels 1 of 'gate' \(output\) "
+                                         rf"are zeroed but become non-zero at '{reviver}', where sigmoid\(0\) = 0.5"):
         tfprune.shrink(model, verbose=False)
 
 
@@ -311,9 +318,21 @@ def test_unknown_layers_are_kept_with_a_warning_naming_them():
 
     inputs = keras.Input((4,))
     model = keras.Model(inputs, L.Dense(2)(Scale(name="scale")(L.Dense(3, name="before")(inputs))))
-    with pytest.warns(UserWarning, match="'scale' \\(Scale\\)"):
+    with pytest.warns(UserWarning, match="'scale' \\(Scale: it is not a Keras built-in layer\\)"):
         groups = tfprune.channel_groups(model)
     assert groups == []
+
+
+def test_layers_the_analysis_keeps_whole_are_counted_in_the_warning_and_the_first_named():
+    inputs = keras.Input((8, 8, 4))
+    x = inputs
+    for index in range(5):
+        x = L.Conv2D(4, 3, padding="same", groups=2, name=f"grouped{index}")(x)
+    model = keras.Model(inputs, L.Dense(2)(L.GlobalAveragePooling2D()(x)))
+
+    with pytest.warns(UserWarning, match=r"around 5 layer\(s\).*'grouped0', 'grouped1', 'grouped2' and 2 more "
+                                         r"\(Conv2D: it is a grouped convolution"):
+        tfprune.channel_groups(model)
 
 
 def test_ignored_layers_are_kept_and_unknown_names_are_an_error():

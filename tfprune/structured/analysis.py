@@ -69,13 +69,18 @@ class ChannelAnalysis:
         self._seen_models = set()
         self._assume_pruned = assume_pruned
         self._assumed_zero = set()  # ids of masked variables, with assume_pruned
+        self._passages = []  # (operation, rule, input Channels, output Channels) per node visited
         self._walk_model(model)
-        unexpected = [(layer, reason) for layer, reason, expected in self.kept if not expected]
+        unexpected = {}
+        for layer, reason, expected in self.kept:
+            if not expected:
+                unexpected.setdefault(f"{type(layer).__name__}: {reason}", []).append(repr(layer.name))
         if unexpected:
             warnings.warn(
-                "Channel analysis keeps the channels around layers it does not understand: "
-                + "; ".join(f"'{layer.name}' ({type(layer).__name__}): {reason}" for layer, reason in unexpected)
-                + ". Their neighbours' channels are not pruned.",
+                f"Channel analysis keeps the channels around {sum(map(len, unexpected.values()))} layer(s) it does "
+                "not understand, and their neighbours' channels are not pruned: "
+                + "; ".join(f"{first_names(names)} ({kind})" for kind, names in unexpected.items())
+                + ". List them in ignored_layers to keep them without this warning.",
                 stacklevel=3,
             )
 
@@ -117,7 +122,9 @@ class ChannelAnalysis:
             self.kept.append((operation, reason, expected))
         if self._assume_pruned:
             self._assumed_zero.update(id(a.variable) for a in rule.axes(operation) if a.masked)
-        return rule.propagate(self, operation, node, inputs)
+        outputs = rule.propagate(self, operation, node, inputs)
+        self._passages.append((operation, rule, inputs, outputs))
+        return outputs
 
     # -- what rules call -------------------------------------------------------------------------
     def weights(self, layer):
@@ -189,6 +196,28 @@ class ChannelAnalysis:
                         members.setdefault(root, []).append((layer, role, indices))
         return members
 
+    def revived_groups(self):
+        """[(ChannelGroup, operation)]: groups that enter `operation` zero, or that its own masked weights zero (a
+        Dense's kernel column and bias), and that it makes non-zero (a sigmoid, a normalization offset): the
+        first such operation on each group's path."""
+        first = {}
+        for operation, labels in self._revivals():
+            for root in self.sets.roots(labels).tolist():
+                first.setdefault(root, operation)
+        removable = self.removable_roots()
+        members = self._members_by_root(
+            lambda root: root in first and root not in removable and not self.sets.is_frozen(root))
+        return [(ChannelGroup(tuple(found), False), first[root]) for root, found in members.items()]
+
+    def _revivals(self):
+        for operation, rule, inputs, outputs in self._passages:
+            for channels in outputs:
+                before = inputs[0].zero if len(inputs) == 1 and inputs[0].labels is channels.labels else None
+                if before is None and self.roles.get(operation, {}).get("output") is channels.labels:
+                    before = _zeroed_by_weights(operation, rule, "output")
+                if before is not None and (before & ~channels.zero).any():
+                    yield operation, channels.labels[before & ~channels.zero]
+
     def groups(self):
         """The groups that are not frozen, each a `ChannelGroup`."""
         removable = self.removable_roots()
@@ -222,6 +251,23 @@ class ChannelSet:
     @property
     def size(self):
         return len(self.members[0][2])
+
+
+def first_names(names, shown=3):
+    """"'a', 'b', 'c' and 4 more": the first `shown` of `names`, for messages."""
+    return ", ".join(names[:shown]) + (f" and {len(names) - shown} more" if len(names) > shown else "")
+
+
+def _zeroed_by_weights(layer, rule, role):
+    """Per channel of a layer's `role`: True where every weight that channel pruning masks along it is zero."""
+    axes = [axis for axis in rule.axes(layer) if axis.role == role and axis.masked]
+    if not axes:
+        return None
+    zero = np.ones(axes[0].size, bool)
+    for axis in axes:
+        values = np.moveaxis(keras.ops.convert_to_numpy(axis.variable), axis.axis, 0).reshape(axis.size, -1)
+        zero &= ~np.any(values != 0, axis=1)
+    return zero
 
 
 def _names_of(layers, model):

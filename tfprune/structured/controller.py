@@ -43,6 +43,40 @@ def _nearest(count):
     return math.floor(count + 0.5)
 
 
+def _most_prunable(size, max_sparsity):
+    """The most groups of a set of `size` that may be pruned: `max_sparsity` of them, never the last one."""
+    return min(size - 1, math.floor(max_sparsity * size + 1e-9))
+
+
+def _rounded(size, count, round_to):
+    """`count` lowered so that the groups kept are a multiple of `round_to` (or all of them)."""
+    if not round_to or count == 0:
+        return count
+    keep = min(size, math.ceil((size - count) / round_to) * round_to)
+    return size - keep
+
+
+def why_never_pruned(size, sparsity, scope, max_sparsity, round_to):
+    """Why a set of `size` channel groups keeps all of them at `sparsity` (a schedule's final one), or None.
+
+    Example:
+
+    >>> why_never_pruned(4, 0.5, "layer", 0.9, round_to=8)
+    'round_to=8 keeps a multiple of 8 of them, so all'
+    """
+    most = _most_prunable(size, max_sparsity)
+    asked = min(most, _nearest(sparsity * size)) if scope == "layer" else most
+    if _rounded(size, asked, round_to):
+        return None
+    if size == 1:
+        return "a set keeps its last channel"
+    if most == 0:
+        return f"max_sparsity={max_sparsity:g} allows pruning none of them"
+    if asked == 0:
+        return f"sparsity {sparsity:g} of them rounds to none"
+    return f"round_to={round_to} keeps a multiple of {round_to} of them, so all"
+
+
 class ChannelController(StepKeeping):
     """Updates the channel masks of every `PruneChannels` wrapper of a model.
 
@@ -220,13 +254,12 @@ class ChannelController(StepKeeping):
 
     def _counts(self, scores, sparsity):
         """How many groups to prune in each set."""
-        caps = [0 if s is None else min(c.size - 1, math.floor(self.max_sparsity * c.size + 1e-9))
-                for c, s in zip(self.sets, scores)]
+        caps = [0 if s is None else _most_prunable(c.size, self.max_sparsity) for c, s in zip(self.sets, scores)]
         if self.scope == "layer":
             counts = [min(cap, _nearest(sparsity * c.size)) for c, cap in zip(self.sets, caps)]
         else:
             counts = self._global_counts(scores, caps, sparsity)
-        return [self._rounded(c.size, count) for c, count in zip(self.sets, counts)]
+        return [_rounded(c.size, count, self.round_to) for c, count in zip(self.sets, counts)]
 
     def _global_counts(self, scores, caps, sparsity):
         normalized = []
@@ -245,13 +278,6 @@ class ChannelController(StepKeeping):
                 counts[index] += 1
                 total -= 1
         return counts
-
-    def _rounded(self, size, count):
-        """`count` lowered so that the channels kept are a multiple of `round_to` (or all of them)."""
-        if not self.round_to or count == 0:
-            return count
-        keep = min(size, math.ceil((size - count) / self.round_to) * self.round_to)
-        return size - keep
 
     def reapply_masks(self):
         """Zeroes the pruned channels again, e.g. after the optimizer swapped in averaged (EMA) weights."""

@@ -7,8 +7,8 @@ from tfprune import controller, schedules
 from tfprune.rebuild import copy_layer, rebuild
 from tfprune.structured import importance as importance_lib
 from tfprune.structured import penalties as penalties_lib
-from tfprune.structured.analysis import ChannelAnalysis
-from tfprune.structured.controller import ChannelController
+from tfprune.structured.analysis import ChannelAnalysis, first_names
+from tfprune.structured.controller import ChannelController, why_never_pruned
 from tfprune.structured.rules import masked_roles
 from tfprune.structured.wrapper import PruneChannels
 from tfprune.wrapper import SCOPES
@@ -64,6 +64,7 @@ def prune_channels(model, pruning_schedule, importance="l2", scope="layer", roun
             "input or output, passes through a layer the channel analysis keeps whole, or cannot be made zero."
         )
     channel_sets = analysis.channel_sets(prunable)
+    _warn_about_sets_never_pruned(channel_sets, settings)
     masked = {id(layer) for channel_set in channel_sets for layer, _, _ in _masked_members(channel_set)}
     gate_roles = _gate_roles(channel_sets) if settings["penalty"] is not None and settings["penalty"].gated else {}
 
@@ -135,14 +136,37 @@ def _warn_about_blocked_groups(analysis, prunable):
         if not group.zero:
             blocked.update(dict.fromkeys(group.layers))
     if blocked:
-        names = list(blocked)
-        shown = ", ".join(f"'{n}'" for n in names[:6]) + (f" and {len(names) - 6} more" if len(names) > 6 else "")
+        names = first_names([repr(name) for name in blocked], shown=6)
         warnings.warn(
-            f"Some channels of {shown} are not pruned: masking their weights would not make them zero (an "
+            f"Some channels of {names} are not pruned: masking their weights would not make them zero (an "
             "activation with f(0) != 0 such as sigmoid or softplus, or a normalization offset, lies on their "
             "path). Their channels stay.",
             stacklevel=3,
         )
+
+
+def _warn_about_sets_never_pruned(channel_sets, settings):
+    """Warns about the sets of coupled channels that round_to, max_sparsity or their size keep whole."""
+    schedule = settings["pruning_schedule"]
+    if schedule is None or schedule.final_sparsity == 0:
+        return
+    by_reason = {}
+    for channel_set in channel_sets:
+        reason = why_never_pruned(channel_set.size, schedule.final_sparsity, settings["scope"],
+                                  settings["max_sparsity"], settings["round_to"])
+        if reason:
+            layer, role, _ = channel_set.members[0]
+            by_reason.setdefault(reason, []).append(f"'{layer.name}' {role} ({channel_set.size})")
+    if not by_reason:
+        return
+    count = sum(len(names) for names in by_reason.values())
+    warnings.warn(
+        f"prune_channels will prune none of the channels of {count} of {len(channel_sets)} sets of coupled "
+        f"channels at the final sparsity {schedule.final_sparsity:g}: "
+        + "; ".join(f"{first_names(names)}: {reason}" for reason, names in by_reason.items())
+        + ". Choose a round_to that divides their sizes, raise max_sparsity or the sparsity, or accept them whole.",
+        stacklevel=3,
+    )
 
 
 def prune_groups_below(model, threshold):

@@ -67,12 +67,33 @@ def _axis(variable, axis):
     return axis % len(variable.shape)
 
 
+def value_at_zero(function):
+    """`function(0)` for an element-wise function (None, the identity, gives 0)."""
+    if function is None:
+        return 0.0
+    return float(keras.ops.convert_to_numpy(function(keras.ops.zeros((1, 2)))).reshape(-1)[0])
+
+
 def keeps_zero(function):
     """True if `function(0) == 0`, so that a zero channel stays zero through it."""
-    if function is None:
-        return True
-    value = keras.ops.convert_to_numpy(function(keras.ops.zeros((1, 2))))
-    return bool(np.all(value == 0))
+    return value_at_zero(function) == 0
+
+
+def _elementwise_function(operation):
+    """What an activation layer, or an activation written as an expression, applies to each value."""
+    if isinstance(operation, L.Activation):
+        return operation.activation
+    return operation.call if isinstance(operation, L.Layer) else operation
+
+
+def why_nonzero(operation):
+    """Why `operation` turns a zero channel into a non-zero one, for messages (e.g. "sigmoid(0) = 0.5")."""
+    if isinstance(operation, (L.BatchNormalization, L.GroupNormalization)):
+        return "its offset beta, or its moving mean, is non-zero"
+    if isinstance(rule_by_class(operation)[0], Merge):
+        return "it adds a constant"
+    function = getattr(operation, "activation", None) or _elementwise_function(operation)
+    return f"{getattr(function, '__name__', type(operation).__name__)}(0) = {value_at_zero(function):g}"
 
 
 def _alive_through(zero, weights, layer):
@@ -133,11 +154,7 @@ class PassThrough(Rule):
         return [Channels(source.labels, zero)]
 
     def _keeps_zero(self, layer):
-        if not self.evaluate_zero:
-            return True
-        if isinstance(layer, L.Activation):
-            return keeps_zero(layer.activation)
-        return keeps_zero(layer.call if isinstance(layer, L.Layer) else layer)
+        return not self.evaluate_zero or keeps_zero(_elementwise_function(layer))
 
 
 class Merge(Rule):

@@ -4,7 +4,7 @@ from tfprune import controller
 from tfprune.rebuild import copy_layer, rebuild
 from tfprune.structured.analysis import ChannelAnalysis
 from tfprune.structured.cost import model_cost
-from tfprune.structured.rules import rule_for
+from tfprune.structured.rules import rule_for, why_nonzero
 
 
 def shrink(model, ignored_layers=None, verbose=True):
@@ -79,12 +79,35 @@ def _nothing_to_remove(analysis):
     if not groups:
         return ("shrink found no channel that may be removed: every channel is a model input or output, or "
                 "belongs to a layer the channel analysis keeps whole.")
+    found = f"shrink found no channel group that is entirely zero among {len(groups)} prunable ones"
+    revived = {}
+    for group, operation in analysis.revived_groups():
+        revived.setdefault(operation, []).append(group)
+    if revived:
+        return (
+            f"{found}. "
+            + " ".join(f"{_described(groups_at)} are zeroed but become non-zero at '{operation.name}', where "
+                       f"{why_nonzero(operation)}." for operation, groups_at in revived.items())
+            + " Removing channels that are not zero where they enter the next weight would change the outputs. "
+            "Zero channels after such a layer instead, or use a function with f(0) = 0 there (relu, gelu, silu, "
+            "tanh); zero a normalization's gamma and beta with its channels."
+        )
     return (
-        f"shrink found no channel group that is entirely zero among {len(groups)} prunable ones, so there is "
-        "nothing to remove. A channel is removed when it is exactly zero wherever it enters a weight: zero its "
-        "producing kernel column and bias (and BatchNormalization gamma and beta) together, e.g. by channel "
-        "pruning, before shrinking. Unstructured sparsity from prune_low_magnitude does not remove channels."
+        f"{found}, so there is nothing to remove. A channel is removed when it is exactly zero wherever it enters "
+        "a weight: zero its producing kernel column and bias (and BatchNormalization gamma and beta) together, "
+        "e.g. by channel pruning, before shrinking. Unstructured sparsity from prune_low_magnitude does not "
+        "remove channels."
     )
+
+
+def _described(groups, shown=8):
+    """"Channels 1, 4 of 'dense' (output)": each group by its first member, gathered per layer and role."""
+    indices = {}
+    for layer, role, members in (group.members[0] for group in groups):
+        indices.setdefault((layer.name, role), []).extend(members.tolist())
+    parts = [f"{', '.join(map(str, found[:shown]))}{' ...' if len(found) > shown else ''} of '{name}' ({role})"
+             for (name, role), found in indices.items()]
+    return "Channels " + " and ".join(parts)
 
 
 def _summary(before_model, after_model, groups):
