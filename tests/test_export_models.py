@@ -1,4 +1,5 @@
-"""Export on the kinds of model that broke it: near-uniform classifiers, regressors, RNNs, token ids, several I/O."""
+"""Export on the kinds of model that broke it: near-uniform classifiers, regressors, RNNs, token ids, several I/O,
+inputs by name (dicts), ops without a TFLite kernel."""
 
 import json
 import os
@@ -7,7 +8,10 @@ import keras
 import numpy as np
 import pytest
 
+import tfprune
 from tfprune.deploy import LiteRTModel, export_tflite
+from tfprune.deploy import export as export_module
+from tfprune.deploy import parity
 
 L = keras.layers
 
@@ -43,7 +47,24 @@ def test_near_uniform_classifier_exports_int8_judged_by_sqnr_not_top1(tmp_path):
     # large relative to it, but as small as INT8 allows. The old top-1 check refused this model.
     assert report.parity["passed"] and metrics["within_resolution"] and metrics["max_abs_diff"] < 0.01
     assert metrics["top1_agreement"] is None and metrics["top1_samples"] < 10  # no clear margins: not judged
-    assert "top-1 not judged" in report.summary() and "within resolution" in report.summary()
+    assert "top-1 not judged" in report.summary() and report.parity["sqnr_rules"] == {"output_0": "within resolution"}
+    assert f"SQNR {metrics['sqnr_db']:.1f} dB" in report.summary() and metrics["sqnr_db"] < 12
+    assert "below the 12 dB floor but passed as within resolution" in report.summary()
+
+
+def test_a_pass_below_the_sqnr_floor_names_the_rule_that_passed_it():
+    rng = np.random.default_rng(0)
+    step = 1 / 256
+    # As ResNet50V2 shrunk to INT8: a near-constant output, errors under half its spread, SQNR just below 12 dB.
+    expected = 0.5 + rng.normal(0, 1.5 * step, (400, 1))
+    metrics = parity.output_metrics(expected, expected + rng.uniform(-0.7, 0.7, expected.shape) * step, step)
+    outputs = {"output_0": metrics}
+    assert 10 < metrics["sqnr_db"] < 12 and metrics["max_rel_error"] < 0.5 and metrics["within_resolution"]
+    assert parity.failures(outputs, "int8", 0.99) == [] and parity.sqnr_rule(metrics, 12.0) == "within resolution"
+    assert "below the 12 dB floor but passed as within resolution" in parity.summary_line(outputs, 12.0)
+    assert parity.sqnr_rule(metrics, 10.0) == "floor" and "passed as" not in parity.summary_line(outputs, 10.0)
+    far = {"output_0": parity.output_metrics(expected, expected + 4 * step, step)}  # off by 4 steps: fails
+    assert parity.sqnr_rule(far["output_0"], 12.0) == "below floor" and parity.failures(far, "int8", 0.99)
 
 
 def test_regressor_parity_catches_a_collapsed_int8_output(tmp_path):
@@ -112,6 +133,84 @@ def test_two_inputs_two_outputs_are_fed_and_checked_each(tmp_path):
     assert np.mean(np.argmax(classes, -1) == np.argmax(expected_classes, -1)) > 0.9
 
 
+@pytest.fixture(scope="module")
+def wide_and_deep():
+    """A pruned Wide&Deep regressor called with a dict: a float "numeric" input and an int "category" id."""
+    keras.utils.set_random_seed(0)
+    numeric, category = keras.Input((5,), name="numeric"), keras.Input((1,), dtype="int32", name="category")
+    deep = L.Dense(16, activation="relu")(L.Concatenate()([numeric, L.Flatten()(L.Embedding(10, 4)(category))]))
+    wide = L.Flatten()(L.Embedding(10, 1)(category))
+    model = keras.Model({"numeric": numeric, "category": category}, L.Add()([L.Dense(1)(deep), wide]))
+    rng = np.random.default_rng(0)
+    x = {"numeric": rng.normal(size=(300, 5)).astype("float32"),
+         "category": rng.integers(0, 10, (300, 1)).astype("int32")}
+    y = x["numeric"] @ rng.normal(size=5) + np.sin(x["category"][:, 0])
+    pruned = tfprune.prune_low_magnitude(model, tfprune.ConstantSparsity(0.5, 0, frequency=5))
+    pruned.compile("adam", "mse")
+    pruned.fit(x, y, epochs=10, verbose=0, callbacks=[tfprune.UpdatePruningStep()])
+    return pruned, x, y
+
+
+@pytest.mark.parametrize("mode", [None, "dynamic", "float16", "int8"])
+def test_dict_input_model_exports_in_every_mode_with_inputs_by_name(mode, wide_and_deep, tmp_path):
+    import tensorflow as tf
+
+    pruned, x, y = wide_and_deep
+    calibration = tf.data.Dataset.from_tensor_slices((x, y)).batch(50)  # ({name: batch}, y) pairs
+    report = export_tflite(pruned, tmp_path / "m.tflite", quantize=mode, representative_data=calibration,
+                           parity_data={name: batch[200:] for name, batch in x.items()})
+    assert report.parity["passed"] and report.parity["samples"] == 100, report.summary()
+    assert report.io[0] == "input 'category' (int32): int32 (kept integer, not quantized)"  # an index stays one
+    assert report.io[1].startswith(f"input 'numeric' (float32): {'int8, quantized' if mode == 'int8' else 'float32'}")
+    signature = LiteRTModel.load(tmp_path / "m.tflite").interpreter.get_signature_runner()
+    assert set(signature.get_input_details()) == {"numeric", "category"}
+
+
+def test_dict_inputs_are_fed_by_name_whatever_order_the_interpreter_lists_them_in(tmp_path):
+    keras.utils.set_random_seed(0)
+    inputs = {"x2": keras.Input((3,), name="x2"), "x10": keras.Input((2,), name="x10")}
+    model = keras.Model(inputs, L.Dense(1)(L.Concatenate()([L.Dense(4)(inputs["x2"]), inputs["x10"]])))
+    rng = np.random.default_rng(0)
+    x = {"x2": rng.normal(size=(20, 3)).astype("float32"), "x10": rng.normal(size=(20, 2)).astype("float32")}
+    report = export_tflite(model, tmp_path / "m.tflite", parity_data=x)
+    # Keras orders inputs "x10", "x2" (sorted keys), LiteRTModel "x2", "x10" (numbers by value): fed by name.
+    assert report.parity["passed"] and report.io[:2] == ["input 'x10' (float32): float32",
+                                                         "input 'x2' (float32): float32"]
+
+
+def test_bad_dict_data_names_the_missing_or_unknown_key_and_the_shape(wide_and_deep, tmp_path):
+    pruned, x, y = wide_and_deep
+    target = tmp_path / "m.tflite"
+    typo = {"numeric": x["numeric"], "categroy": x["category"]}
+    with pytest.raises(ValueError, match=r"`representative_data` gives inputs by name, but lacks input\(s\) "
+                                         r"\['category'\] and has key\(s\) \['categroy'\] that name no input\. The "
+                                         r"model's inputs are \['category', 'numeric'\]"):
+        export_tflite(pruned, target, quantize="int8", representative_data=typo)
+    with pytest.raises(ValueError, match=r"`parity_data` .* has key\(s\) \['label'\] that name no input"):
+        export_tflite(pruned, target, parity_data={**x, "label": y})
+    with pytest.raises(ValueError, match=r"samples of shape \(3,\) \(float32\) for input 'numeric', which expects "
+                                         r"\(5,\) \(float32\)"):
+        export_tflite(pruned, target, parity_data={"numeric": x["numeric"][:, :3], "category": x["category"]})
+    with pytest.raises(ValueError, match=r"different numbers of samples per input .*\(300 for 'category', 200 for "
+                                         r"'numeric'\)"):
+        export_tflite(pruned, target, parity_data={"numeric": x["numeric"][:200], "category": x["category"]})
+    assert not target.exists()
+
+
+def test_keras_hub_gpt2_backbone_exports_int8_with_token_ids_and_mask_kept_integer(tmp_path):
+    keras_hub = pytest.importorskip("keras_hub")
+    keras.utils.set_random_seed(0)
+    backbone = keras_hub.models.GPT2Backbone(vocabulary_size=100, num_layers=1, num_heads=2, hidden_dim=16,
+                                             intermediate_dim=32, max_sequence_length=8)
+    rng = np.random.default_rng(0)
+    mask = (np.arange(8)[None] < rng.integers(2, 9, (32, 1))).astype("int32")  # sequences of 2 to 8 tokens
+    x = {"token_ids": rng.integers(1, 100, (32, 8)).astype("int32") * mask, "padding_mask": mask}
+    report = export_tflite(backbone, tmp_path / "gpt2.tflite", quantize="int8", representative_data=x)
+    assert report.parity["passed"] and report.parity["outputs"]["output_0"]["sqnr_db"] > 25, report.summary()
+    assert report.io[:2] == ["input 'padding_mask' (int32): int32 (kept integer, not quantized)",
+                             "input 'token_ids' (int32): int32 (kept integer, not quantized)"]
+
+
 def test_written_files_keep_the_users_umask_and_name_the_versions(tmp_path):
     model, x = _untrained_mobilenet_block()
     previous = os.umask(0o022)
@@ -149,9 +248,19 @@ def test_ops_without_a_tflite_kernel_need_select_tf_ops_and_the_report_says_flex
     inputs = keras.Input((6,))
     model = keras.Model(inputs, L.Dense(3)(keras.ops.cumprod(L.Dense(6)(inputs), axis=-1)))
     x = np.random.default_rng(0).normal(size=(20, 6)).astype("float32")
-    with pytest.raises(ValueError, match=r"(?s)no TFLite kernel.*select_tf_ops=True.*Flex delegate"):
+    # The converter's message is long MLIR; the error keeps the op's name, where it is, and whether TensorFlow's
+    # own path (no tfprune) fails too.
+    with pytest.raises(ValueError, match=r"(?s)op\(s\) Cumprod have no TFLite kernel \(Cumprod at functional\w*/"
+                                         r"Cumprod;.*TensorFlow alone fails on this model too .*no kernel for "
+                                         r"Cumprod\): a TFLite limit.*select_tf_ops=True.*Flex delegate"):
         export_tflite(model, tmp_path / "m.tflite", parity_data=x)
     assert not (tmp_path / "m.tflite").exists()
     report = export_tflite(model, tmp_path / "m.tflite", parity_data=x, select_tf_ops=True)
     assert "CUSTOM:FlexCumprod" in report.ops and report.parity is None
     assert any("Cumprod" in note and "Flex delegate" in note and "Not verified" in note for note in report.notes)
+
+
+def test_a_conversion_failure_tensorflow_alone_does_not_have_is_reported_as_tfprunes():
+    inputs = keras.Input((6,))
+    verdict = export_module._plain_tensorflow_verdict(keras.Model(inputs, L.Dense(3)(inputs)), None)
+    assert verdict.startswith("TensorFlow alone converts this model") and "please report it to tfprune" in verdict

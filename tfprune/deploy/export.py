@@ -2,9 +2,10 @@
 
 The path that works for Keras 3 is SavedModel (`keras.export.ExportArchive`) then
 `tf.lite.TFLiteConverter.from_saved_model`, with a signature that keeps every input's
-dtype (integer ids stay integers) and names inputs `input_i` and outputs `output_i` in
-Keras order. Recurrent layers are unrolled over their (fixed) number of time steps first:
-a TFLite WHILE loop cannot be fully quantized (the converter crashes), plain ops can.
+dtype (integer ids stay integers) and names inputs `input_i` (or by their keys, for a model
+that takes a dict) and outputs `output_i`, in Keras order. Recurrent layers are unrolled
+over their (fixed) number of time steps first: a TFLite WHILE loop cannot be fully
+quantized (the converter crashes), plain ops can.
 Sparse encoding is only kept when the result loads in the default LiteRT interpreter:
 XNNPack rejects sparse INT8 and dynamic-range weights, and then tfprune falls back to
 dense storage and says so. Parity is judged by `tfprune.deploy.parity`.
@@ -21,6 +22,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import tensorflow as tf
+from keras.src.models.functional import Functional
 
 from tfprune.api import strip_pruning
 from tfprune.controller import pruning_wrappers
@@ -64,7 +66,7 @@ class ExportReport:
         lines += [f"  {entry}" for entry in self.io]
         if self.parity:
             lines.append(f"  parity on {self.parity['samples']} samples: "
-                         f"{parity_lib.summary_line(self.parity['outputs'])}")
+                         f"{parity_lib.summary_line(self.parity['outputs'], self.parity['min_sqnr_db'])}")
         lines += [f"  note: {n}" for n in self.notes]
         return "\n".join(lines)
 
@@ -80,7 +82,11 @@ class _Input:
 
 
 def model_inputs(model):
-    """How each input of `model` is exported: signature name (`input_i`), Keras input name, shape, dtype."""
+    """How each input of `model` is exported, in `model.inputs` order: signature name, Keras name, shape, dtype.
+
+    The signature names inputs `input_0`, `input_1`, ..., or by their keys for a model that takes
+    a dict, `keras.Model({"numeric": a, "category": b}, ...)`; data for it is given by the same keys.
+    """
     tensors = getattr(model, "inputs", None)
     if not tensors:  # subclassed: one input, from the build config {"input_shape": (batch, ...)}
         build_config = model.get_build_config() or {}
@@ -88,30 +94,55 @@ def model_inputs(model):
         if shape is None:
             raise ValueError(f"Model '{model.name}' has no known input shape: call it on data once before exporting.")
         return [_Input("input_0", "input", (None, *tuple(shape)[1:]), "float32")]
-    return [_Input(f"input_{i}", t._keras_history.operation.name, (None, *tuple(t.shape)[1:]),
-                   keras.backend.standardize_dtype(t.dtype)) for i, t in enumerate(tensors)]
+    keys = _input_keys(model)
+    names = keys or [f"input_{i}" for i in range(len(tensors))]
+    return [_Input(name, keys[i] if keys else t._keras_history.operation.name, (None, *tuple(t.shape)[1:]),
+                   keras.backend.standardize_dtype(t.dtype)) for i, (name, t) in enumerate(zip(names, tensors))]
 
 
-def _split_inputs(element, inputs):
+def _input_keys(model):
+    """The keys of a model that takes a flat dict of inputs, in `model.inputs` order (sorted); else None."""
+    structure = model.input if isinstance(model, Functional) else None
+    if isinstance(structure, dict) and all(isinstance(t, keras.KerasTensor) for t in structure.values()):
+        return sorted(structure)
+    return None
+
+
+def _as_called(model, flat):
+    """One tensor or array per input (`model.inputs` order) in the structure `model` is called with.
+
+    A dict for a model that takes a dict, a list for several inputs, the array itself for one.
+    """
+    if isinstance(model, Functional):
+        return keras.tree.pack_sequence_as(model.input, list(flat))
+    return flat[0] if len(flat) == 1 else list(flat)
+
+
+def _split_inputs(element, inputs, what):
     """The input arrays of one batch or dataset element: `x`, `[x1, x2]`, `{name: x}`, or `x` of an `(x, y)` pair."""
     if isinstance(element, dict):
-        missing = [spec.keras_name for spec in inputs if spec.keras_name not in element]
-        if missing:
-            raise ValueError(f"Input data given by name lacks input(s) {missing}; it has {sorted(element)}.")
-        return [element[spec.keras_name] for spec in inputs]
+        names = [spec.keras_name for spec in inputs]
+        missing = [name for name in names if name not in element]
+        unknown = sorted(set(element) - set(names))
+        if missing or unknown:
+            problems = ([f"lacks input(s) {missing}"] if missing else []) + (
+                [f"has key(s) {unknown} that name no input"] if unknown else [])
+            raise ValueError(f"`{what}` gives inputs by name, but {' and '.join(problems)}. The model's inputs are "
+                             f"{names}: give one array per input, keyed by these names.")
+        return [element[name] for name in names]
     if isinstance(element, (tuple, list)):
-        if len(inputs) == 1:
-            return [element[0]]  # (x, y) or [x]
-        if isinstance(element[0], (tuple, list, dict)):
-            return _split_inputs(element[0], inputs)  # ((x1, x2), y)
-        return list(element)
+        first = element[0]
+        if isinstance(first, dict) or (len(inputs) > 1 and isinstance(first, (tuple, list))):
+            return _split_inputs(first, inputs, what)  # ({name: x}, y) or ((x1, x2), y)
+        return [first] if len(inputs) == 1 else list(element)  # (x, y), [x] or [x1, x2]
     return [element]
 
 
 def _samples(data, inputs, limit, what):
-    """Up to `limit` samples from an array (a list of arrays for several inputs), tf.data.Dataset or generator.
+    """Up to `limit` samples from an array (a list, or a dict by name, of arrays for several inputs),
+    tf.data.Dataset or generator.
 
-    Returns one batch array per input, cast to that input's dtype.
+    Returns one batch array per input (`inputs` order), cast to that input's dtype.
     """
     if isinstance(data, tf.data.Dataset):
         batches = data.as_numpy_iterator()
@@ -120,12 +151,12 @@ def _samples(data, inputs, limit, what):
     elif hasattr(data, "__iter__") or callable(data):
         batches = data() if callable(data) else data
     else:
-        raise TypeError(f"`{what}` must be a numpy array (a list of arrays for several inputs), a tf.data.Dataset "
-                        f"or a generator of input batches, got {type(data).__name__}.")
+        raise TypeError(f"`{what}` must be a numpy array (a list, or a dict by input name, of arrays for several "
+                        f"inputs), a tf.data.Dataset or a generator of input batches, got {type(data).__name__}.")
     collected = [[] for _ in inputs]
     count = 0
     for batch in batches:
-        arrays = _split_inputs(batch, inputs)
+        arrays = _split_inputs(batch, inputs, what)
         if len(arrays) != len(inputs):
             raise ValueError(f"`{what}` gives {len(arrays)} arrays per batch; the model has {len(inputs)} inputs.")
         arrays = [np.asarray(a) for a in arrays]
@@ -137,6 +168,10 @@ def _samples(data, inputs, limit, what):
                     f"`{what}` has samples of shape {tuple(array.shape[1:])} ({array.dtype}) for input "
                     f"'{spec.keras_name}', which expects {spec.shape[1:]} ({spec.dtype}) without the batch axis."
                 )
+        if len({len(array) for array in arrays}) > 1:
+            counts = ", ".join(f"{len(array)} for '{spec.keras_name}'" for spec, array in zip(inputs, arrays))
+            raise ValueError(f"`{what}` gives different numbers of samples per input in one batch ({counts}): "
+                             "every input needs one array row per sample.")
         for collected_input, array, spec in zip(collected, arrays, inputs):
             collected_input.append(array.astype(spec.dtype))
         count += len(arrays[0])
@@ -221,7 +256,7 @@ def _saved_model(model, directory, inputs):
     archive.track(model)
 
     def serve(*tensors):
-        outputs = keras.tree.flatten(model(list(tensors) if len(tensors) > 1 else tensors[0], training=False))
+        outputs = keras.tree.flatten(model(_as_called(model, tensors), training=False))
         return {f"output_{i}": output for i, output in enumerate(outputs)}
 
     archive.add_endpoint(
@@ -252,29 +287,72 @@ def _convert(saved_model_dir, quantize, calibration, sparse, float_io, inputs, s
     if select_tf_ops:  # ops without a TFLite kernel stay TensorFlow ops, run by the Flex delegate
         builtins = tf.lite.OpsSet.TFLITE_BUILTINS_INT8 if quantize == "int8" else tf.lite.OpsSet.TFLITE_BUILTINS
         converter.target_spec.supported_ops = [builtins, tf.lite.OpsSet.SELECT_TF_OPS]
-    try:
-        with warnings.catch_warnings():  # the converter calibrates with tf.lite.Interpreter, which warns of itself
-            warnings.filterwarnings("ignore", message=r"(?s).*tf\.lite\.Interpreter is deprecated")
-            return converter.convert()
-    except Exception as error:  # the converter raises ConverterError and plain exceptions alike
-        if not select_tf_ops and "TF Select" in str(error):
-            raise ValueError(
-                f"Conversion failed: some ops have no TFLite kernel ({str(error).strip()[-600:]}). Pass "
-                "select_tf_ops=True (CLI: --select-tf-ops) to keep them as TensorFlow ops; the model then needs "
-                "the Flex delegate where it runs."
-            ) from error
-        if quantize == "int8":
-            raise ValueError(
-                f"INT8 conversion failed: {str(error).strip()[:2000]}\nSome op has no full-integer kernel. "
-                "quantize='dynamic' (int8 weights, float activations) keeps such ops in float."
-            ) from error
-        raise
+    with warnings.catch_warnings():  # the converter calibrates with tf.lite.Interpreter, which warns of itself
+        warnings.filterwarnings("ignore", message=r"(?s).*tf\.lite\.Interpreter is deprecated")
+        return converter.convert()
+
+
+def _explained(error, model, quantize, select_tf_ops):
+    """A ValueError saying why the conversion of `model` failed and what to do, or None if there is nothing to add."""
+    missing = _ops_without_kernel(error)
+    if missing and not select_tf_ops:
+        where = "; ".join(f"{op} at {_first_three(places)}" for op, places in missing.items())
+        return ValueError(
+            f"Conversion failed: op(s) {', '.join(missing)} have no TFLite kernel ({where}; TensorFlow name scopes, "
+            f"which hold the Keras layer names). {_plain_tensorflow_verdict(model, quantize)}Pass select_tf_ops=True "
+            "(CLI: --select-tf-ops) to keep them as TensorFlow ops; the model then needs the Flex delegate where it "
+            "runs."
+        )
+    if quantize == "int8":
+        return ValueError(
+            f"INT8 conversion failed: {str(error).strip()[:2000]}\nSome op has no full-integer kernel. "
+            "quantize='dynamic' (int8 weights, float activations) keeps such ops in float."
+        )
+    return None
+
+
+def _ops_without_kernel(error):
+    """{op: [where, ...]} for the TensorFlow ops the converter found no TFLite kernel for, from its error data."""
+    missing = {}
+    for item in getattr(error, "errors", []):  # a ConverterError's ConverterErrorData, one per failing op
+        if item.error_code == item.ERROR_NEEDS_FLEX_OPS:
+            where = item.location.call[0].name.split("@")[0] if item.location.call else "an unnamed place"
+            missing.setdefault(item.operator.name.removeprefix("tf."), []).append(where)
+    return missing
+
+
+def _first_three(places):
+    return ", ".join(places[:3]) + (f" and {len(places) - 3} more" if len(places) > 3 else "")
+
+
+def _plain_tensorflow_verdict(model, quantize):
+    """Whether TensorFlow alone, without tfprune, converts `model` (Keras `model.export`, then the converter)."""
+    how = "Keras model.export(), then tf.lite.TFLiteConverter.from_saved_model, float32, builtin ops"
+    with tempfile.TemporaryDirectory() as directory:
+        try:
+            model.export(directory, format="tf_saved_model", verbose=False)
+            tf.lite.TFLiteConverter.from_saved_model(directory).convert()
+        except Exception as error:  # the converter raises ConverterError and plain exceptions alike
+            missing = _ops_without_kernel(error)
+            return (f"TensorFlow alone fails on this model too ({how}: no kernel for {', '.join(missing)}): a "
+                    "TFLite limit, not tfprune's. " if missing else "")
+    if quantize is None:
+        return f"TensorFlow alone converts this model ({how}): please report it to tfprune. "
+    return f"TensorFlow alone converts this model in float32 ({how}): the failure comes with quantize='{quantize}'. "
 
 
 def _io_description(lite, inputs):
     """What each input and output became, e.g. "input 'ids' (int32): int32 (kept integer, not quantized)"."""
-    return [f"input '{spec.keras_name}' ({spec.dtype}): {_tensor_kind(detail)}" for spec, detail in zip(inputs, lite.inputs)] + [
-        f"output_{i}: {_tensor_kind(detail)}" for i, detail in enumerate(lite.outputs)]
+    position = _positions(lite)
+    return [f"input '{spec.keras_name}' ({spec.dtype}): {_tensor_kind(lite.inputs[position[spec.name]])}"
+            for spec in inputs] + [f"output_{i}: {_tensor_kind(detail)}" for i, detail in enumerate(lite.outputs)]
+
+
+def _positions(lite):
+    """{signature name: position in `lite.inputs`}: LiteRTModel orders inputs by name, Keras by its own rule."""
+    named = lite.interpreter.get_signature_runner().get_input_details()
+    position = {detail["index"]: i for i, detail in enumerate(lite.inputs)}
+    return {name: position[detail["index"]] for name, detail in named.items()}
 
 
 def _tensor_kind(detail):
@@ -289,11 +367,14 @@ def _tensor_kind(detail):
 
 def _keras_outputs(model, x):
     """The model's outputs on `x` (one batch per input), as a flat list: what every TFLite candidate must match."""
-    return keras.tree.flatten(model.predict(x if len(x) > 1 else x[0], verbose=0, batch_size=256))
+    return keras.tree.flatten(model.predict(_as_called(model, x), verbose=0, batch_size=256))
 
 
-def _parity(expected, lite, x):
-    actual = lite.predict(x if len(x) > 1 else x[0])
+def _parity(expected, lite, x, inputs):
+    """Parity metrics of `lite` against the Keras outputs `expected` on `x` (one batch per input, `inputs` order)."""
+    position = _positions(lite)
+    fed = [batch for _, batch in sorted(zip(inputs, x), key=lambda pair: position[pair[0].name])]
+    actual = lite.predict(fed if len(fed) > 1 else fed[0])
     actual = actual if isinstance(actual, list) else [actual]
     return {
         "samples": int(len(x[0])),
@@ -372,7 +453,13 @@ def export_tflite(
     exportable, signature = _exportable(model, inputs, quantize, notes)
     with tempfile.TemporaryDirectory() as saved_model_dir:
         _saved_model(exportable, saved_model_dir, signature)
-        content = _convert(saved_model_dir, quantize, calibration, False, float_io, inputs, select_tf_ops)
+        try:
+            content = _convert(saved_model_dir, quantize, calibration, False, float_io, inputs, select_tf_ops)
+        except Exception as error:  # the converter raises ConverterError and plain exceptions alike
+            explained = _explained(error, model, quantize, select_tf_ops)
+            if explained is None:
+                raise
+            raise explained from error
         info = inspect_tflite(content)
         flex_ops = sorted(op for op in set(info["ops"]) if op.startswith("CUSTOM:Flex"))
         sparse_state = "off"
@@ -387,10 +474,12 @@ def export_tflite(
                          "verified: the LiteRT interpreter here has no Flex delegate.")
         lite = None if flex_ops else LiteRTModel(content, name=str(path)).smoke_test()
         expected = _keras_outputs(model, x_parity) if x_parity is not None and lite else None
-        parity = _parity(expected, lite, x_parity) if expected is not None else None
+        parity = _parity(expected, lite, x_parity, inputs) if expected is not None else None
         failed = parity_lib.failures(parity["outputs"], quantize, min_agreement, min_sqnr_db) if parity else []
         if parity:
-            parity["passed"] = not failed
+            floor = parity_lib.sqnr_floor(quantize, min_sqnr_db)
+            parity.update(passed=not failed, min_sqnr_db=floor, sqnr_rules={
+                name: parity_lib.sqnr_rule(metrics, floor) for name, metrics in parity["outputs"].items()})
         if failed:
             message = (f"The TFLite model does not reproduce Keras on {parity['samples']} samples: "
                        f"{'; '.join(failed)}. "
@@ -419,9 +508,10 @@ def _advice(quantize, calibration, saved_model_dir, inputs, expected, x_parity, 
         return hint + ("Export with quantize=None (float32)." if quantize else
                        "A float32 conversion should reproduce Keras: please report this model.")
     lite = LiteRTModel(_convert(saved_model_dir, fallback, None, False, False, inputs), name=f"{fallback} trial")
-    outputs = _parity(expected, lite, x_parity)["outputs"]
+    outputs = _parity(expected, lite, x_parity, inputs)["outputs"]
     verdict = "passes" if not parity_lib.failures(outputs, fallback, min_agreement) else "fails too"
-    return (f"{hint}Tried quantize='{fallback}' on the same samples: {parity_lib.summary_line(outputs)}; "
+    summary = parity_lib.summary_line(outputs, parity_lib.sqnr_floor(fallback))
+    return (f"{hint}Tried quantize='{fallback}' on the same samples: {summary}; "
             f"it {verdict}.")
 
 

@@ -14,8 +14,13 @@ For every output, over all samples (Keras output `e`, TFLite output `a`, error `
   (std), every error is within two steps: as close as that format can get (a near-uniform softmax,
   whose INT8 step is fixed at 1/256).
 
-The verdict uses `sqnr_db` against a per-mode floor (`MIN_SQNR_DB`), unless the output is within
-its resolution, and `top1_agreement` against `min_agreement`.
+The verdict uses `top1_agreement` against `min_agreement`, and `sqnr_db` against a per-mode floor
+(`MIN_SQNR_DB`) by one of these rules (`sqnr_rule`):
+
+- "floor": the SQNR is at or above the floor: passes.
+- "within resolution": the SQNR is below the floor, but the output is `within_resolution`: passes.
+- "constant": the Keras output is constant, so there is no SQNR (None): not judged by it.
+- "below floor": fails.
 
 Example:
 
@@ -73,12 +78,27 @@ def _db(signal_power, noise_power):
     return float(10 * np.log10(signal_power / noise_power))
 
 
+def sqnr_floor(quantize, min_sqnr_db=None):
+    """The SQNR floor outputs are judged against: `min_sqnr_db` if given, else the mode's `MIN_SQNR_DB`."""
+    return MIN_SQNR_DB[quantize] if min_sqnr_db is None else min_sqnr_db
+
+
+def sqnr_rule(metrics, floor):
+    """Which rule judges one output's SQNR against `floor`: "floor", "within resolution", "constant" or
+    "below floor" (the only failing one; see the module docstring)."""
+    if metrics["sqnr_db"] is None:
+        return "constant"
+    if metrics["sqnr_db"] >= floor:
+        return "floor"
+    return "within resolution" if metrics["within_resolution"] else "below floor"
+
+
 def failures(outputs, quantize, min_agreement, min_sqnr_db=None):
     """What fails, one line per failing output metric (empty if faithful)."""
-    floor = MIN_SQNR_DB[quantize] if min_sqnr_db is None else min_sqnr_db
+    floor = sqnr_floor(quantize, min_sqnr_db)
     lines = []
     for name, m in outputs.items():
-        if m["sqnr_db"] is not None and m["sqnr_db"] < floor and not m["within_resolution"]:
+        if sqnr_rule(m, floor) == "below floor":
             lines.append(f"{name}: SQNR {m['sqnr_db']:.1f} dB < {floor:g} dB (mean |error| "
                          f"{m['mean_rel_error']:.1%} of the output's spread)")
         if m["top1_agreement"] is not None and m["top1_agreement"] < min_agreement:
@@ -87,8 +107,13 @@ def failures(outputs, quantize, min_agreement, min_sqnr_db=None):
     return lines
 
 
-def summary_line(outputs):
-    """`output_0: SQNR 31.2 dB, top-1 99.8% (412 decidable), max rel err 4.1%` for each output."""
+def summary_line(outputs, floor=None):
+    """`output_0: SQNR 31.2 dB, top-1 99.8% (412 decidable), max rel err 4.1%` for each output.
+
+    Given the SQNR `floor` the outputs were judged against, an output that passes by a rule other
+    than the floor says which, e.g. `output_0: SQNR 11.5 dB, ..., max rel err 38.0%, below the 12 dB
+    floor but passed as within resolution (its spread and every error within 2 quantization steps of 0.0039)`.
+    """
     parts = []
     for name, m in outputs.items():
         sqnr = "inf" if m["sqnr_db"] == float("inf") else ("n/a" if m["sqnr_db"] is None else f"{m['sqnr_db']:.1f}")
@@ -98,8 +123,17 @@ def summary_line(outputs):
             top1 = ", top-1 not judged (no clear margins)"
         else:
             top1 = ""  # one value per sample: nothing to rank
-        coarse = (f" (varies less than its INT8 step {m['output_step']:.3g}: within resolution)"
-                  if m["within_resolution"] and m["max_rel_error"] > 0.5 else "")
         parts.append(f"{name}: SQNR {sqnr} dB, cosine {m['cosine']:.4f}{top1}, max rel err "
-                     f"{m['max_rel_error']:.1%}{coarse}")
+                     f"{m['max_rel_error']:.1%}{_rule_note(m, floor)}")
     return "; ".join(parts)
+
+
+def _rule_note(m, floor):
+    """Why an output passed when the SQNR floor did not pass it ("" when it did, or failed, or no floor is given)."""
+    rule = None if floor is None else sqnr_rule(m, floor)
+    if rule == "within resolution":
+        return (f", below the {floor:g} dB floor but passed as within resolution (its spread and every error "
+                f"within 2 quantization steps of {m['output_step']:.2g})")
+    if rule == "constant":
+        return f", constant Keras output: no SQNR to judge (max error {m['max_abs_diff']:.2g})"
+    return ""
