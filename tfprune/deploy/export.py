@@ -404,7 +404,9 @@ def export_tflite(
         path: where to write the .tflite file. Nothing is written there unless all checks pass.
         quantize: None (float32), "dynamic", "float16" or "int8" (full integer).
         representative_data: calibration inputs for "int8": an array (a list of arrays for several
-            inputs), a tf.data.Dataset or a generator of batches (`(x, y)` pairs are fine).
+            inputs, or a dict of them by input name), a tf.data.Dataset or a generator of batches
+            (`(x, y)` pairs are fine). A model that takes a dict is exported with its inputs named
+            by their keys.
         sparse_encoding: store pruned weights in TFLite's sparse format when the result still
             loads in the default LiteRT interpreter and is smaller; otherwise fall back (see report notes).
         float_io: for "int8", keep float32 inputs/outputs instead of int8. Integer inputs
@@ -427,6 +429,9 @@ def export_tflite(
     ```python
     report = tfprune.export_tflite(pruned, "model.tflite", quantize="int8", representative_data=x_train[:200])
     print(report.summary())
+    # A model built as keras.Model({"numeric": a, "category": b}, ...):
+    tfprune.export_tflite(wide_and_deep, "wd.tflite", quantize="int8",
+                          representative_data={"numeric": numeric[:200], "category": category[:200]})
     ```
     """
     if quantize not in QUANTIZE_MODES:
