@@ -210,6 +210,26 @@ def test_sets_that_round_to_or_max_sparsity_keep_whole_are_named_with_the_reason
         tfprune.prune_channels(attention_classifier(), tfprune.ConstantSparsity(0.2, 0), max_sparsity=0.2)
 
 
+def test_a_depthwise_conv2d_with_groups_loses_whole_groups_with_the_channels_that_feed_them():
+    """ConvNeXt writes its depthwise convolutions as Conv2D(groups=channels); here with two filters per group."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8, 8, 3))
+    x = L.ReLU()(L.BatchNormalization(name="bn1")(L.Conv2D(8, 1, name="expand")(inputs)))
+    x = L.ReLU()(L.BatchNormalization(name="bn2")(L.Conv2D(16, 3, padding="same", groups=8, name="depthwise")(x)))
+    model = keras.Model(inputs, L.Dense(3)(L.GlobalAveragePooling2D()(L.Conv2D(4, 1, name="project")(x))))
+    pruned = tfprune.prune_channels(model, tfprune.ConstantSparsity(0.5, 0))
+    tfprune.ChannelController(pruned).prune(0.5, step=0)
+
+    small = tfprune.shrink(pruned, verbose=False)
+
+    depthwise = small.get_layer("depthwise")
+    assert (depthwise.groups, depthwise.filters, small.get_layer("expand").filters) == (4, 8, 4)
+    x = np.random.default_rng(0).normal(size=(2, 8, 8, 3)).astype("float32")
+    expected = pruned.predict(x, verbose=0)
+    assert np.abs(expected).max() > 1e-2
+    np.testing.assert_allclose(small.predict(x, verbose=0), expected, atol=1e-6)
+
+
 def test_training_without_the_callback_is_refused(images):
     (x, y), _ = images
     pruned = compile_classifier(tfprune.prune_channels(digits_cnn(), tfprune.ConstantSparsity(0.5, 0)))

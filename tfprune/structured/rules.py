@@ -242,11 +242,14 @@ def _unsupported_variant(layer):
     """Why a weighted layer is a variant the slicing rules do not cover, or None."""
     if getattr(layer, "quantization_mode", None) or getattr(layer, "lora_enabled", False):
         return "it is quantized or LoRA-enabled"
-    if getattr(layer, "groups", 1) != 1:
-        return "it is a grouped convolution"
     if getattr(layer, "data_format", "channels_last") != "channels_last":
         return "it is channels_first"
     return None
+
+
+def _is_depthwise_conv(layer):
+    """True for a Conv with one input channel per group (ConvNeXt's depthwise `Conv2D(groups=channels)`)."""
+    return getattr(layer, "groups", 1) > 1 and layer.built and layer.kernel.shape[-2] == 1
 
 
 class Producer(Rule):
@@ -259,6 +262,8 @@ class Producer(Rule):
         reason = _unsupported_variant(layer)
         if reason:
             return reason
+        if getattr(layer, "groups", 1) != 1:
+            return "it is a grouped convolution with several input channels per group"
         if self.input_axis is not None:
             rows = weights_by_name(layer)["kernel"].shape[self.input_axis]
             if channel_count(node.input_tensors[0]) != rows:
@@ -317,10 +322,21 @@ class Depthwise(Rule):
     def unsupported(self, layer, node):
         return _unsupported_variant(layer)
 
+    def per_channel(self, layer, kernel):
+        """The kernel as (..., channels, multiplier)."""
+        return kernel
+
+    def stored(self, layer, kernel):
+        """The inverse of `per_channel`: the kernel as the layer holds it."""
+        return kernel
+
+    def config(self, layer, kept):
+        return layer.get_config()
+
     def propagate(self, walk, layer, node, inputs):
         (source,) = inputs
         weights = walk.weights(layer)
-        kernel = weights["kernel"]  # (..., channels, multiplier)
+        kernel = self.per_channel(layer, weights["kernel"])
         multiplier = kernel.shape[-1]
         walk.bind(layer, "input", source.labels)
         dead = ~np.any(kernel != 0, axis=tuple(range(kernel.ndim - 2))).reshape(-1)
@@ -331,18 +347,41 @@ class Depthwise(Rule):
         if keep["input"].all():
             return None
         values = weights_by_name(layer)
-        kernel = _take(values["kernel"], keep["input"], -2)
-        weights = [kernel]
+        weights = [self.stored(layer, _take(self.per_channel(layer, values["kernel"]), keep["input"], -2))]
         if "bias" in values:
             weights.append(values["bias"].reshape(len(keep["input"]), -1)[keep["input"]].reshape(-1))
-        return layer.get_config(), weights
+        return self.config(layer, int(keep["input"].sum())), weights
+
+    def kernel_axis(self, layer):
+        """(axis, entries per channel) of the kernel along its input channels."""
+        return len(layer.kernel.shape) - 2, 1
 
     def axes(self, layer):
         kernel = _variable(layer, "kernel")
-        found = [RoleAxis("input", kernel, len(kernel.shape) - 2)]
+        found = [RoleAxis("input", kernel, *self.kernel_axis(layer))]
         if layer.use_bias:
-            found.append(RoleAxis("input", _variable(layer, "bias"), 0, repeat=kernel.shape[-1]))
+            bias = _variable(layer, "bias")
+            found.append(RoleAxis("input", bias, 0, repeat=bias.shape[0] // found[0].size))  # the multiplier
         return found
+
+
+class GroupedDepthwise(Depthwise):
+    """A Conv with one input channel per group, a DepthwiseConv in disguise: its kernel (..., 1, channels * m)
+    holds input channel c's m filters at outputs c*m .. c*m+m-1. A channel goes with its group."""
+
+    def per_channel(self, layer, kernel):
+        return kernel.reshape(*kernel.shape[:-2], -1, layer.filters // layer.groups)
+
+    def stored(self, layer, kernel):
+        return kernel.reshape(*kernel.shape[:-2], 1, -1)
+
+    def config(self, layer, kept):
+        config = layer.get_config()
+        config["filters"], config["groups"] = layer.filters // layer.groups * kept, kept
+        return config
+
+    def kernel_axis(self, layer):
+        return len(layer.kernel.shape) - 1, layer.filters // layer.groups
 
 
 class Separable(Rule):
@@ -643,6 +682,8 @@ def rule_by_class(operation):
             return Boundary(), reason, True
     if isinstance(operation, L.Layer) and type(operation).__module__.split(".")[0] != "keras":
         return Boundary(), "it is not a Keras built-in layer", False  # a user's subclass may change call()
+    if isinstance(operation, (L.Conv1D, L.Conv2D, L.Conv3D)) and _is_depthwise_conv(operation):
+        return GroupedDepthwise(), None, True
     for classes, rule in _RULES if isinstance(operation, L.Layer) else _OPERATION_RULES:
         if isinstance(operation, classes):
             return rule, None, True
