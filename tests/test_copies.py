@@ -9,7 +9,7 @@ import pytest
 
 import tfprune
 from tests.conftest import mlp
-from tests.test_containers import BlockNet, _transformer_classifier
+from tests.container_models import BlockNet, transformer_classifier
 from tfprune.containers import user_weights
 from tfprune.controller import pruning_wrappers
 
@@ -93,7 +93,7 @@ MODELS = {
     "sequential": mlp,
     "functional with a nested model": lambda: _functional_nested(),
     "subclassed with containers": _subclassed,
-    "keras.io transformer": _transformer_classifier,
+    "keras.io transformer": transformer_classifier,
     "layer built in build()": _built_block_model,
     "keras-hub Bert": _bert,
     "keras-hub GPT-2": _gpt2,

@@ -7,7 +7,7 @@ import pytest
 
 import tfprune
 from tests.keras_io_vit import create_vit_classifier
-from tests.test_containers import BlockNet
+from tests.container_models import BlockNet
 from tfprune.controller import pruning_wrappers
 from tfprune.wrapper import MaskConstraint
 
