@@ -14,7 +14,6 @@ Train pruned models with a Keras optimizer (`fit`, or `optimizer.apply` in a cus
 loop): updates written to the variables by other means bypass the constraint.
 """
 
-import warnings
 
 import keras
 import numpy as np
@@ -45,16 +44,6 @@ class KeepPruned(MaskConstraint):
         if self.inner is not None:
             value = self.inner(value)
         return ops.multiply(value, ops.cast(self.mask.value, value.dtype))
-
-
-def _warn_if_m_by_n_ignores_schedule(granularity, schedule):
-    if granularity.m_by_n and abs(schedule.final_sparsity - granularity.m_by_n_sparsity) > 1e-9:
-        warnings.warn(
-            f"With sparsity_m_by_n={granularity.m_by_n} every update zeroes {granularity.m_by_n[0]} of every "
-            f"{granularity.m_by_n[1]} weights ({granularity.m_by_n_sparsity:.0%}); the schedule only decides when, "
-            f"so its sparsity ({schedule.final_sparsity:.0%}) is not used.",
-            stacklevel=4,
-        )
 
 
 def _checked_max_layer_sparsity(max_layer_sparsity, scope, schedule):
@@ -188,7 +177,6 @@ class PruneLowMagnitude(PruningWrapper):
                 f"PolynomialDecay, got {type(self.pruning_schedule).__name__}."
             )
         self.granularity = masks_lib.Granularity(block_size, block_pooling_type, sparsity_m_by_n)
-        _warn_if_m_by_n_ignores_schedule(self.granularity, self.pruning_schedule)
         self.scope = scope
         self.max_layer_sparsity = _checked_max_layer_sparsity(max_layer_sparsity, scope, self.pruning_schedule)
 
