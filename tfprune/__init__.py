@@ -40,6 +40,7 @@ _PUBLIC = {
     "L0Gates": "tfprune.structured.penalties",
     "LearningRateRewinding": "tfprune.rewinding",
     "WeightRewinding": "tfprune.rewinding",
+    "apply_masks": "tfprune.stateless",
     "fold_gates": "tfprune.structured.prune",
     "format_report": "tfprune.report",
     "load_model": "tfprune.api",

@@ -115,8 +115,10 @@ def _under_mask_message(rows):
         f"{sum(r['nonzero_under_mask'] for r in rows)} pruned weight entries are non-zero although their mask is "
         f"zero: {names}{more}. The model computes with them, so it is denser than its masks say. They were "
         "updated around the mask constraint, which a Keras optimizer's apply()/apply_gradients() applies after "
-        "each step; writing the variables directly or JAX's stateless apply skips it. Update the weights "
-        "through the optimizer (README: Custom training loops)."
+        "each step with the masks' current values; writing the variables directly skips it, and a jitted "
+        "stateless step sees the masks it was traced with. Update the weights through the optimizer, and in a "
+        "stateless (JAX) step call tfprune.apply_masks() after optimizer.stateless_apply() (README: Custom "
+        "training loops)."
     )
 
 

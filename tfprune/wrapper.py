@@ -28,9 +28,18 @@ GLOBAL_MAX_LAYER_SPARSITY = 0.99
 
 
 class MaskConstraint:
-    """A variable constraint of tfprune's, set on top of the variable's own (`inner`) while it is wrapped."""
+    """A variable constraint `w -> apply_mask(inner(w))` of tfprune's, set on top of the variable's own (`inner`)."""
 
     inner = None
+
+    def __call__(self, value):
+        if self.inner is not None:
+            value = self.inner(value)
+        return self.apply_mask(value)
+
+    def apply_mask(self, value):
+        """`value` with the pruned entries zeroed, by the mask variable's current value."""
+        raise NotImplementedError(f"{type(self).__name__} must implement apply_mask(value).")
 
 
 class KeepPruned(MaskConstraint):
@@ -40,9 +49,7 @@ class KeepPruned(MaskConstraint):
         self.mask = mask
         self.inner = inner
 
-    def __call__(self, value):
-        if self.inner is not None:
-            value = self.inner(value)
+    def apply_mask(self, value):
         return ops.multiply(value, ops.cast(self.mask.value, value.dtype))
 
 

@@ -25,9 +25,7 @@ class KeepChannels(MaskConstraint):
     def __init__(self, mask, axis, repeat, rank, inner=None):
         self.mask, self.axis, self.repeat, self.rank, self.inner = mask, axis, repeat, rank, inner
 
-    def __call__(self, value):
-        if self.inner is not None:
-            value = self.inner(value)
+    def apply_mask(self, value):
         return ops.multiply(value, broadcast_mask(ops.cast(self.mask.value, value.dtype), self.axis, self.repeat,
                                                   self.rank))
 

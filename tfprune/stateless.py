@@ -1,0 +1,32 @@
+"""Pruning in stateless training loops (JAX's `jax.jit` loops, `model.stateless_call`).
+
+Such a loop keeps the model's variables as arrays and updates them with
+`optimizer.stateless_apply`, which knows the masks only as the values they had when
+the step was traced: pruned weights would grow back after every later mask update.
+`apply_masks` takes the masks from the loop's own non-trainable values instead.
+"""
+
+import keras
+
+from tfprune.wrapper import MaskConstraint
+
+
+def apply_masks(model, trainable_values, non_trainable_values):
+    """`trainable_values` with every pruned entry zeroed by the masks held in `non_trainable_values`.
+
+    Pure: call it inside a jitted train step, right after `optimizer.stateless_apply`. The
+    values are in the order of `model.trainable_variables` and `model.non_trainable_variables`.
+
+    Example:
+
+    ```python
+    trainable, optimizer_state = optimizer.stateless_apply(optimizer_state, grads, trainable)
+    trainable = tfprune.apply_masks(model, trainable, non_trainable)
+    ```
+    """
+    state = list(zip(model.non_trainable_variables, non_trainable_values))
+    with keras.StatelessScope(state_mapping=state):
+        return [
+            variable.constraint.apply_mask(value) if isinstance(variable.constraint, MaskConstraint) else value
+            for variable, value in zip(model.trainable_variables, trainable_values)
+        ]
