@@ -103,7 +103,7 @@ def main():
                              "passed": report.parity["passed"], "parity": report.parity["outputs"],
                              "io": report.io, "notes": report.notes})
                 print(f"{name:22s} {str(mode):8s} {report.file_bytes:>10,} B  "
-                      f"{parity_lib.summary_line(report.parity['outputs'])}  "
+                      f"{parity_lib.summary_line(report.parity['outputs'], report.parity['min_sqnr_db'])}  "
                       f"{'ok' if report.parity['passed'] else 'REFUSED'}", flush=True)
             timing = benchmark_tflite(paths, runs=args.runs, warmup=5)
             for row, timed in zip(rows[-len(MODES) :], timing["models"]):

@@ -176,6 +176,11 @@ def test_dict_inputs_are_fed_by_name_whatever_order_the_interpreter_lists_them_i
     # Keras orders inputs "x10", "x2" (sorted keys), LiteRTModel "x2", "x10" (numbers by value): fed by name.
     assert report.parity["passed"] and report.io[:2] == ["input 'x10' (float32): float32",
                                                          "input 'x2' (float32): float32"]
+    lite = LiteRTModel.load(tmp_path / "m.tflite")
+    assert lite.input_names == ["x2", "x10"]
+    np.testing.assert_allclose(lite.predict(x), model.predict(x, verbose=0), atol=1e-5)  # a dict, by name
+    with pytest.raises(ValueError, match=r"missing \['x10'\], unknown \['x1'\]"):
+        lite.predict({"x2": x["x2"], "x1": x["x10"]})
 
 
 def test_bad_dict_data_names_the_missing_or_unknown_key_and_the_shape(wide_and_deep, tmp_path):

@@ -350,9 +350,7 @@ def _io_description(lite, inputs):
 
 def _positions(lite):
     """{signature name: position in `lite.inputs`}: LiteRTModel orders inputs by name, Keras by its own rule."""
-    named = lite.interpreter.get_signature_runner().get_input_details()
-    position = {detail["index"]: i for i, detail in enumerate(lite.inputs)}
-    return {name: position[detail["index"]] for name, detail in named.items()}
+    return {name: i for i, name in enumerate(lite.input_names)}
 
 
 def _tensor_kind(detail):

@@ -9,6 +9,7 @@ Example:
 >>> model = LiteRTModel.load("model.tflite", num_threads=1)
 >>> probabilities = model.predict(x_test)  # float in, float out, whatever the model's I/O types
 >>> logits, score = two_head_model.predict([features, token_ids])  # several inputs and outputs
+>>> embeddings = bert.predict({"token_ids": ids, "segment_ids": segments, "padding_mask": mask})  # by name
 """
 
 import re
@@ -24,7 +25,8 @@ from tfprune.deploy.litert_runner import op_resolver
 class LiteRTModel:
     """A loaded .tflite model that runs numpy batches one sample at a time.
 
-    `inputs` and `outputs` hold the interpreter's tensor details in Keras order;
+    `inputs` and `outputs` hold the interpreter's tensor details in signature order, and
+    `input_names` the signature's names of the inputs (a dict-input model's keys);
     `input` and `output` are the first of each, for single-input, single-output models.
     """
 
@@ -39,7 +41,7 @@ class LiteRTModel:
         except (ValueError, RuntimeError) as error:
             raise RuntimeError(f"LiteRT could not load '{name}' (xnnpack={use_xnnpack}): {error}") from error
         self.name = name
-        self.inputs, self.outputs = _signature_order(self.interpreter)
+        self.input_names, self.inputs, self.outputs = _signature_order(self.interpreter)
         self.input, self.output = self.inputs[0], self.outputs[0]
 
     @classmethod
@@ -73,10 +75,13 @@ class LiteRTModel:
         return _to_float(raw, self.outputs[output])
 
     def predict(self, x):
-        """Float outputs for a batch `x` (a list of batches for several inputs), dequantized as needed.
+        """Float outputs for a batch `x` (for several inputs: a list of batches, or a dict by input name),
+        dequantized as needed.
 
         Returns an array, or a list of arrays for several outputs.
         """
+        if isinstance(x, dict):
+            x = self._by_name(x)
         batches = [np.asarray(x)] if len(self.inputs) == 1 else [np.asarray(b) for b in x]
         if len(batches) != len(self.inputs):
             raise ValueError(f"'{self.name}' has {len(self.inputs)} inputs, got {len(batches)} batches.")
@@ -87,6 +92,13 @@ class LiteRTModel:
                 collected.append(_to_float(value, detail))
         results = [np.concatenate(values, axis=0) for values in per_output]
         return results[0] if len(results) == 1 else results
+
+    def _by_name(self, batches):
+        missing, unknown = set(self.input_names) - set(batches), set(batches) - set(self.input_names)
+        if missing or unknown:
+            raise ValueError(f"'{self.name}' takes inputs named {self.input_names}; missing {sorted(missing)}, "
+                             f"unknown {sorted(unknown)}.")
+        return [batches[name] for name in self.input_names] if len(self.inputs) > 1 else batches[self.input_names[0]]
 
     def _invoke(self, tensors):
         if any(tuple(t.shape) != tuple(d["shape"]) for t, d in zip(tensors, self.inputs)):
@@ -108,18 +120,22 @@ class LiteRTModel:
 
 
 def _signature_order(interpreter):
-    """Input and output details in signature order (input_0, input_1, ...), else the interpreter's."""
+    """Input names, input details and output details in signature order (input_0, input_1, ...; names sorted
+    with their numbers read as numbers), else the interpreter's order and tensor names."""
     signatures = interpreter.get_signature_list()
     if not signatures:
-        return interpreter.get_input_details(), interpreter.get_output_details()
+        inputs = interpreter.get_input_details()
+        return [d["name"] for d in inputs], inputs, interpreter.get_output_details()
     runner = interpreter.get_signature_runner(next(iter(signatures)))
     by_index = {d["index"]: d for d in interpreter.get_input_details() + interpreter.get_output_details()}
 
-    def ordered(named):
-        names = sorted(named, key=lambda n: [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", n)])
-        return [by_index[named[n]["index"]] for n in names]
+    def in_order(named):
+        return sorted(named, key=lambda n: [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", n)])
 
-    return ordered(runner.get_input_details()), ordered(runner.get_output_details())
+    input_names = in_order(runner.get_input_details())
+    outputs = runner.get_output_details()
+    return (input_names, [by_index[runner.get_input_details()[n]["index"]] for n in input_names],
+            [by_index[outputs[n]["index"]] for n in in_order(outputs)])
 
 
 def _to_tensor(batch, detail):
