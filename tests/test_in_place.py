@@ -64,3 +64,19 @@ def test_a_subclassed_model_pruned_in_place_is_the_same_object_with_wrappers_ins
     stripped = tfprune.strip_pruning(pruned, copy=False)
     assert stripped is model and stripped.head.kernel is kernel and not pruning_wrappers(stripped)
     assert kernel.constraint is None
+
+
+def test_the_vit_as_written_is_channel_pruned_in_place_and_shrunk(images):
+    x, y = images
+    keras.utils.set_random_seed(0)
+    model = create_vit_classifier(x)
+    patch_layers = [layer for layer in model.layers if type(layer).__name__ in ("Patches", "PatchEncoder")]
+    with pytest.raises(ValueError, match="copy=False"):
+        tfprune.prune_channels(model, tfprune.ConstantSparsity(0.5, 0), ignored_layers=patch_layers)
+    pruned = tfprune.prune_channels(model, tfprune.ConstantSparsity(0.5, 0, frequency=1), copy=False,
+                                    ignored_layers=patch_layers)
+    pruned.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    pruned.fit(x, y, epochs=1, batch_size=8, verbose=0, callbacks=[tfprune.UpdatePruningStep()])
+    small = tfprune.shrink(pruned, copy=False, verbose=False)
+    assert small.count_params() < 0.7 * model.count_params()
+    np.testing.assert_allclose(small.predict(x[:4], verbose=0), pruned.predict(x[:4], verbose=0), atol=1e-5)

@@ -18,7 +18,7 @@ from tfprune import registry
 from tfprune import schedules
 from tfprune.controller import pruning_wrappers, warn_if_m_by_n_ignores_schedule
 from tfprune.policy import PruningPolicy
-from tfprune.rebuild import copy_layer, rebuild
+from tfprune.rebuild import copy_layer, rebuild, same_layer
 from tfprune.wrapper import SCOPES, PruneLowMagnitude, PruningWrapper
 
 
@@ -103,7 +103,7 @@ def prune_low_magnitude(
 
     if isinstance(to_prune, keras.Model):
         policy.ensure_model_supports_pruning(to_prune)
-        keep = copy_layer if copy else _same_layer
+        keep = copy_layer if copy else same_layer
         return rebuild(to_prune, lambda layer: _prune_or_keep(layer, wrap, policy, strict, keep), copy=copy)
     if isinstance(to_prune, (list, tuple)):
         return [prune_low_magnitude(layer, pruning_policy=pruning_policy, strict=strict, **settings, **kwargs)
@@ -127,10 +127,6 @@ def _check_not_pruned(layer):
             f"'{layer.name}' is already pruned. Prune the original layer once, or call "
             "tfprune.strip_pruning() first to start again from the pruned weights."
         )
-
-
-def _same_layer(layer):
-    return layer
 
 
 def _prune_or_keep(layer, wrap, policy, strict, keep):
@@ -171,7 +167,7 @@ def strip_pruning(model, copy=True):
     if not pruning_wrappers(model):
         warnings.warn(f"Model '{model.name}' has no pruned layers; strip_pruning returns it unchanged.", stacklevel=2)
         return model
-    keep = copy_layer if copy else _same_layer
+    keep = copy_layer if copy else same_layer
     return rebuild(model, lambda layer: stripped(layer) if isinstance(layer, PruningWrapper) else keep(layer), copy=copy)
 
 

@@ -53,6 +53,11 @@ def copy_layer(layer):
     return new
 
 
+def same_layer(layer):
+    """`layer` itself: what `copy=False` keeps where a copy would be made."""
+    return layer
+
+
 def rebuild(model, replace, copy=True):
     """A model like `model` where each leaf layer `l` is replaced by `replace(l)`.
 

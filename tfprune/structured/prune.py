@@ -4,7 +4,7 @@ import numbers
 import warnings
 
 from tfprune import controller, schedules
-from tfprune.rebuild import copy_layer, rebuild
+from tfprune.rebuild import copy_layer, rebuild, same_layer
 from tfprune.structured import importance as importance_lib
 from tfprune.structured import penalties as penalties_lib
 from tfprune.structured.analysis import ChannelAnalysis, first_names
@@ -15,7 +15,7 @@ from tfprune.wrapper import SCOPES
 
 
 def prune_channels(model, pruning_schedule, importance="l2", scope="layer", round_to=None, ignored_layers=None,
-                   max_sparsity=0.9, penalty=None):
+                   max_sparsity=0.9, penalty=None, copy=True):
     """Wraps `model` so that `fit` prunes whole channels (units, filters, attention heads) by a schedule.
 
     Channels that must stay aligned (see `channel_groups`) are pruned together. A pruned
@@ -35,6 +35,8 @@ def prune_channels(model, pruning_schedule, importance="l2", scope="layer", roun
         max_sparsity: the most any set of coupled channels is pruned, in (0, 1).
         penalty: `tfprune.GroupLasso(strength, warmup_steps)` to add a group-lasso loss over the
             same channel groups during `fit`, or None.
+        copy: False wraps your model's own layers instead of copies, sharing them and their weights
+            (for layers that cannot be re-created from their config); then `shrink(model, copy=False)`.
 
     Returns:
         The wrapped copy. Train it with `callbacks=[tfprune.UpdatePruningStep()]`, then
@@ -68,13 +70,15 @@ def prune_channels(model, pruning_schedule, importance="l2", scope="layer", roun
     masked = {id(layer) for channel_set in channel_sets for layer, _, _ in _masked_members(channel_set)}
     gate_roles = _gate_roles(channel_sets) if settings["penalty"] is not None and settings["penalty"].gated else {}
 
+    keep = copy_layer if copy else same_layer
+
     def replace(layer):
         if id(layer) not in masked:
-            return copy_layer(layer)
-        return PruneChannels(copy_layer(layer), **settings, ignored_layers=analysis.ignored_names,
+            return keep(layer)
+        return PruneChannels(keep(layer), **settings, ignored_layers=analysis.ignored_names,
                              gate_roles=sorted(gate_roles.get(id(layer), ())))
 
-    return rebuild(model, replace)
+    return rebuild(model, replace, copy=copy)
 
 
 def _masked_members(channel_set):

@@ -1,13 +1,13 @@
 """`shrink`: rebuild a model without its zero channels, physically smaller and with the same outputs."""
 
 from tfprune import controller
-from tfprune.rebuild import copy_layer, rebuild
+from tfprune.rebuild import copy_layer, rebuild, same_layer
 from tfprune.structured.analysis import ChannelAnalysis
 from tfprune.structured.cost import model_cost
 from tfprune.structured.rules import rule_for, why_nonzero
 
 
-def shrink(model, ignored_layers=None, verbose=True):
+def shrink(model, ignored_layers=None, verbose=True, copy=True):
     """A smaller copy of `model` without the channel groups that are exactly zero.
 
     A group (see `channel_groups`) is removed when its channel is zero wherever
@@ -23,6 +23,8 @@ def shrink(model, ignored_layers=None, verbose=True):
             `prune_low_magnitude` (its wrappers are stripped first).
         ignored_layers: layers (or names) whose channels must be kept.
         verbose: print parameters and FLOPs before and after.
+        copy: False shares the unchanged layers with `model` instead of copying them (for a model
+            pruned with `copy=False`, whose layers cannot be re-created from their config).
 
     Returns:
         The smaller Keras model.
@@ -40,23 +42,24 @@ def shrink(model, ignored_layers=None, verbose=True):
     if controller.pruning_wrappers(model):
         from tfprune.api import strip_pruning
 
-        model = strip_pruning(model)
+        model = strip_pruning(model, copy=copy)
     analysis = ChannelAnalysis(model, ignored_layers)
     removed = analysis.removable_roots()
     if not removed:
         raise ValueError(_nothing_to_remove(analysis))
     pending = []
+    unchanged = copy_layer if copy else same_layer
 
     def replace(layer):
         keep = analysis.keep_masks(layer, removed)
         smaller = _shrunk_layer(layer, keep) if keep and not all(k.all() for k in keep.values()) else None
         if smaller is None:
-            return copy_layer(layer)
+            return unchanged(layer)
         new_layer, weights = smaller
         pending.append((new_layer, weights))
         return new_layer
 
-    small = rebuild(model, replace)
+    small = rebuild(model, replace, copy=copy)
     for layer, weights in pending:  # built by rebuild's call on the new, narrower inputs
         layer.set_weights(weights)
     if verbose:
