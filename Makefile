@@ -27,7 +27,9 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q -n 2 --durations=10 tests
 
+# The benchmarks read MNIST: found in $$TFPRUNE_MNIST_DIR or ../shared/datasets/mnist, else downloaded once.
 bench: $(BENCH_STAMP)
+	$(PY) -c "from tfprune.data import download_mnist; print('MNIST in', download_mnist())"
 	$(PY) benchmarks/training_overhead.py
 	$(PY) benchmarks/deploy_lenet.py
 	$(PY) benchmarks/structured_latency.py

@@ -5,6 +5,7 @@ import subprocess
 import sys
 import textwrap
 import warnings
+import zipfile
 
 import keras
 import numpy as np
@@ -167,6 +168,13 @@ def test_loading_a_truncated_or_corrupt_keras_file_is_a_clear_error(tmp_path):
     garbage.write_bytes(b"not a model at all")
     with pytest.raises(ValueError, match="corrupt or truncated"):
         tfprune.load_model(garbage)
+    broken_config = tmp_path / "broken_config.keras"  # a sound zip whose config.json is cut off
+    with zipfile.ZipFile(good) as source, zipfile.ZipFile(broken_config, "w") as target:
+        for item in source.infolist():
+            content = source.read(item)
+            target.writestr(item, content[: len(content) // 2] if item.filename == "config.json" else content)
+    with pytest.raises(ValueError, match="broken_config.keras.*not valid JSON.*corrupt: re-save"):
+        tfprune.load_model(broken_config)
     with pytest.raises(FileNotFoundError, match="No model file"):
         tfprune.load_model(tmp_path / "missing.keras")
 

@@ -5,6 +5,7 @@ tfmot is an import change, but everything here works on Keras 3 models.
 """
 
 import contextlib
+import json
 import os
 import re
 import warnings
@@ -233,6 +234,11 @@ def load_model(path, **kwargs):
     try:
         with prune_scope():
             return keras.models.load_model(path, **kwargs)
+    except json.JSONDecodeError as error:
+        raise ValueError(
+            f"Could not load '{path}': its model configuration is not valid JSON ({error}). The file is corrupt: "
+            "re-save the model, or restore it from an earlier checkpoint."
+        ) from error
     except (TypeError, ValueError) as error:
         missing = _missing_class(error)
         if missing:

@@ -147,7 +147,7 @@ class ChannelController(StepKeeping):
             self._penalty_step = step
         if self.schedule is None:
             return False
-        should_update, sparsity = self.schedule(step)
+        should_update, sparsity = self.schedule.decision(step)
         if should_update:
             self.prune(sparsity, step)
         return bool(should_update)
