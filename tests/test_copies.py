@@ -183,3 +183,20 @@ def test_a_layer_whose_copy_cannot_hold_its_weights_is_an_error_not_a_reinitiali
     model = keras.Model(x, Forgetful(6)(x))
     with pytest.raises(ValueError, match="Cannot copy layer 'forgetful'.*copy=False"):
         tfprune.prune_low_magnitude(model)
+
+
+def test_a_layer_built_in_build_is_pruned_inside_saved_and_loaded_with_its_wrapper(tmp_path):
+    model = _built_block_model()
+    x = np.random.default_rng(0).normal(size=(32, 12)).astype("float32")
+    pruned = tfprune.prune_low_magnitude(model, tfprune.ConstantSparsity(0.5, 0, frequency=1))
+    block = next(layer for layer in pruned.layers if isinstance(layer, BuiltBlock))
+    assert isinstance(block.dense, tfprune.PruneLowMagnitude)
+    pruned.compile("adam", "mse")
+    pruned.fit(x, np.zeros((32, 3)), epochs=1, batch_size=8, verbose=0, callbacks=[tfprune.UpdatePruningStep()])
+    assert np.mean(block.dense.layer.kernel.numpy() == 0) == pytest.approx(0.5, abs=0.02)
+    pruned.save(tmp_path / "built.keras")
+    loaded = tfprune.load_model(tmp_path / "built.keras")
+    loaded_block = next(layer for layer in loaded.layers if isinstance(layer, BuiltBlock))
+    assert isinstance(loaded_block.dense, tfprune.PruneLowMagnitude)  # swapped in again after build()
+    assert_same_weights(pruned, loaded)
+    np.testing.assert_array_equal(loaded.predict(x, verbose=0), pruned.predict(x, verbose=0))
