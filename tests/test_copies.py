@@ -200,3 +200,39 @@ def test_a_layer_built_in_build_is_pruned_inside_saved_and_loaded_with_its_wrapp
     assert isinstance(loaded_block.dense, tfprune.PruneLowMagnitude)  # swapped in again after build()
     assert_same_weights(pruned, loaded)
     np.testing.assert_array_equal(loaded.predict(x, verbose=0), pruned.predict(x, verbose=0))
+
+
+@keras.saving.register_keras_serializable("tfprune_tests")
+class RebuildsItsLayer(L.Layer):
+    """Creates its Dense in __init__ and builds it in build(), as Keras' guide recommends; holds it twice."""
+
+    def __init__(self, units, **kwargs):
+        super().__init__(**kwargs)
+        self.units = units
+        self.dense = L.Dense(units)
+        self.alias = self.dense  # the same layer at a second attribute
+
+    def build(self, input_shape):
+        self.dense.build(input_shape)
+
+    def call(self, x):
+        return self.alias(self.dense(x))
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units}
+
+
+@pytest.mark.parametrize("copy", [True, False])
+def test_a_layer_built_again_by_its_container_and_held_twice_is_wrapped_once_and_saves(copy, tmp_path):
+    keras.utils.set_random_seed(0)
+    x = keras.Input((8,))
+    model = keras.Model(x, RebuildsItsLayer(8)(x))
+    data = np.random.default_rng(0).normal(size=(4, 8)).astype("float32")
+    expected = model.predict(data, verbose=0)
+    pruned = tfprune.prune_low_magnitude(model, copy=copy)
+    container = pruned.layers[1]
+    assert container.dense is container.alias and len(pruning_wrappers(pruned)) == 1
+    assert len(container.dense.masks) == 1  # built once, not twice
+    pruned.save(tmp_path / "m.keras")
+    loaded = tfprune.load_model(tmp_path / "m.keras")
+    np.testing.assert_allclose(loaded.predict(data, verbose=0), expected, atol=1e-6)

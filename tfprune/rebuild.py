@@ -61,9 +61,25 @@ def same_layer(layer):
 def rebuild(model, replace, copy=True):
     """A model like `model` where each leaf layer `l` is replaced by `replace(l)`.
 
-    With `copy=False` the users' containers (and a subclassed `model`) are not re-created: the
+    A layer held in several places (shared, or at two attributes) is replaced once. With
+    `copy=False` the users' containers (and a subclassed `model`) are not re-created: the
     replacements are swapped into them in place, for classes that cannot be re-created from a config.
     """
+    return _rebuild(model, _once_per_layer(replace), copy)
+
+
+def _once_per_layer(replace):
+    replaced = {}
+
+    def replace_once(layer):
+        if id(layer) not in replaced:
+            replaced[id(layer)] = replace(layer)
+        return replaced[id(layer)]
+
+    return replace_once
+
+
+def _rebuild(model, replace, copy):
     if is_graph_model(model):
         if not model.built and not isinstance(model, keras.Sequential):
             raise ValueError(
@@ -75,10 +91,16 @@ def rebuild(model, replace, copy=True):
             clone_function=lambda op: _replace_operation(op, replace, copy),
             recursive=True,
         )
-    clone = _rebuild_container(model, replace) if copy else _swap_in_place(model, replace)
-    if model.compiled:  # as clone_model does for the graph models above; a fresh optimizer for the new variables
-        clone.compile_from_config(model.get_compile_config())
-    return clone
+    if copy:
+        clone = _rebuild_container(model, replace)
+        if model.compiled:  # as clone_model does for the graph models above
+            clone.compile_from_config(model.get_compile_config())
+        return clone
+    trainable = {id(v) for v in model.trainable_variables}
+    _swap_in_place(model, replace)
+    if model.compiled and {id(v) for v in model.trainable_variables} != trainable:  # L0 gates: a new optimizer
+        model.compile_from_config(model.get_compile_config())
+    return model
 
 
 def _replace_operation(op, replace, copy):
@@ -110,7 +132,7 @@ def _rebuild_container(container, replace):
     replacements = {}
     for path in leaf_paths(container):
         held = get_at(container, path)
-        replacements[path] = rebuild(held, replace) if is_graph_model(held) else replace(held)
+        replacements[path] = _rebuild(held, replace, True) if is_graph_model(held) else replace(held)
     swap_in(clone, replacements)
     build_config = container.get_build_config()
     if container.built and build_config and not clone.built:  # some layers build in __init__ from their config
@@ -133,7 +155,7 @@ def _swap_in_place(container, replace):
     """`container` itself, each held layer `l` replaced by `replace(l)` (copy=False)."""
     for path in list(leaf_paths(container)):
         held = get_at(container, path)
-        set_at(container, path, rebuild(held, replace, copy=False) if is_graph_model(held) else replace(held))
+        set_at(container, path, _rebuild(held, replace, False) if is_graph_model(held) else replace(held))
     mark_swapped(container)
     return container
 

@@ -201,6 +201,8 @@ class PruneLowMagnitude(PruningWrapper):
         return self.granularity.m_by_n
 
     def build(self, input_shape=None):
+        if self.built:  # a container's build() may build its layers again, e.g. self.dense.build(shape)
+            return
         if not self.layer.built:
             self.layer.build(input_shape)
         described = registry.describe_weights(self.layer)

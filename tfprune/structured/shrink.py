@@ -24,7 +24,9 @@ def shrink(model, ignored_layers=None, verbose=True, copy=True):
         ignored_layers: layers (or names) whose channels must be kept.
         verbose: print parameters and FLOPs before and after.
         copy: False shares the unchanged layers with `model` instead of copying them (for a model
-            pruned with `copy=False`, whose layers cannot be re-created from their config).
+            pruned with `copy=False`, whose layers cannot be re-created from their config). Its
+            wrappers are stripped with `strip_pruning(model, copy=False)`, which writes the pruned
+            values into your layers: use the returned model, not `model`, afterwards.
 
     Returns:
         The smaller Keras model.

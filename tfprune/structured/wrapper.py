@@ -87,6 +87,8 @@ class PruneChannels(PruningWrapper):
                 self.ignored_layers, self.penalty)
 
     def build(self, input_shape=None):
+        if self.built:  # a container's build() may build its layers again, e.g. self.dense.build(shape)
+            return
         if not self.layer.built:
             self.layer.build(input_shape)
         self.role_axes = [a for a in rule_by_class(self.layer)[0].axes(self.layer) if a.masked]
