@@ -58,9 +58,10 @@ __all__ = sorted(_PUBLIC)
 __getattr__ = attribute_loader("tfprune", globals(), _PUBLIC)
 
 
-def _import_public_modules():
+def register_classes():
     """Imports every public module, which registers tfprune's classes with Keras so that
-    keras.models.load_model reads pruned models."""
+    keras.models.load_model reads pruned models. `import tfprune` does it, except in the
+    `tfprune` command, whose commands that read .keras files call it."""
     for name in _PUBLIC:
         __getattr__(name)
 
@@ -75,4 +76,4 @@ def _started_as_command():
 # The `tfprune` command imports modules as each command needs them: `tfprune --help` or `tfprune bench`
 # then start in well under a second instead of importing TensorFlow.
 if not _started_as_command():
-    _import_public_modules()
+    register_classes()

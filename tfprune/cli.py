@@ -96,7 +96,7 @@ def _load_model(path, custom_objects):
     """The Keras model in the file `path`, with all of tfprune's classes registered (the command defers that)."""
     if not Path(path).is_file():
         raise FileNotFoundError(f"No model file at '{path}': check the path.")
-    tfprune._import_public_modules()  # TensorFlow is imported from here on
+    tfprune.register_classes()  # TensorFlow is imported from here on
     from tfprune.api import MissingCustomClassError
 
     try:

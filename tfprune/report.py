@@ -12,6 +12,7 @@ import numpy as np
 from keras import ops
 
 from tfprune import registry
+from tfprune.messages import first_names
 from tfprune.structured.wrapper import PruneChannels, broadcast_mask
 from tfprune.wrapper import PruneLowMagnitude, PruningWrapper
 
@@ -109,11 +110,10 @@ def sparsity_report(model):
 
 def _under_mask_message(rows):
     leaking = [r for r in rows if r["nonzero_under_mask"]]
-    names = ", ".join(f"'{r['weight']}' ({r['nonzero_under_mask']})" for r in leaking[:4])
-    more = f" and {len(leaking) - 4} more weights" if len(leaking) > 4 else ""
+    names = first_names([f"'{r['weight']}' ({r['nonzero_under_mask']})" for r in leaking], shown=4)
     return (
         f"{sum(r['nonzero_under_mask'] for r in rows)} pruned weight entries are non-zero although their mask is "
-        f"zero: {names}{more}. The model computes with them, so it is denser than its masks say. They were "
+        f"zero: {names}. The model computes with them, so it is denser than its masks say. They were "
         "updated around the mask constraint, which a Keras optimizer's apply()/apply_gradients() applies after "
         "each step with the masks' current values; writing the variables directly skips it, and a jitted "
         "stateless step sees the masks it was traced with. Update the weights through the optimizer, and in a "

@@ -31,6 +31,7 @@ from tfprune.deploy.flatbuffer import inspect_tflite
 from tfprune.deploy.litert import LiteRTModel
 from tfprune.deploy.versions import versions
 from tfprune.files import atomic_write
+from tfprune.messages import first_names
 from tfprune.rebuild import copy_layer, rebuild
 
 QUANTIZE_MODES = (None, "dynamic", "float16", "int8")
@@ -296,7 +297,7 @@ def _explained(error, model, quantize, select_tf_ops):
     """A ValueError saying why the conversion of `model` failed and what to do, or None if there is nothing to add."""
     missing = _ops_without_kernel(error)
     if missing and not select_tf_ops:
-        where = "; ".join(f"{op} at {_first_three(places)}" for op, places in missing.items())
+        where = "; ".join(f"{op} at {first_names(places)}" for op, places in missing.items())
         return ValueError(
             f"Conversion failed: op(s) {', '.join(missing)} have no TFLite kernel ({where}; TensorFlow name scopes, "
             f"which hold the Keras layer names). {_plain_tensorflow_verdict(model, quantize)}Pass select_tf_ops=True "
@@ -321,10 +322,6 @@ def _ops_without_kernel(error):
     return missing
 
 
-def _first_three(places):
-    return ", ".join(places[:3]) + (f" and {len(places) - 3} more" if len(places) > 3 else "")
-
-
 def _plain_tensorflow_verdict(model, quantize):
     """Whether TensorFlow alone, without tfprune, converts `model` (Keras `model.export`, then the converter)."""
     how = "Keras model.export(), then tf.lite.TFLiteConverter.from_saved_model, float32, builtin ops"
@@ -343,12 +340,12 @@ def _plain_tensorflow_verdict(model, quantize):
 
 def _io_description(lite, inputs):
     """What each input and output became, e.g. "input 'ids' (int32): int32 (kept integer, not quantized)"."""
-    position = _positions(lite)
+    position = _signature_positions(lite)
     return [f"input '{spec.keras_name}' ({spec.dtype}): {_tensor_kind(lite.inputs[position[spec.name]])}"
             for spec in inputs] + [f"output_{i}: {_tensor_kind(detail)}" for i, detail in enumerate(lite.outputs)]
 
 
-def _positions(lite):
+def _signature_positions(lite):
     """{signature name: position in `lite.inputs`}: LiteRTModel orders inputs by name, Keras by its own rule."""
     return {name: i for i, name in enumerate(lite.input_names)}
 
@@ -370,7 +367,7 @@ def _keras_outputs(model, x):
 
 def _parity(expected, lite, x, inputs):
     """Parity metrics of `lite` against the Keras outputs `expected` on `x` (one batch per input, `inputs` order)."""
-    position = _positions(lite)
+    position = _signature_positions(lite)
     fed = [batch for _, batch in sorted(zip(inputs, x), key=lambda pair: position[pair[0].name])]
     actual = lite.predict(fed if len(fed) > 1 else fed[0])
     actual = actual if isinstance(actual, list) else [actual]

@@ -26,7 +26,8 @@ class LiteRTModel:
     """A loaded .tflite model that runs numpy batches one sample at a time.
 
     `inputs` and `outputs` hold the interpreter's tensor details in signature order, and
-    `input_names` the signature's names of the inputs (a dict-input model's keys);
+    `input_names` the signature's names of the inputs (a dict-input model's keys), sorted with
+    their numbers read as numbers ("x2" before "x10", where Keras sorts "x10" first: pass a dict);
     `input` and `output` are the first of each, for single-input, single-output models.
     """
 

@@ -13,6 +13,7 @@ import keras
 import numpy as np
 
 from tfprune.containers import is_graph_model
+from tfprune.messages import first_names
 from tfprune.structured.labels import Channels, LabelSets
 from tfprune.structured.rules import Boundary, channel_count, rule_for, weights_by_name
 from tfprune.structured.wrapper import PruneChannels
@@ -251,11 +252,6 @@ class ChannelSet:
     @property
     def size(self):
         return len(self.members[0][2])
-
-
-def first_names(names, shown=3):
-    """"'a', 'b', 'c' and 4 more": the first `shown` of `names`, for messages."""
-    return ", ".join(names[:shown]) + (f" and {len(names) - shown} more" if len(names) > shown else "")
 
 
 def _zeroed_by_weights(layer, rule, role):

@@ -7,7 +7,8 @@ from tfprune import controller, schedules
 from tfprune.rebuild import copy_layer, rebuild, same_layer
 from tfprune.structured import importance as importance_lib
 from tfprune.structured import penalties as penalties_lib
-from tfprune.structured.analysis import ChannelAnalysis, first_names
+from tfprune.messages import first_names
+from tfprune.structured.analysis import ChannelAnalysis
 from tfprune.structured.controller import ChannelController, why_never_pruned
 from tfprune.structured.rules import masked_roles
 from tfprune.structured.wrapper import PruneChannels
