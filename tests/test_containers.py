@@ -11,7 +11,7 @@ import pytest
 
 import tfprune
 from tests.container_models import BlockNet, ResidualBlock, TransformerBlock, transformer_classifier
-from tfprune.containers import PrunedContainer
+from tfprune.graph.containers import PrunedContainer
 
 L = keras.layers
 SCHEDULE = dict(pruning_schedule=tfprune.ConstantSparsity(0.5, 0, frequency=2))

@@ -10,7 +10,7 @@ import pytest
 import tfprune
 from tests.conftest import mlp
 from tests.container_models import BlockNet, transformer_classifier
-from tfprune.containers import user_weights
+from tfprune.graph.containers import user_weights
 from tfprune.controller import pruning_wrappers
 
 L = keras.layers

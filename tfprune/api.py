@@ -19,7 +19,7 @@ from tfprune import registry
 from tfprune import schedules
 from tfprune.controller import pruning_wrappers, warn_if_m_by_n_ignores_schedule
 from tfprune.policy import PruningPolicy
-from tfprune.rebuild import copy_layer, rebuild, same_layer
+from tfprune.graph.rebuild import copy_layer, rebuild, same_layer
 from tfprune.wrapper import SCOPES, PruneLowMagnitude, PruningWrapper
 
 

@@ -12,6 +12,7 @@ import numpy as np
 from tfprune import masks as masks_lib
 from tfprune import schedules
 from tfprune.backend_calls import host_call, one_graph_call
+from tfprune.graph.traverse import layers_in
 from tfprune.wrapper import PruneLowMagnitude, PruningWrapper
 
 # N:M masks are computed once, at step 1 (the first training batch), and then held, whatever the
@@ -24,7 +25,7 @@ def pruning_wrappers(model):
     """All tfprune wrappers (`PruneLowMagnitude`, `PruneChannels`) inside `model`, nested models included."""
     if isinstance(model, PruningWrapper):
         return [model]
-    return [layer for layer in model._flatten_layers(include_self=False) if isinstance(layer, PruningWrapper)]
+    return [layer for layer in layers_in(model) if isinstance(layer, PruningWrapper)]
 
 
 def mask_schedule(wrapper):

@@ -7,8 +7,8 @@ inference can run end to end, from a stride-2 3x3 stem to a global average pool.
 
 import keras
 from keras import layers
-from keras.src.models.functional import Functional
 
+from tfprune.graph import compat
 from tfprune.wrapper import PruneLowMagnitude
 
 
@@ -55,18 +55,18 @@ class PruneForLatencyOnXNNPack(PruningPolicy):
 
     def ensure_model_supports_pruning(self, model):
         """Raises ValueError unless every input-to-output path is a sparse-inference subgraph."""
-        if not isinstance(model, (Functional, keras.Sequential)):
+        if not (compat.is_functional(model) or isinstance(model, keras.Sequential)):
             raise ValueError("Subclassed models are not supported currently.")
         if not model.built or not model.inputs:
             raise ValueError("Unbuilt models are not supported currently.")
-        input_layers = {tensor._keras_history.operation for tensor in model.inputs}
+        input_layers = {compat.producer(tensor) for tensor in model.inputs}
         start_layers = _lookup(input_layers, self._is_start_layer, _consumers)
         if not start_layers:
             raise ValueError(
                 "Could not find `Conv2D 3x3` layer with stride 2x2, `input filters == 3` and `VALID` padding and "
                 "preceding `ZeroPadding2D` with `padding == 1` in all input branches of the model"
             )
-        output_layers = {tensor._keras_history.operation for tensor in model.outputs}
+        output_layers = {compat.producer(tensor) for tensor in model.outputs}
         end_layers = _lookup(output_layers, _is_end_layer, _producers)
         if not end_layers:
             raise ValueError("Could not find a `GlobalAveragePooling2D` layer in all output branches")
@@ -96,14 +96,14 @@ class PruneForLatencyOnXNNPack(PruningPolicy):
 
 
 def _producers(layer):
-    return {parent.operation for node in layer._inbound_nodes for parent in node.parent_nodes}
+    return {parent.operation for node in compat.inbound_nodes(layer) for parent in node.parent_nodes}
 
 
 def _consumers(layer):
     def first_layer(op):  # a nested Sequential is entered at its first layer
         return first_layer(op.layers[0]) if isinstance(op, keras.Sequential) else op
 
-    return [first_layer(node.operation) for node in layer._outbound_nodes]
+    return [first_layer(node.operation) for node in compat.outbound_nodes(layer)]
 
 
 def _lookup(source_layers, stop, next_layers):

@@ -12,6 +12,7 @@ import keras
 from keras import layers as L
 
 from tfprune.axes import WeightAxes
+from tfprune.graph import compat
 
 
 class PrunableLayer(metaclass=abc.ABCMeta):
@@ -176,7 +177,7 @@ def _sublayers(layer):
     if not _from_a_library(layer):
         return None
     if isinstance(layer, L.MultiHeadAttention):
-        return [layer._query_dense, layer._key_dense, layer._value_dense, layer._output_dense]
+        return list(compat.attention_projections(layer).values())
     if isinstance(layer, L.Bidirectional):
         return [layer.forward_layer, layer.backward_layer]
     if isinstance(layer, L.TimeDistributed):
@@ -248,11 +249,8 @@ def unsupported_message(layer):
 
 
 def _variable(layer, name):
-    # Dense/Conv/Embedding keep the variable in `_name` behind a property that may add LoRA terms.
-    value = getattr(layer, "_" + name, None)
-    if not isinstance(value, keras.Variable):
-        value = getattr(layer, name, None)
-    if not isinstance(value, keras.Variable):
+    value = compat.weight_variable(layer, name)
+    if value is None:
         raise TypeError(
             f"Layer '{layer.name}' ({type(layer).__name__}) has no variable `{name}` to prune "
             "(is it quantized or LoRA-enabled?). Prune before quantizing, or leave this layer out."

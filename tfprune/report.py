@@ -12,24 +12,24 @@ import numpy as np
 from keras import ops
 
 from tfprune import registry
+from tfprune.graph.traverse import outermost
 from tfprune.messages import first_names
 from tfprune.structured.wrapper import PruneChannels, broadcast_mask
 from tfprune.wrapper import PruneLowMagnitude, PruningWrapper
 
 
 def _prunable_layers(layer):
-    """Yields the outermost wrappers (with weights to prune) and prunable layers inside `layer`, depth first."""
-    for sub in layer._layers:
-        if isinstance(sub, PruneLowMagnitude):
-            if sub.built and sub.masks:
-                yield sub
-        elif isinstance(sub, PruneChannels):
-            if sub.built and registry.is_prunable(sub.layer):
-                yield sub
-        elif registry.is_prunable(sub) and sub.built:
-            yield sub
-        else:
-            yield from _prunable_layers(sub)
+    """The outermost wrappers (with weights to prune) and prunable layers inside `layer`, depth first."""
+    found = outermost(layer, lambda sub: isinstance(sub, PruningWrapper) or (registry.is_prunable(sub) and sub.built))
+    return [sub for sub in found if _has_weights_to_report(sub)]
+
+
+def _has_weights_to_report(layer):
+    if isinstance(layer, PruneLowMagnitude):
+        return layer.built and bool(layer.masks)
+    if isinstance(layer, PruneChannels):
+        return layer.built and registry.is_prunable(layer.layer)
+    return True
 
 
 def _weights_and_masks(layer):

@@ -21,10 +21,10 @@ import os
 import keras
 import numpy as np
 from keras import ops
-from keras.src.utils import io_utils
 
 from tfprune.controller import mask_schedule, pruning_wrappers, saved_step
 from tfprune.files import atomic_write
+from tfprune.graph import compat
 from tfprune.validation import is_integer
 
 OPTIMIZER_STATES = ("reset", "keep")
@@ -186,7 +186,7 @@ class _RewindPoint(keras.callbacks.Callback):
 
     def on_train_end(self, logs=None):
         if self.captured_step is None and self.verbose:
-            io_utils.print_msg(f"{type(self).__name__}: training ended before the rewind point ({self._point}); "
+            compat.print_msg(f"{type(self).__name__}: training ended before the rewind point ({self._point}); "
                                "nothing was recorded or rewound.")
 
     def _capture_now(self):
@@ -195,7 +195,7 @@ class _RewindPoint(keras.callbacks.Callback):
 
     def _say(self, message):
         if self.verbose:
-            io_utils.print_msg(f"\nStep {self._step}: {message}")
+            compat.print_msg(f"\nStep {self._step}: {message}")
 
 
 class WeightRewinding(_RewindPoint):
@@ -281,13 +281,13 @@ class WeightRewinding(_RewindPoint):
 
 def learning_rate_schedule(optimizer):
     """The optimizer's `LearningRateSchedule`, or None when its rate is a float."""
-    current = getattr(optimizer, "_learning_rate", None)  # where Keras keeps a schedule or the rate variable
+    current = compat.learning_rate_state(optimizer)
     return current if isinstance(current, keras.optimizers.schedules.LearningRateSchedule) else None
 
 
 def optimizer_slots(optimizer):
     """The optimizer's per-weight state (moments, accumulators): its variables but the step and learning rate."""
-    learning_rate = optimizer._learning_rate  # a Variable, or a schedule, or a callable: Keras keeps it here
+    learning_rate = compat.learning_rate_state(optimizer)
     return [v for v in optimizer.variables if v is not optimizer.iterations and v is not learning_rate]
 
 

@@ -22,6 +22,7 @@ from keras import ops
 from tfprune import masks as masks_lib
 from tfprune import registry
 from tfprune import schedules
+from tfprune.graph import compat
 
 SCOPES = ("layer", "global")
 GLOBAL_MAX_LAYER_SPARSITY = 0.99
@@ -79,8 +80,9 @@ class PruningWrapper(keras.layers.Wrapper):
 
     def __init__(self, layer, **kwargs):
         super().__init__(layer, **kwargs)
-        if getattr(self, "_input_shape_arg", None) is None and getattr(layer, "_input_shape_arg", None) is not None:
-            self._input_shape_arg = layer._input_shape_arg  # so that a Sequential model starting with it is built
+        if compat.input_shape_argument(self) is None and compat.input_shape_argument(layer) is not None:
+            # so that a Sequential model starting with it is built
+            compat.set_input_shape_argument(self, compat.input_shape_argument(layer))
         # Set by UpdatePruningStep (or a custom loop calling it); checked when a train step is traced.
         self.step_driven = False
         self.supports_masking = getattr(layer, "supports_masking", False)

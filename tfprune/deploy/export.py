@@ -22,7 +22,6 @@ from pathlib import Path
 import keras
 import numpy as np
 import tensorflow as tf
-from keras.src.models.functional import Functional
 
 from tfprune.api import strip_pruning
 from tfprune.controller import pruning_wrappers
@@ -31,8 +30,10 @@ from tfprune.deploy.flatbuffer import inspect_tflite
 from tfprune.deploy.litert import LiteRTModel
 from tfprune.deploy.versions import versions
 from tfprune.files import atomic_write
+from tfprune.graph import compat
+from tfprune.graph.traverse import layers_in
 from tfprune.messages import first_names
-from tfprune.rebuild import copy_layer, rebuild
+from tfprune.graph.rebuild import copy_layer, rebuild
 
 QUANTIZE_MODES = (None, "dynamic", "float16", "int8")
 
@@ -97,13 +98,13 @@ def model_inputs(model):
         return [_Input("input_0", "input", (None, *tuple(shape)[1:]), "float32")]
     keys = _input_keys(model)
     names = keys or [f"input_{i}" for i in range(len(tensors))]
-    return [_Input(name, keys[i] if keys else t._keras_history.operation.name, (None, *tuple(t.shape)[1:]),
+    return [_Input(name, keys[i] if keys else compat.producer(t).name, (None, *tuple(t.shape)[1:]),
                    keras.backend.standardize_dtype(t.dtype)) for i, (name, t) in enumerate(zip(names, tensors))]
 
 
 def _input_keys(model):
     """The keys of a model that takes a flat dict of inputs, in `model.inputs` order (sorted); else None."""
-    structure = model.input if isinstance(model, Functional) else None
+    structure = model.input if compat.is_functional(model) else None
     if isinstance(structure, dict) and all(isinstance(t, keras.KerasTensor) for t in structure.values()):
         return sorted(structure)
     return None
@@ -114,7 +115,7 @@ def _as_called(model, flat):
 
     A dict for a model that takes a dict, a list for several inputs, the array itself for one.
     """
-    if isinstance(model, Functional):
+    if compat.is_functional(model):
         return keras.tree.pack_sequence_as(model.input, list(flat))
     return flat[0] if len(flat) == 1 else list(flat)
 
@@ -233,7 +234,7 @@ def _exportable(model, inputs, quantize, notes):
     mode. Over a variable number they stay a loop, exported with batch size 1, which float32, float16
     and dynamic range run; INT8 cannot (the converter crashes on a quantized loop).
     """
-    recurrent = [layer for layer in model._flatten_layers(include_self=False) if _is_recurrent(layer)]
+    recurrent = [layer for layer in layers_in(model) if _is_recurrent(layer)]
     if not recurrent:
         return model, inputs
     names = ", ".join(layer.name for layer in recurrent)

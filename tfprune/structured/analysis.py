@@ -12,7 +12,9 @@ import warnings
 import keras
 import numpy as np
 
-from tfprune.containers import is_graph_model
+from tfprune.graph import compat
+from tfprune.graph.traverse import layers_in
+from tfprune.graph.containers import is_graph_model
 from tfprune.messages import first_names
 from tfprune.structured.labels import Channels, LabelSets
 from tfprune.structured.rules import Boundary, channel_count, rule_for, weights_by_name
@@ -88,15 +90,16 @@ class ChannelAnalysis:
     # -- the walk --------------------------------------------------------------------------------
     def _walk_model(self, model):
         self._seen_models.add(id(model))
-        graph = model._functional if isinstance(model, keras.Sequential) else model
+        graph = compat.functional_graph(model)
         if graph is None or not model.built:
             raise ValueError(
                 f"Model '{model.name}' is not built: give it an input shape (keras.Input) or call it on data first."
             )
         for tensor in graph.inputs:
             self._tensors[id(tensor)] = self.frozen(channel_count(tensor))
-        for depth in sorted(graph._nodes_by_depth, reverse=True):
-            for node in graph._nodes_by_depth[depth]:
+        by_depth = compat.nodes_by_depth(graph)
+        for depth in sorted(by_depth, reverse=True):
+            for node in by_depth[depth]:
                 if node.is_input or not node.operation:
                     continue
                 if any(id(t) not in self._tensors for t in node.input_tensors):
@@ -268,7 +271,7 @@ def _zeroed_by_weights(layer, rule, role):
 
 def _names_of(layers, model):
     names = [layer if isinstance(layer, str) else layer.name for layer in (layers or ())]
-    known = {layer.name for layer in model._flatten_layers(include_self=False)}  # nested and wrapped ones too
+    known = {layer.name for layer in layers_in(model)}  # nested and wrapped ones too
     unknown = [name for name in names if name not in known]
     if unknown:
         raise ValueError(f"ignored_layers names layers that '{model.name}' does not have: {unknown}.")

@@ -18,7 +18,9 @@ import warnings
 
 import keras
 from keras import layers as L
-from keras.src.backend import compute_output_spec  # traces without computing, on every backend
+
+from tfprune.graph import compat
+from tfprune.graph.traverse import outermost
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,19 +88,13 @@ def _traced_calls(model):
     calls = []
     with _recording(_counted_layers(model), calls), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # e.g. Keras' softmax-over-one-position warning when a length counts as 1
-        compute_output_spec(model, example)
+        compat.compute_output_spec(model, example)
     return calls
 
 
 def _counted_layers(layer):
     """The layers with a FLOPs formula inside `layer`, outermost ones only (an attention's projections are its own)."""
-    found = {}
-    for sub in layer._flatten_layers(include_self=False, recursive=False):
-        if isinstance(sub, _COUNTED):
-            found[id(sub)] = sub
-        else:
-            found.update((id(inner), inner) for inner in _counted_layers(sub))
-    return list(found.values())
+    return outermost(layer, lambda sub: isinstance(sub, _COUNTED))
 
 
 @contextlib.contextmanager
@@ -162,8 +158,8 @@ def _attention_flops(layer, call):
     query = call.args[0] if call.args else call.kwargs["query"]
     value = call.args[1] if len(call.args) > 1 else call.kwargs["value"]
     query_positions, value_positions = _positions(query), _positions(value)
-    q, k, v, o = (d.kernel.shape for d in (layer._query_dense, layer._key_dense, layer._value_dense,
-                                           layer._output_dense))
+    projections = compat.attention_projections(layer)
+    q, k, v, o = (projections[role].kernel.shape for role in ("query", "key", "value", "output"))
     projections = query_positions * (math.prod(q) + math.prod(o)) + value_positions * (math.prod(k) + math.prod(v))
     attention = query_positions * value_positions * (q[1] * q[2] + v[1] * v[2])  # scores, then weighted values
     return 2 * (projections + attention)

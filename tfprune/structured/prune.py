@@ -4,7 +4,7 @@ import numbers
 import warnings
 
 from tfprune import controller, schedules
-from tfprune.rebuild import copy_layer, rebuild, same_layer
+from tfprune.graph.rebuild import copy_layer, rebuild, same_layer
 from tfprune.structured import importance as importance_lib
 from tfprune.structured import penalties as penalties_lib
 from tfprune.messages import first_names

@@ -16,9 +16,8 @@ import dataclasses
 import keras
 import numpy as np
 from keras import layers as L
-from keras.src.ops import nn as nn_ops
-from keras.src.ops import numpy as numpy_ops
 
+from tfprune.graph import compat
 from tfprune.structured.labels import Channels
 
 
@@ -517,9 +516,9 @@ class MultiHeadAttention(Rule):
     _PROJECTIONS = ("query", "key", "value")
 
     def unsupported(self, layer, node):
-        if getattr(layer, "_use_gate", False):
+        if compat.attention_is_gated(layer):
             return "it uses gated attention"
-        if len(np.atleast_1d(layer._output_shape or 0)) != 1:
+        if len(np.atleast_1d(compat.attention_output_shape(layer) or 0)) != 1:
             return "its output_shape has more than one axis"
         return None
 
@@ -531,8 +530,7 @@ class MultiHeadAttention(Rule):
         return {"query": query, "value": value, "key": value if key is None else key}
 
     def _dense(self, layer):
-        return {"query": layer._query_dense, "key": layer._key_dense, "value": layer._value_dense,
-                "output": layer._output_dense}
+        return compat.attention_projections(layer)
 
     def propagate(self, walk, layer, node, inputs):
         dense = {role: walk.weights(sub) for role, sub in self._dense(layer).items()}
@@ -581,7 +579,7 @@ class MultiHeadAttention(Rule):
         found = []
         for role, sub in self._dense(layer).items():
             kernel = _variable(sub, "kernel")
-            bias = [_variable(sub, "bias")] if layer._use_bias else []
+            bias = [_variable(sub, "bias")] if compat.attention_uses_bias(layer) else []
             if role == "output":  # zeroing a head's rows of the output projection removes its contribution
                 found += [RoleAxis("heads", kernel, 0), RoleAxis("output", kernel, 2)]
                 found += [RoleAxis("output", b, 0) for b in bias]
@@ -646,12 +644,13 @@ _RULES = (
 )
 
 # Operations written as expressions (`x + y`, `keras.ops.relu(x)`) rather than layers.
+_numpy_ops, _nn_ops = compat.numpy_ops, compat.nn_ops
 _OPERATION_RULES = (
-    ((numpy_ops.Add, numpy_ops.Subtract, numpy_ops.Maximum, numpy_ops.Minimum), Merge(zero_if_any=False)),
-    ((numpy_ops.Multiply,), Merge(zero_if_any=True)),
-    (tuple(getattr(nn_ops, name) for name in ("Relu", "Relu6", "Silu", "Gelu", "LeakyRelu", "Elu", "Selu", "Sigmoid",
-                                              "HardSigmoid", "HardSilu", "Softplus", "Softsign", "Tanh")
-           if hasattr(nn_ops, name)), PassThrough(evaluate_zero=True)),
+    ((_numpy_ops.Add, _numpy_ops.Subtract, _numpy_ops.Maximum, _numpy_ops.Minimum), Merge(zero_if_any=False)),
+    ((_numpy_ops.Multiply,), Merge(zero_if_any=True)),
+    (tuple(getattr(_nn_ops, name) for name in ("Relu", "Relu6", "Silu", "Gelu", "LeakyRelu", "Elu", "Selu", "Sigmoid",
+                                               "HardSigmoid", "HardSilu", "Softplus", "Softsign", "Tanh")
+           if hasattr(_nn_ops, name)), PassThrough(evaluate_zero=True)),
 )
 
 # Layers whose channels are kept on purpose (they mix channels), without a warning.

@@ -1,7 +1,8 @@
 """`shrink`: rebuild a model without its zero channels, physically smaller and with the same outputs."""
 
 from tfprune import controller
-from tfprune.rebuild import copy_layer, rebuild, same_layer
+from tfprune.graph import compat
+from tfprune.graph.rebuild import copy_layer, rebuild, same_layer
 from tfprune.structured.analysis import ChannelAnalysis
 from tfprune.structured.cost import model_cost
 from tfprune.structured.rules import rule_for, why_nonzero
@@ -71,7 +72,7 @@ def shrink(model, ignored_layers=None, verbose=True, copy=True):
 
 def _shrunk_layer(layer, keep):
     """(a new unbuilt layer, its weights) with only the kept channels, or None if unchanged."""
-    rule = rule_for(layer, layer._inbound_nodes[0])[0]
+    rule = rule_for(layer, compat.inbound_nodes(layer)[0])[0]
     shrunk = rule.shrink(layer, keep)
     if shrunk is None:
         return None

@@ -8,18 +8,16 @@ and loads as a `.keras` file, its class becomes a subclass of the user's class
 mixing in `PrunedContainer`, whose config records the swapped layers.
 """
 
-import functools
-
 import keras
-from keras.src.models.functional import Functional
 
 from tfprune import registry
+from tfprune.graph import compat
 from tfprune.controller import pruning_wrappers
 from tfprune.wrapper import PruningWrapper
 
 
 def is_graph_model(layer):
-    return isinstance(layer, (keras.Sequential, Functional))
+    return isinstance(layer, keras.Sequential) or compat.is_functional(layer)
 
 
 def is_user_container(layer):
@@ -31,13 +29,7 @@ def is_user_container(layer):
     are cloned.
     """
     keras_own = type(layer).__module__.split(".")[0] in ("keras", "tfprune")
-    return bool(layer._layers) and not keras_own and not is_graph_model(layer) and not registry.is_prunable(layer)
-
-
-@functools.cache
-def _keras_attributes():
-    """Attribute names Keras itself sets on every layer and model (`_layers`, `_tracker`, ...)."""
-    return frozenset(vars(keras.layers.Layer())) | frozenset(vars(keras.Model()))
+    return bool(compat.held_layers(layer)) and not keras_own and not is_graph_model(layer) and not registry.is_prunable(layer)
 
 
 def leaf_paths(container):
@@ -45,9 +37,9 @@ def leaf_paths(container):
 
     Private attributes count: keras-hub's layers keep theirs as `self._self_attention_layer`.
     """
-    held = {id(layer) for layer in container._layers}
+    held = {id(layer) for layer in compat.held_layers(container)}
     for name, value in list(vars(container).items()):
-        if name in _keras_attributes():
+        if name in compat.keras_attributes():
             continue
         if isinstance(value, keras.layers.Layer) and id(value) in held:
             yield from _paths_below((name,), value)
@@ -72,8 +64,8 @@ def user_weights(layer):
     """
     if isinstance(layer, PruningWrapper):
         return user_weights(layer.layer)
-    weights = list(layer._trainable_variables) + list(layer._non_trainable_variables)
-    for held in layer._layers:
+    weights = compat.own_variables(layer)
+    for held in compat.held_layers(layer):
         weights += user_weights(held)
     return list({id(v): v for v in weights}.values())
 
@@ -87,14 +79,7 @@ def get_at(container, path):
 def set_at(container, path, new):
     """Puts layer `new` at `path` in place of the layer there, keeping the owner's layer order."""
     owner = get_at(container, path[:-2] if isinstance(path[-1], int) else path[:-1])
-    old = get_at(container, path)
-    tracker = owner._tracker
-    if tracker.is_in_store("layers", old):
-        tracker.replace_tracked_value("layers", old, new)
-    else:
-        locked, tracker.locked = tracker.locked, False
-        tracker.track(new)
-        tracker.locked = locked
+    compat.replace_held_layer(owner, get_at(container, path), new)
     if isinstance(path[-1], int):
         get_at(container, path[:-1])[path[-1]] = new
     else:
@@ -151,9 +136,8 @@ class PrunedContainer:
         swaps = {tuple(s["path"]): keras.saving.deserialize_keras_object(s["layer"]) for s in config["swapped"]}
         swap_in(container, swaps)
         container.__class__ = _pruned_class(user_class(container))
-        # Kept for build_from_config, for the layers that the user's build() creates; object.__setattr__
-        # keeps Keras from tracking the layers twice.
-        object.__setattr__(container, "_swaps_after_build", swaps)
+        # Kept for build_from_config, for the layers that the user's build() creates.
+        compat.set_untracked(container, "_swaps_after_build", swaps)
         return container
 
     def build_from_config(self, config):

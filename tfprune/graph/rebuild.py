@@ -6,13 +6,14 @@ Sequential, Functional or subclassed model (nested models and users' container
 layers included); `replace` returns a new, built layer with its weights set.
 Sequential and Functional models go through `keras.models.clone_model`;
 subclassed models and container layers are re-created from their config and the
-layers they hold swapped by path (see `containers`).
+layers they hold swapped by path (see `containers`), or, with `copy=False`, have
+the replacements swapped into them in place.
 """
 
 import keras
-from keras.src.models.functional import Functional
 
-from tfprune.containers import (
+from tfprune.graph import compat
+from tfprune.graph.containers import (
     get_at,
     held_at,
     is_graph_model,
@@ -113,10 +114,10 @@ def _replace_operation(op, replace, copy):
 
 def _named_inputs(model):
     """Fresh inputs named like the model's input layers (clone_model would rename them), or None."""
-    if not isinstance(model, Functional):
+    if not compat.is_functional(model):
         return None
     return keras.tree.map_structure(
-        lambda t: keras.Input(batch_shape=t.shape, dtype=t.dtype, sparse=t.sparse, name=t._keras_history.operation.name),
+        lambda t: keras.Input(batch_shape=t.shape, dtype=t.dtype, sparse=t.sparse, name=compat.producer(t).name),
         model.input,
     )
 
