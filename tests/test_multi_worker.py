@@ -85,7 +85,8 @@ def load_state(out_dir, worker, step):
 
 
 def kernel_sparsities(masks):
-    return {name: float((mask == 0).mean()) for name, mask in masks.items() if name.startswith("mask:") and "kernel" in name}
+    return {name: float((mask == 0).mean()) for name, mask in masks.items()
+            if name.startswith("mask:") and "kernel" in name}
 
 
 @pytest.mark.parametrize("step", [STEPS_PER_EPOCH, FINAL_STEP])
@@ -104,7 +105,7 @@ def test_both_workers_hold_identical_masks_at_the_schedule_sparsity(cluster_run,
 
 
 def test_chief_checkpoint_resumes_the_schedule(cluster_run):
-    """Only the chief's file exists; loaded on one machine, it holds step 8 and its masks, and fit goes on to step 16."""
+    """Only the chief's file is left; loaded on one machine, it holds step 8 and its masks; fit goes on to step 16."""
     assert sorted(p.name for p in cluster_run.iterdir() if p.suffix == ".keras" or p.is_dir()) == ["checkpoint.keras"]
     model = tfprune.load_model(cluster_run / "checkpoint.keras")
     controller = tfprune.PruningController(model)
