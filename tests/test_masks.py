@@ -7,7 +7,7 @@ from keras import ops
 
 import tfprune
 from tfprune import masks
-from tfprune.axes import WeightAxes
+from tfprune.layers.axes import WeightAxes
 
 
 def _np(x):

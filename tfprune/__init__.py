@@ -50,6 +50,7 @@ _PUBLIC = {
     "prune_groups_below": "tfprune.structured.prune",
     "prune_low_magnitude": "tfprune.api",
     "prune_scope": "tfprune.api",
+    "register_layer": "tfprune.layers.table",
     "shrink": "tfprune.structured.shrink",
     "sparsity_report": "tfprune.report",
     "strip_pruning": "tfprune.api",

@@ -6,7 +6,7 @@ steps; an O(n) partition keeps that cheap (a 784x300 kernel takes under 1 ms).
 
 Block and N:M sparsity tile a 2-D view of each weight whose rows run along its
 input axis (or the channel axis of a depthwise kernel) and whose columns run along
-its output axis, as described by `WeightAxes.grouping` (tfprune.axes); a Conv2DTranspose
+its output axis, as described by `WeightAxes.grouping` (tfprune.layers.axes); a Conv2DTranspose
 kernel `(h, w, out, in)` is therefore tiled along `in`, not along axis -2.
 Granularities, as in TensorFlow Model Optimization:
 
@@ -24,7 +24,7 @@ keeps at least one unit (one weight, or one block): a layer is never cut off ent
 
 import numpy as np
 
-from tfprune.axes import WeightAxes
+from tfprune.layers.axes import WeightAxes
 from tfprune.validation import is_integer
 
 POOLING_TYPES = ("AVG", "MAX")

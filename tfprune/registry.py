@@ -1,8 +1,11 @@
-"""Which weights of which layer are prunable: the single source of truth.
+"""Which weights of a layer magnitude pruning masks, and what their axes mean.
 
-Built-in layers are listed here; a custom layer opts in by inheriting
-`PrunableLayer` and returning its prunable variables from `get_prunable_weights()`.
-Biases are never pruned. Layers without weights pass through untouched.
+The weights of each kind of layer are listed in the layer table (`tfprune.layers.table`);
+here they are read for a layer, through Keras' composite layers (attention, RNN,
+Bidirectional, TimeDistributed). Your own layer opts in with `tfprune.register_layer`
+(a subclass of a Keras layer) or by inheriting `PrunableLayer` and returning its
+prunable variables from `get_prunable_weights()`. Biases are never pruned. Layers
+without weights pass through untouched.
 """
 
 import abc
@@ -11,8 +14,9 @@ import dataclasses
 import keras
 from keras import layers as L
 
-from tfprune.axes import WeightAxes
 from tfprune.graph import compat
+from tfprune.layers import table
+from tfprune.layers.axes import WeightAxes
 
 
 class PrunableLayer(metaclass=abc.ABCMeta):
@@ -44,116 +48,6 @@ class PrunableWeight:
 
     variable: keras.Variable
     axes: WeightAxes
-
-
-def _kernel_axes(layer, variable):
-    return WeightAxes.of_shape(variable.shape)
-
-
-def _transposed_kernel_axes(layer, variable):
-    return WeightAxes.of_shape(variable.shape, transposed=True)
-
-
-def _depthwise_axes(layer, variable):
-    rank = len(variable.shape)
-    return WeightAxes(depthwise=rank - 2, output=(rank - 1,))
-
-
-def _einsum_axes(layer, variable):
-    """Kernel axes from the equation: letters shared with the output are output axes, the rest input."""
-    inputs, outputs = layer.equation.split("->")
-    _, kernel = inputs.split(",")
-    if "." in kernel:
-        return WeightAxes.of_shape(variable.shape)
-    output_axes = tuple(i for i, letter in enumerate(kernel) if letter in outputs)
-    input_axes = tuple(i for i, letter in enumerate(kernel) if letter not in outputs)
-    return WeightAxes(input=input_axes, output=output_axes)
-
-
-# Layer classes -> (prunable weight attribute, axes of that weight).
-_WEIGHTS_BY_CLASS = (
-    (L.Dense, (("kernel", _kernel_axes),)),
-    (L.EinsumDense, (("kernel", _einsum_axes),)),
-    (L.Conv1DTranspose, (("kernel", _transposed_kernel_axes),)),
-    (L.Conv2DTranspose, (("kernel", _transposed_kernel_axes),)),
-    (L.Conv3DTranspose, (("kernel", _transposed_kernel_axes),)),
-    (L.DepthwiseConv1D, (("kernel", _depthwise_axes),)),
-    (L.DepthwiseConv2D, (("kernel", _depthwise_axes),)),
-    (L.SeparableConv1D, (("depthwise_kernel", _depthwise_axes), ("pointwise_kernel", _kernel_axes))),
-    (L.SeparableConv2D, (("depthwise_kernel", _depthwise_axes), ("pointwise_kernel", _kernel_axes))),
-    (L.Conv1D, (("kernel", _kernel_axes),)),
-    (L.Conv2D, (("kernel", _kernel_axes),)),
-    (L.Conv3D, (("kernel", _kernel_axes),)),
-    (L.Embedding, (("embeddings", _kernel_axes),)),
-    (L.SimpleRNNCell, (("kernel", _kernel_axes), ("recurrent_kernel", _kernel_axes))),
-    (L.LSTMCell, (("kernel", _kernel_axes), ("recurrent_kernel", _kernel_axes))),
-    (L.GRUCell, (("kernel", _kernel_axes), ("recurrent_kernel", _kernel_axes))),
-)
-
-# Layers of libraries that tfprune does not depend on, by module root and class name (no import needed).
-_WEIGHTS_BY_CLASS_NAME = {
-    ("keras_hub", "PositionEmbedding"): (("position_embeddings", _kernel_axes),),
-}
-
-# Layers with nothing to prune: normalization (deliberately dense) and weightless layers.
-# Weightless ones are recognised once built (no weights); these are known before build too.
-_DENSE_BY_DESIGN = (
-    L.BatchNormalization,
-    L.LayerNormalization,
-    L.GroupNormalization,
-    L.UnitNormalization,
-    L.Normalization,
-    L.InputLayer,
-    L.Activation,
-    L.ReLU,
-    L.LeakyReLU,
-    L.ELU,
-    L.Softmax,
-    L.Dropout,
-    L.SpatialDropout1D,
-    L.SpatialDropout2D,
-    L.SpatialDropout3D,
-    L.GaussianDropout,
-    L.GaussianNoise,
-    L.AlphaDropout,
-    L.ActivityRegularization,
-    L.Flatten,
-    L.Reshape,
-    L.Permute,
-    L.RepeatVector,
-    L.Masking,
-    L.Lambda,
-    L.Rescaling,
-    L.Cropping1D,
-    L.Cropping2D,
-    L.Cropping3D,
-    L.ZeroPadding1D,
-    L.ZeroPadding2D,
-    L.ZeroPadding3D,
-    L.UpSampling1D,
-    L.UpSampling2D,
-    L.UpSampling3D,
-    L.Add,
-    L.Subtract,
-    L.Multiply,
-    L.Average,
-    L.Maximum,
-    L.Minimum,
-    L.Concatenate,
-    L.Dot,
-    L.AveragePooling1D,
-    L.AveragePooling2D,
-    L.AveragePooling3D,
-    L.MaxPooling1D,
-    L.MaxPooling2D,
-    L.MaxPooling3D,
-    L.GlobalAveragePooling1D,
-    L.GlobalAveragePooling2D,
-    L.GlobalAveragePooling3D,
-    L.GlobalMaxPooling1D,
-    L.GlobalMaxPooling2D,
-    L.GlobalMaxPooling3D,
-)
 
 
 def _rnn_cells(layer):
@@ -188,16 +82,11 @@ def _sublayers(layer):
 
 
 def _weights_by_class(layer):
-    if not _from_a_library(layer):
+    """(attribute, axes function) of each weight magnitude pruning masks, from the layer table."""
+    if not (_from_a_library(layer) or table.is_registered(layer)):
         return ()
-    for cls, weights in _WEIGHTS_BY_CLASS:
-        if isinstance(layer, cls):
-            return weights
-    for cls in type(layer).__mro__:
-        weights = _WEIGHTS_BY_CLASS_NAME.get((cls.__module__.split(".")[0], cls.__name__))
-        if weights:
-            return weights
-    return ()
+    kind = table.kind_of(layer)
+    return (kind.weights or ()) if kind else ()
 
 
 def has_custom_prunable_weights(layer):
@@ -219,7 +108,8 @@ def is_prunable(layer):
 
 def is_dense_by_design(layer):
     """True for layers with nothing to prune: no weights, or normalization layers."""
-    return isinstance(layer, _DENSE_BY_DESIGN) or (layer.built and not layer.weights)
+    kind = table.kind_of(layer)
+    return (kind is not None and kind.weights == ()) or (layer.built and not layer.weights)
 
 
 def is_supported(layer):
@@ -229,13 +119,16 @@ def is_supported(layer):
 
 def unsupported_message(layer):
     """Why `layer` cannot be wrapped for pruning, and what to do about it."""
-    base = next((cls.__name__ for cls, _ in _WEIGHTS_BY_CLASS if isinstance(layer, cls)), None)
+    kind = table.kind_of(layer)
+    base = next((cls for cls in kind.classes if isinstance(cls, type) and isinstance(layer, cls)), None) if (
+        kind and kind.weights) else None
     if base:
         return (
-            f"Layer '{layer.name}' ({type(layer).__name__}) subclasses {base}, but its call may use the weights "
-            f"differently, so tfprune (like tfmot) does not prune it as a {base}. If it does use them as {base} "
-            "does, add tfprune.PrunableLayer to its bases and return them from get_prunable_weights(), e.g. "
-            "[self.kernel]."
+            f"Layer '{layer.name}' ({type(layer).__name__}) subclasses {base.__name__}, but its call may use the "
+            f"weights differently, so tfprune (like tfmot) does not prune it as a {base.__name__}. If it does use "
+            f"them as {base.__name__} does, call tfprune.register_layer({type(layer).__name__}, "
+            f"like=keras.layers.{base.__name__}) (channel pruning and FLOPs too), or add tfprune.PrunableLayer to "
+            "its bases and return them from get_prunable_weights(), e.g. [self.kernel]."
         )
     return (
         f"Layer '{layer.name}' ({type(layer).__name__}) is not prunable: tfprune does not know which of its "

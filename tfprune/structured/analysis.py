@@ -17,7 +17,8 @@ from tfprune.graph.traverse import layers_in
 from tfprune.graph.containers import is_graph_model
 from tfprune.messages import first_names
 from tfprune.structured.labels import Channels, LabelSets
-from tfprune.structured.rules import Boundary, channel_count, rule_for, weights_by_name
+from tfprune.layers.table import rule_for
+from tfprune.structured.rules import Boundary, channel_count, weights_by_name
 from tfprune.structured.wrapper import PruneChannels
 
 

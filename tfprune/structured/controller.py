@@ -20,7 +20,7 @@ import numpy as np
 from tfprune.controller import StepKeeping, _shortfall_line, pruning_wrappers
 from tfprune.structured.analysis import ChannelAnalysis
 from tfprune.structured.importance import WeightSlice
-from tfprune.structured.rules import rule_by_class
+from tfprune.layers.table import rule_by_class
 from tfprune.structured.importance import L2Norm
 from tfprune.structured.wrapper import PenaltyTerm, PruneChannels
 

@@ -13,14 +13,13 @@ and every call of a shared layer are counted.
 
 import contextlib
 import dataclasses
-import math
 import warnings
 
 import keras
-from keras import layers as L
 
 from tfprune.graph import compat
 from tfprune.graph.traverse import outermost
+from tfprune.layers import table
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,7 +93,7 @@ def _traced_calls(model):
 
 def _counted_layers(layer):
     """The layers with a FLOPs formula inside `layer`, outermost ones only (an attention's projections are its own)."""
-    return outermost(layer, lambda sub: isinstance(sub, _COUNTED))
+    return outermost(layer, table.counted_by_flops)
 
 
 @contextlib.contextmanager
@@ -127,44 +126,6 @@ def _specs(structure):
         lambda x: keras.KerasTensor(x.shape, x.dtype) if keras.ops.is_tensor(x) else x, structure)
 
 
-def _positions(tensor):
-    """Positions in the traced batch: every axis but the channel one (the batch axis is 1, or the time axis
-    folded into it by TimeDistributed)."""
-    return math.prod(size or 1 for size in tensor.shape[:-1])
-
-
 def _call_flops(call):
-    layer, x, y = call.layer, call.input, call.output
-    if isinstance(layer, L.MultiHeadAttention):
-        return _attention_flops(layer, call)
-    if isinstance(layer, L.EinsumDense):
-        return 2 * math.prod(y.shape) * _contracted_size(layer)
-    if isinstance(layer, L.SeparableConv1D | L.SeparableConv2D):
-        depthwise = layer.depthwise_kernel.shape
-        return 2 * _positions(y) * (math.prod(depthwise) + depthwise[-2] * depthwise[-1] * layer.filters)
-    if isinstance(layer, L.Conv1DTranspose | L.Conv2DTranspose | L.Conv3DTranspose):
-        return 2 * _positions(x) * math.prod(layer.kernel.shape)
-    return 2 * _positions(y) * math.prod(layer.kernel.shape)  # Dense, Conv (grouped too), DepthwiseConv
+    return table.kind_of(call.layer).flops(call.layer, call)
 
-
-def _contracted_size(layer):
-    """Entries of an EinsumDense kernel summed into each output value: its axes absent from the output."""
-    operands, output = layer.equation.replace(" ", "").split("->")
-    kernel_axes = operands.split(",")[1]
-    return math.prod(size for axis, size in zip(kernel_axes, layer.kernel.shape) if axis not in output)
-
-
-def _attention_flops(layer, call):
-    query = call.args[0] if call.args else call.kwargs["query"]
-    value = call.args[1] if len(call.args) > 1 else call.kwargs["value"]
-    query_positions, value_positions = _positions(query), _positions(value)
-    projections = compat.attention_projections(layer)
-    q, k, v, o = (projections[role].kernel.shape for role in ("query", "key", "value", "output"))
-    projections = query_positions * (math.prod(q) + math.prod(o)) + value_positions * (math.prod(k) + math.prod(v))
-    attention = query_positions * value_positions * (q[1] * q[2] + v[1] * v[2])  # scores, then weighted values
-    return 2 * (projections + attention)
-
-
-_COUNTED = (L.Dense, L.EinsumDense, L.MultiHeadAttention, L.Conv1D, L.Conv2D, L.Conv3D, L.Conv1DTranspose,
-            L.Conv2DTranspose, L.Conv3DTranspose, L.DepthwiseConv1D, L.DepthwiseConv2D, L.SeparableConv1D,
-            L.SeparableConv2D)

@@ -10,7 +10,7 @@ from tfprune.structured import penalties as penalties_lib
 from tfprune.messages import first_names
 from tfprune.structured.analysis import ChannelAnalysis
 from tfprune.structured.controller import ChannelController, why_never_pruned
-from tfprune.structured.rules import masked_roles
+from tfprune.layers.table import masked_roles
 from tfprune.structured.wrapper import PruneChannels
 from tfprune.wrapper import SCOPES
 

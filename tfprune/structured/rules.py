@@ -78,21 +78,11 @@ def keeps_zero(function):
     return value_at_zero(function) == 0
 
 
-def _elementwise_function(operation):
+def elementwise_function(operation):
     """What an activation layer, or an activation written as an expression, applies to each value."""
     if isinstance(operation, L.Activation):
         return operation.activation
     return operation.call if isinstance(operation, L.Layer) else operation
-
-
-def why_nonzero(operation):
-    """Why `operation` turns a zero channel into a non-zero one, for messages (e.g. "sigmoid(0) = 0.5")."""
-    if isinstance(operation, (L.BatchNormalization, L.GroupNormalization)):
-        return "its offset beta, or its moving mean, is non-zero"
-    if isinstance(rule_by_class(operation)[0], Merge):
-        return "it adds a constant"
-    function = getattr(operation, "activation", None) or _elementwise_function(operation)
-    return f"{getattr(function, '__name__', type(operation).__name__)}(0) = {value_at_zero(function):g}"
 
 
 def _alive_through(zero, weights, layer):
@@ -153,7 +143,7 @@ class PassThrough(Rule):
         return [Channels(source.labels, zero)]
 
     def _keeps_zero(self, layer):
-        return not self.evaluate_zero or keeps_zero(_elementwise_function(layer))
+        return not self.evaluate_zero or keeps_zero(elementwise_function(layer))
 
 
 class Merge(Rule):
@@ -246,7 +236,7 @@ def _unsupported_variant(layer):
     return None
 
 
-def _is_depthwise_conv(layer):
+def is_depthwise_conv(layer):
     """True for a Conv with one input channel per group (ConvNeXt's depthwise `Conv2D(groups=channels)`)."""
     return getattr(layer, "groups", 1) > 1 and layer.built and layer.kernel.shape[-2] == 1
 
@@ -609,94 +599,3 @@ class RecurrentInput(Rule):
 
     def axes(self, layer):
         return [RoleAxis("input", v, 0, masked=False) for v in layer.weights if v.name == "kernel"]
-
-
-_PASS_THROUGH = (
-    L.Dropout, L.SpatialDropout1D, L.SpatialDropout2D, L.SpatialDropout3D, L.GaussianDropout, L.GaussianNoise,
-    L.AlphaDropout, L.ActivityRegularization, L.Masking, L.Identity,
-    L.AveragePooling1D, L.AveragePooling2D, L.AveragePooling3D, L.MaxPooling1D, L.MaxPooling2D, L.MaxPooling3D,
-    L.GlobalAveragePooling1D, L.GlobalAveragePooling2D, L.GlobalAveragePooling3D,
-    L.GlobalMaxPooling1D, L.GlobalMaxPooling2D, L.GlobalMaxPooling3D,
-    L.ZeroPadding1D, L.ZeroPadding2D, L.ZeroPadding3D, L.Cropping1D, L.Cropping2D, L.Cropping3D,
-    L.UpSampling1D, L.UpSampling2D, L.UpSampling3D,
-)
-_ACTIVATIONS = (L.Activation, L.ReLU, L.LeakyReLU, L.ELU)
-_RECURRENT = (L.SimpleRNN, L.LSTM, L.GRU)
-
-_RULES = (
-    ((L.Dense,), Producer("units", 0, 1)),
-    ((L.Conv1DTranspose, L.Conv2DTranspose, L.Conv3DTranspose), Producer("filters", -1, -2)),
-    ((L.DepthwiseConv1D, L.DepthwiseConv2D), Depthwise()),
-    ((L.SeparableConv1D, L.SeparableConv2D), Separable()),
-    ((L.Conv1D, L.Conv2D, L.Conv3D), Producer("filters", -2, -1)),
-    ((L.Embedding,), Producer("output_dim", None, 1)),
-    ((L.BatchNormalization,), BatchNormalization()),
-    ((L.GroupNormalization,), GroupNormalization()),
-    ((L.PReLU,), PReLU()),
-    ((L.MultiHeadAttention,), MultiHeadAttention()),
-    (_PASS_THROUGH, PassThrough()),
-    (_ACTIVATIONS, PassThrough(evaluate_zero=True)),
-    ((L.Add, L.Subtract, L.Average, L.Maximum, L.Minimum), Merge(zero_if_any=False)),
-    ((L.Multiply,), Merge(zero_if_any=True)),
-    ((L.Concatenate,), Concatenate()),
-    ((L.Flatten, L.Reshape), Reshape()),
-    ((L.Permute,), Permute()),
-)
-
-# Operations written as expressions (`x + y`, `keras.ops.relu(x)`) rather than layers.
-_numpy_ops, _nn_ops = compat.numpy_ops, compat.nn_ops
-_OPERATION_RULES = (
-    ((_numpy_ops.Add, _numpy_ops.Subtract, _numpy_ops.Maximum, _numpy_ops.Minimum), Merge(zero_if_any=False)),
-    ((_numpy_ops.Multiply,), Merge(zero_if_any=True)),
-    (tuple(getattr(_nn_ops, name) for name in ("Relu", "Relu6", "Silu", "Gelu", "LeakyRelu", "Elu", "Selu", "Sigmoid",
-                                               "HardSigmoid", "HardSilu", "Softplus", "Softsign", "Tanh")
-           if hasattr(_nn_ops, name)), PassThrough(evaluate_zero=True)),
-)
-
-# Layers whose channels are kept on purpose (they mix channels), without a warning.
-_KEPT = {
-    L.LayerNormalization: "it normalizes across channels",
-    L.UnitNormalization: "it normalizes across channels",
-    L.Softmax: "it normalizes across channels",
-    L.Normalization: "it is a preprocessing layer",
-    L.Rescaling: "it is a preprocessing layer",
-    L.InputLayer: "it is an input",
-}
-
-
-def masked_roles(layer):
-    """The roles of `layer` whose channels channel pruning masks (it has a weight to zero along them)."""
-    return {axis.role for axis in rule_by_class(layer)[0].axes(layer) if axis.masked}
-
-
-def rule_by_class(operation):
-    """(rule, reason_kept, expected) from the operation's type alone; `reason_kept` None if a rule follows it."""
-    if isinstance(operation, _RECURRENT) or (
-            isinstance(operation, L.Bidirectional) and isinstance(operation.forward_layer, _RECURRENT)):
-        cells = operation.forward_layer.cell if isinstance(operation, L.Bidirectional) else operation.cell
-        if not isinstance(cells, L.StackedRNNCells):
-            return RecurrentInput(), None, True
-    for classes, reason in _KEPT.items():
-        if isinstance(operation, classes):
-            return Boundary(), reason, True
-    if isinstance(operation, L.Layer) and type(operation).__module__.split(".")[0] != "keras":
-        return Boundary(), "it is not a Keras built-in layer", False  # a user's subclass may change call()
-    if isinstance(operation, (L.Conv1D, L.Conv2D, L.Conv3D)) and _is_depthwise_conv(operation):
-        return GroupedDepthwise(), None, True
-    for classes, rule in _RULES if isinstance(operation, L.Layer) else _OPERATION_RULES:
-        if isinstance(operation, classes):
-            return rule, None, True
-    return Boundary(), "the channel analysis does not know it", False
-
-
-def rule_for(operation, node):
-    """(rule, reason_kept, expected) for an operation called at `node`: `reason_kept` is None if followed.
-
-    `expected` is False for layers the analysis does not understand (worth a warning).
-    """
-    rule, reason, expected = rule_by_class(operation)
-    if reason is None:
-        reason = rule.unsupported(operation, node)
-        if reason:
-            return Boundary(), reason, False
-    return rule, reason, expected
