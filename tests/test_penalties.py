@@ -150,3 +150,19 @@ def test_strip_pruning_folds_unfolded_gates_so_the_plain_model_computes_the_same
     small = tfprune.shrink(stripped, verbose=False)
     assert small.get_layer("h1").units < 64 and small.get_layer("h2").units < 32
     np.testing.assert_allclose(small.predict(x, verbose=0), gated.predict(x, verbose=0), atol=1e-5)
+
+
+def test_each_gated_layer_draws_its_own_gate_noise_reproducibly():
+    def noise():
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential([keras.Input((8,)), L.Dense(16, activation="relu", name="a"),
+                                  L.Dense(16, activation="relu", name="b"), L.Dense(2, name="out")])
+        gated = tfprune.prune_channels(model, None, penalty=tfprune.L0Gates(1e-2))
+        wrappers = [w for w in gated.layers if isinstance(w, tfprune.PruneChannels) and w.gate_roles]
+        return [keras.ops.convert_to_numpy(w.penalty.gates(w.log_alpha["output"], True, w._gate_seed))
+                for w in wrappers]
+
+    first, second = noise()
+    assert not np.allclose(first, second)  # same width, same log alpha: only the noise can differ
+    again = noise()
+    np.testing.assert_array_equal(first, again[0])

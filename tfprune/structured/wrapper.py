@@ -109,7 +109,9 @@ class PruneChannels(PruningWrapper):
                 initializer=keras.initializers.Constant(self.penalty.initial_log_alpha))
             self.gate_sizes[role] = sum(np.prod(a.variable.shape) // a.size for a in self.role_axes if a.role == role)
         if self.gate_roles:
-            self._gate_seed = keras.random.SeedGenerator(0)
+            # A stream of its own per layer (same-width layers shared their noise); keras.utils.set_random_seed
+            # makes it reproducible, as it does Dropout's.
+            self._gate_seed = keras.random.SeedGenerator()
             self._gates_on_outputs = isinstance(self.layer, keras.layers.BatchNormalization) or (
                 self.gate_roles == ("output",) and _commutes_with_scaling(getattr(self.layer, "activation", None)))
         for axis in self.role_axes:
