@@ -220,6 +220,7 @@ def test_pruning_summaries_write_real_tensorboard_scalars(digits, tmp_path):
             scalars.setdefault(value.tag, []).append(float(tf.make_ndarray(value.tensor)))
     # at the start of each epoch (as tfmot) and at the end of training
     assert scalars["sparsity/total"] == [0.0, pytest.approx(0.5), pytest.approx(0.5)]
+    assert scalars["sparsity/nonzero_under_mask"] == [0.0, 0.0, 0.0]
     layer_tags = [tag for tag in scalars if tag.endswith("/kernel")]
     assert len(layer_tags) == 3 and all(scalars[tag] == [0.0, 0.5, 0.5] for tag in layer_tags)
 

@@ -95,7 +95,8 @@ class UpdatePruningStep(keras.callbacks.Callback):
 class PruningSummaries(keras.callbacks.Callback):
     """Writes per-weight and total sparsity as TensorBoard scalars against the pruning step.
 
-    Scalars `sparsity/<variable path>` and `sparsity/total` go to `<log_dir>/pruning`:
+    Scalars `sparsity/<variable path>`, `sparsity/total` and `sparsity/nonzero_under_mask` (pruned
+    entries that are non-zero again, normally 0) go to `<log_dir>/pruning`:
     at the start of every epoch (as tfmot does) and at the end of training, or every N
     batches with `update_freq=N`. Outside `fit`, call `on_epoch_begin()` yourself.
 
@@ -140,4 +141,6 @@ class PruningSummaries(keras.callbacks.Callback):
             for row in report["layers"]:
                 tf.summary.scalar(f"sparsity/{row['weight']}", row["sparsity"], step=step)
             tf.summary.scalar("sparsity/total", report["total"]["sparsity"], step=step)
+            # 0 unless pruned weights came back around their masks (sparsity_report warns then)
+            tf.summary.scalar("sparsity/nonzero_under_mask", report["total"]["nonzero_under_mask"], step=step)
         self._writer.flush()
