@@ -23,7 +23,7 @@ _PUBLIC = {
     "ChannelController": "tfprune.structured.controller",
     "ConstantSparsity": "tfprune.schedules",
     "GroupLasso": "tfprune.structured.penalties",
-    "Importance": "tfprune.structured.importance",
+    "Importance": "tfprune.criteria.importance",
     "Penalty": "tfprune.structured.penalties",
     "PolynomialDecay": "tfprune.schedules",
     "PruneChannels": "tfprune.structured.wrapper",

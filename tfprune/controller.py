@@ -12,6 +12,7 @@ import numpy as np
 from tfprune import masks as masks_lib
 from tfprune import schedules
 from tfprune.backend_calls import host_call, one_graph_call
+from tfprune.criteria.importance import MAGNITUDE
 from tfprune.graph.traverse import layers_in
 from tfprune.wrapper import PruneLowMagnitude, PruningWrapper
 
@@ -147,7 +148,8 @@ class PruningController(StepKeeping):
         per_wrapper = [[next(values) for _ in w.pruned_weights] for w in targets]
         masks = [m for w, sparsity, v in zip(targets, layer_sparsities, per_wrapper) for m in w.compute_masks(sparsity, v)]
         if global_sparsity is not None:
-            scores = [np.abs(v) for layer_values in per_wrapper[len(layer_sparsities):] for v in layer_values]
+            scores = [MAGNITUDE.entry_scores(v) for layer_values in per_wrapper[len(layer_sparsities):]
+                      for v in layer_values]
             first = self.global_scoped[0]
             masks += masks_lib.threshold_masks(scores, global_sparsity, first.granularity, self._global_axes,
                                                max_sparsity=first.max_layer_sparsity)

@@ -29,6 +29,7 @@ from tfprune import schedules
 from tfprune.api import prune_low_magnitude
 from tfprune.callbacks import UpdatePruningStep
 from tfprune.controller import pruning_wrappers, saved_step
+from tfprune.criteria.importance import MAGNITUDE
 from tfprune.files import atomic_write, publish_directory
 from tfprune.rewinding import RewoundSchedule, WeightRewinding, WeightSnapshot, learning_rate_schedule
 from tfprune.validation import is_integer
@@ -219,7 +220,8 @@ class IterativePruning:
         kept = [m.numpy() != 0 for w in self.wrappers for m in w.masks]
         layer_names = [w.layer.name for w in self.wrappers for _ in w.pruned_weights]
         axes = [a for w in self.wrappers for a in w.weight_axes]
-        masks = self._magnitude_masks([np.abs(v) * k for v, k in zip(weights, kept)], kept, layer_names, axes)
+        scores = [MAGNITUDE.entry_scores(v) * k for v, k in zip(weights, kept)]
+        masks = self._magnitude_masks(scores, kept, layer_names, axes)
         if self.control == "random_mask":  # as many per weight, chosen at random among the survivors
             rng = np.random.default_rng([self.seed, round_index])
             masks = [masks_lib.threshold_masks([(1 - rng.random(k.shape)) * k], 1 - m.mean(), self.granularity, [a])[0]

@@ -16,12 +16,12 @@ loop): updates written to the variables by other means bypass the constraint.
 
 
 import keras
-import numpy as np
 from keras import ops
 
 from tfprune import masks as masks_lib
 from tfprune import registry
 from tfprune import schedules
+from tfprune.criteria.importance import MAGNITUDE
 from tfprune.graph import compat
 
 SCOPES = ("layer", "global")
@@ -229,13 +229,12 @@ class PruneLowMagnitude(PruningWrapper):
 
         Scores are magnitudes, so already-pruned entries score 0 and stay pruned.
         """
+        scores = [MAGNITUDE.entry_scores(w) for w in weights]
         if self.granularity.m_by_n:
             m, n = self.granularity.m_by_n
-            return [masks_lib.m_by_n_mask(np.abs(w), m, n, axes) for w, axes in zip(weights, self.weight_axes)]
-        return [
-            masks_lib.threshold_masks([np.abs(w)], sparsity, self.granularity, [axes])[0]
-            for w, axes in zip(weights, self.weight_axes)
-        ]
+            return [masks_lib.m_by_n_mask(s, m, n, axes) for s, axes in zip(scores, self.weight_axes)]
+        return [masks_lib.threshold_masks([s], sparsity, self.granularity, [axes])[0]
+                for s, axes in zip(scores, self.weight_axes)]
 
     def apply_masks(self, new_masks, step):
         """Stores `new_masks`, zeroes the pruned entries of the weights and records `step`.

@@ -19,9 +19,9 @@ import numpy as np
 
 from tfprune.controller import StepKeeping, _shortfall_line, pruning_wrappers
 from tfprune.structured.analysis import ChannelAnalysis
-from tfprune.structured.importance import WeightSlice
+from tfprune.criteria.importance import WeightSlice
 from tfprune.layers.table import rule_by_class
-from tfprune.structured.importance import L2Norm
+from tfprune.criteria.importance import L2Norm
 from tfprune.structured.wrapper import PenaltyTerm, PruneChannels
 
 

@@ -5,7 +5,7 @@ import warnings
 
 from tfprune import controller, schedules
 from tfprune.graph.rebuild import copy_layer, rebuild, same_layer
-from tfprune.structured import importance as importance_lib
+from tfprune.criteria import importance as importance_lib
 from tfprune.structured import penalties as penalties_lib
 from tfprune.messages import first_names
 from tfprune.structured.analysis import ChannelAnalysis

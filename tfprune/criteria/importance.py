@@ -1,9 +1,11 @@
-"""Importance criteria for channel pruning: a score per channel group, the lowest pruned first.
+"""Importance criteria: a score per prunable unit, the lowest pruned first.
 
-A criterion sees one set of coupled channels at a time (for example the 64 filters of
-a Conv2D with the BatchNormalization after it and the rows of the next layer) as
-`WeightSlice`s: every weight along the set's channels, one row per group. It returns
-one score per group. Add your own by subclassing `Importance`.
+A criterion sees units as `WeightSlice`s: arrays with one row per unit. For channel
+pruning a unit is a group of coupled channels (for example one of the 64 filters of
+a Conv2D with the BatchNormalization after it and the rows of the next layer), and
+its row holds every weight along it. For magnitude pruning a unit is one weight
+entry (`entry_scores`): one slice with one entry per row, so that L1 and L2 are the
+magnitude. It returns one score per unit. Add your own by subclassing `Importance`.
 
 Example:
 
@@ -42,7 +44,7 @@ class WeightSlice:
 
 
 class Importance(Configurable):
-    """Scores the channel groups of one set of coupled channels; subclass it to add a criterion.
+    """Scores the units of one weight or one set of coupled channels; subclass it to add a criterion.
 
     A criterion that sets `needs_gradients = True` also receives, per producing layer, a slice
     named "taylor": the squared gradient of a unit gate on each channel, averaged over the
@@ -52,15 +54,29 @@ class Importance(Configurable):
     needs_gradients = False
 
     def __call__(self, slices):
-        """Returns one score per group (array of shape (groups,)), or None to leave this set unpruned."""
+        """Returns one score per unit (array of shape (units,)), or None to leave these units unpruned."""
         raise NotImplementedError(
-            f"{type(self).__name__} must implement __call__(slices) returning one score per channel group."
+            f"{type(self).__name__} must implement __call__(slices) returning one score per unit."
         )
+
+    def entry_scores(self, values, layer=None, name="weight"):
+        """A score for every entry of one weight, in its shape: the units of magnitude pruning.
+
+        >>> L1Norm().entry_scores(np.array([[-3.0, 1.0], [0.5, 0.0]]))
+        array([[3. , 1. ],
+               [0.5, 0. ]])
+        """
+        values = np.asarray(values)
+        scores = self([WeightSlice(layer, "entry", name, values.reshape(-1, 1))])
+        if scores is None:
+            raise ValueError(f"{type(self).__name__} cannot score single weight entries; use 'l1' or 'l2'.")
+        return np.asarray(scores).reshape(values.shape)
 
 
 @keras.saving.register_keras_serializable(package="tfprune")
 class L1Norm(Importance):
-    """Sum of absolute values of every weight coupled to the group (Li et al. 2017, filter pruning)."""
+    """Sum of absolute values of every weight coupled to the group (Li et al. 2017, filter pruning);
+    for a single weight entry, its magnitude: what `prune_low_magnitude` ranks by."""
 
     def __call__(self, slices):
         return sum(np.abs(s.values).sum(axis=1) for s in slices)
@@ -68,7 +84,7 @@ class L1Norm(Importance):
 
 @keras.saving.register_keras_serializable(package="tfprune")
 class L2Norm(Importance):
-    """Euclidean norm of every weight coupled to the group."""
+    """Euclidean norm of every weight coupled to the group (the magnitude, for a single weight entry)."""
 
     def __call__(self, slices):
         return np.sqrt(sum(np.square(s.values).sum(axis=1) for s in slices))
@@ -102,6 +118,7 @@ class Taylor(Importance):
 
 
 _BY_NAME = {"l1": L1Norm, "l2": L2Norm, "bn_scale": BatchNormScale, "taylor": Taylor}
+MAGNITUDE = L1Norm()
 
 
 def get(identifier):
