@@ -17,8 +17,9 @@ Granularities, as in TensorFlow Model Optimization:
   the rows, so (2, 4) is 2:4 sparsity and (1, 4) gives 25% zeros. A last, shorter
   group (input size not a multiple of n) keeps up to `n - m` weights, as tfmot's padding does.
 
-The number of pruned units is `round(sparsity * units)`, exactly, but every weight
-keeps at least one unit (one weight, or one block): a layer is never cut off entirely.
+The number of kept units is `units * (1 - sparsity)` rounded half to even in float32,
+as tfmot computes it, but every weight keeps at least one unit (one weight, or one
+block): a layer is never cut off entirely.
 """
 
 
@@ -180,6 +181,17 @@ def _ranked_keep(sizes, num_pruned, caps, flat_scores):
     return np.concatenate(parts)
 
 
+def pruned_count(sparsity, units):
+    """How many of `units` to prune at `sparsity`: tfmot keeps `round(units * (1 - sparsity))` (half to even,
+    in float32).
+
+    >>> pruned_count(0.5, 5), pruned_count(0.5, 6)
+    (3, 3)
+    """
+    kept = np.round(np.float32(units) * (np.float32(1.0) - np.float32(sparsity)))
+    return units - int(kept)
+
+
 def threshold_masks(score_list, sparsity, granularity, axes_list=None, max_sparsity=None):
     """Masks for several weights ranked together (one threshold across all of them).
 
@@ -197,7 +209,7 @@ def threshold_masks(score_list, sparsity, granularity, axes_list=None, max_spars
     sizes = [p.size for p in pooled]
     caps = [size - 1 if max_sparsity is None else min(size - 1, int(max_sparsity * size)) for size in sizes]
     flat = pooled[0].reshape(-1) if len(pooled) == 1 else np.concatenate([p.reshape(-1) for p in pooled])
-    keep = _ranked_keep(sizes, int(round(sparsity * flat.size)), caps, flat)
+    keep = _ranked_keep(sizes, pruned_count(sparsity, flat.size), caps, flat)
     masks = []
     for scores, axes, grid, p, start in zip(score_list, axes_list, grids, pooled, np.cumsum([0, *sizes])):
         block_mask = keep[start : start + p.size].reshape(p.shape)

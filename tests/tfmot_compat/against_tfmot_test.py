@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 import tfprune
+from tfprune import masks
 
 STEPS, BATCH = 16, 4
 SCHEDULES = {  # name: (tfmot's schedule, tfprune's), None for the default
@@ -85,3 +86,36 @@ def test_m_by_n_prunes_the_same_weights_as_tfmot_in_a_short_run(run, name):
         ours, theirs = stripped.layers[index].kernel.numpy(), tfmot_kernels[f"{name}/{layer}"]
         assert np.mean(theirs == 0) == 0.5, f"tfmot left {layer} at sparsity {np.mean(theirs == 0)}"
         np.testing.assert_array_equal(ours == 0, theirs == 0, err_msg=f"{name}: {layer} masks differ from tfmot's")
+
+
+COUNT_SCRIPT = """
+import os, sys
+os.environ["TF_USE_LEGACY_KERAS"] = "1"
+import numpy as np, tensorflow as tf
+from tensorflow_model_optimization.python.core.sparsity.keras import pruning_impl, pruning_schedule
+
+counts = {}
+for size, sparsity in eval(sys.argv[1]):
+    weight = tf.Variable(np.arange(1, size + 1, dtype="float32").reshape(size, 1))
+    pruning = pruning_impl.Pruning(
+        training_step_fn=lambda: 1, pruning_vars=[(weight, tf.Variable(tf.ones_like(weight)), tf.Variable(0.0))],
+        pruning_schedule=pruning_schedule.ConstantSparsity(sparsity, 0, frequency=1), block_size=(1, 1),
+        block_pooling_type="AVG")
+    counts[f"{size}/{sparsity}"] = int(size - np.sum(pruning._update_mask(weight)[1].numpy()))
+print(counts)
+"""
+
+
+def test_the_number_of_weights_pruned_is_tfmots_also_at_exact_halves():
+    cases = [(5, 0.5), (6, 0.5), (7, 0.5), (10, 0.25), (6, 0.25), (14, 0.75), (3, 0.5), (1000, 0.3), (784, 0.9)]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    result = subprocess.run([sys.executable, "-c", COUNT_SCRIPT, repr(cases)], capture_output=True, text=True,
+                            env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    theirs = eval(result.stdout.strip().splitlines()[-1])
+    ours = {}
+    for size, sparsity in cases:
+        scores = np.arange(1, size + 1, dtype="float32").reshape(size, 1)
+        keep = masks.threshold_masks([scores], sparsity, masks.Granularity())[0]
+        ours[f"{size}/{sparsity}"] = int(size - keep.sum())
+    assert ours == theirs
