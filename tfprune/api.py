@@ -18,8 +18,8 @@ from tfprune import masks as masks_lib
 from tfprune import registry
 from tfprune import schedules
 from tfprune.controller import pruning_wrappers, warn_if_m_by_n_ignores_schedule
-from tfprune.policy import PruningPolicy
 from tfprune.graph.rebuild import copy_layer, rebuild, same_layer
+from tfprune.policy import PruningPolicy
 from tfprune.wrapper import SCOPES, PruneLowMagnitude, PruningWrapper
 
 

@@ -6,10 +6,11 @@ import warnings
 import keras
 
 from tfprune.controller import PruningController, pruning_wrappers, saved_step
+from tfprune.report import sparsity_report
+from tfprune.stateless import masked_train_step
 from tfprune.structured.controller import ChannelController
 from tfprune.structured.wrapper import PruneChannels
 from tfprune.wrapper import PruneLowMagnitude
-from tfprune.report import sparsity_report
 
 
 class UpdatePruningStep(keras.callbacks.Callback):
@@ -54,6 +55,9 @@ class UpdatePruningStep(keras.callbacks.Callback):
             controller.set_step_driven(True)
         self.step = saved_step(wrappers)
         self._warned = False
+        if keras.backend.backend() == "jax" and hasattr(self.model, "train_step"):
+            # JAX's fit applies the optimizer statelessly: apply the masks of the train state after it.
+            self.model.train_step = masked_train_step(self.model, type(self.model).train_step.__get__(self.model))
         if hasattr(self.model, "make_train_function"):
             # Trace a fresh train step: one traced without this callback raised, and is unusable.
             self.model.make_train_function(force=True)
@@ -85,6 +89,7 @@ class UpdatePruningStep(keras.callbacks.Callback):
         # The next fit must retrace its train step, so that fitting without this callback is caught.
         if hasattr(self.model, "train_function"):
             self.model.train_function = None
+        vars(self.model).pop("train_step", None)  # JAX: the masked train step installed by on_train_begin
 
     def _warn_if_short(self, last_step):
         for line in (line for controller in self.controllers for line in controller.shortfalls(last_step)):
@@ -135,6 +140,8 @@ class PruningSummaries(keras.callbacks.Callback):
 
         if self._writer is None:
             self._writer = tf.summary.create_file_writer(os.path.join(self.log_dir, "pruning"))
+        if hasattr(self.model, "jax_state_sync"):  # JAX's fit keeps the weights out of the variables between syncs
+            self.model.jax_state_sync()
         step = saved_step(pruning_wrappers(self.model))
         report = sparsity_report(self.model)
         with self._writer.as_default():

@@ -56,6 +56,18 @@ class StepKeeping:
     """The pruning step that controllers read from and save into their `wrappers`."""
 
     wrappers = ()
+    model = None
+
+    def sync_state(self):
+        """Brings the state of a running JAX `fit` back into the variables before they are read or written.
+
+        JAX's `fit` keeps the train state as arrays between batches (the variables are emptied);
+        `jax_state_sync` writes it back, and `fit` reads the variables again at the next batch, so
+        the masks and weights written here are the ones it trains on. A no-op elsewhere.
+        """
+        sync = getattr(self.model, "jax_state_sync", None)
+        if sync is not None:
+            sync()
 
     @property
     def step(self):
@@ -67,6 +79,7 @@ class StepKeeping:
             w.step_driven = driven
 
     def save_step(self, step):
+        self.sync_state()
         for w in self.wrappers:
             w.pruning_step.assign(step)
 
@@ -81,6 +94,7 @@ class PruningController(StepKeeping):
     """
 
     def __init__(self, model):
+        self.model = model
         self.wrappers = [w for w in pruning_wrappers(model) if isinstance(w, PruneLowMagnitude)]
         if not self.wrappers:
             raise ValueError(
@@ -114,6 +128,7 @@ class PruningController(StepKeeping):
             return False
         targets = tuple(w for w, _ in due) + (self.global_scoped if global_sparsity is not None else ())
         self._pending = (step, [sparsity for _, sparsity in due], global_sparsity)
+        self.sync_state()
         self._update_call(targets)()
         return True
 
@@ -157,6 +172,7 @@ class PruningController(StepKeeping):
 
     def reapply_masks(self):
         """Zeroes the pruned weights again, e.g. after the optimizer swapped in averaged (EMA) weights."""
+        self.sync_state()
         for w in (*self.layer_scoped, *self.global_scoped):
             w.apply_masks([m.value for m in w.masks], w.pruning_step.value)
 

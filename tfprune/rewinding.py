@@ -173,6 +173,10 @@ class _RewindPoint(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch=None, logs=None):
         self._step += 1
+        if self._step == self.rewind_step or any(schedule.decision(self._step)[0] for schedule in self._schedules):
+            sync = getattr(self.model, "jax_state_sync", None)  # JAX's fit: the train state back in the variables
+            if sync is not None:
+                sync()
         if self.captured_step is None:
             if self._step == self.rewind_step:
                 self._capture_now()

@@ -3,7 +3,8 @@
 Such a loop keeps the model's variables as arrays and updates them with
 `optimizer.stateless_apply`, which knows the masks only as the values they had when
 the step was traced: pruned weights would grow back after every later mask update.
-`apply_masks` takes the masks from the loop's own non-trainable values instead.
+`apply_masks` takes the masks from the loop's own non-trainable values instead;
+`masked_train_step` does the same for `model.fit` (installed by `UpdatePruningStep`).
 """
 
 import keras
@@ -30,3 +31,26 @@ def apply_masks(model, trainable_values, non_trainable_values):
             variable.constraint.apply_mask(value) if isinstance(variable.constraint, MaskConstraint) else value
             for variable, value in zip(model.trainable_variables, trainable_values)
         ]
+
+
+def masked_train_step(model, train_step):
+    """JAX's `train_step(state, data)` with the pruned weights zeroed by the masks held in the state.
+
+    While the step is traced, the mask constraints are deferred: in the optimizer's
+    stateless scope the masks have no value (`fit` empties the variables) or a stale one
+    (the value at tracing). `apply_masks` then zeroes the returned trainable values by
+    the state's masks, so a mask update needs no retracing.
+    """
+
+    def masked_step(state, data):
+        constraints = [v.constraint for v in model.trainable_variables if isinstance(v.constraint, MaskConstraint)]
+        for constraint in constraints:
+            constraint.deferred = True
+        try:
+            logs, (trainable, non_trainable, *rest) = train_step(state, data)
+        finally:
+            for constraint in constraints:
+                constraint.deferred = False
+        return logs, (apply_masks(model, trainable, non_trainable), non_trainable, *rest)
+
+    return masked_step

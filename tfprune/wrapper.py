@@ -11,7 +11,9 @@ wrapped layer unchanged and training costs almost nothing extra per step:
   layer already had), so pruned weights never come back.
 
 Train pruned models with a Keras optimizer (`fit`, or `optimizer.apply` in a custom
-loop): updates written to the variables by other means bypass the constraint.
+loop): updates written to the variables by other means bypass the constraint. JAX's
+`fit` runs the optimizer statelessly, where the masks are arrays of the train state:
+there `UpdatePruningStep` wraps the train step to apply them (`stateless.masked_train_step`).
 """
 
 
@@ -32,11 +34,14 @@ class MaskConstraint:
     """A variable constraint `w -> apply_mask(inner(w))` of tfprune's, set on top of the variable's own (`inner`)."""
 
     inner = None
+    # True while JAX's train step is traced (`stateless.masked_train_step`): the step's masks are arrays of
+    # its state, which the optimizer's stateless scope does not hold, so they are applied after it instead.
+    deferred = False
 
     def __call__(self, value):
         if self.inner is not None:
             value = self.inner(value)
-        return self.apply_mask(value)
+        return value if self.deferred else self.apply_mask(value)
 
     def apply_mask(self, value):
         """`value` with the pruned entries zeroed, by the mask variable's current value."""

@@ -31,9 +31,9 @@ from tfprune.deploy.litert import LiteRTModel
 from tfprune.deploy.versions import versions
 from tfprune.files import atomic_write
 from tfprune.graph import compat
+from tfprune.graph.rebuild import copy_layer, rebuild
 from tfprune.graph.traverse import layers_in
 from tfprune.messages import first_names
-from tfprune.graph.rebuild import copy_layer, rebuild
 
 QUANTIZE_MODES = (None, "dynamic", "float16", "int8")
 

@@ -13,11 +13,11 @@ import keras
 import numpy as np
 
 from tfprune.graph import compat
-from tfprune.graph.traverse import layers_in
 from tfprune.graph.containers import is_graph_model
+from tfprune.graph.traverse import layers_in
+from tfprune.layers.table import rule_for
 from tfprune.messages import first_names
 from tfprune.structured.labels import Channels, LabelSets
-from tfprune.layers.table import rule_for
 from tfprune.structured.rules import Boundary, channel_count, weights_by_name
 from tfprune.structured.wrapper import PruneChannels
 

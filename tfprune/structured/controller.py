@@ -18,10 +18,9 @@ import keras
 import numpy as np
 
 from tfprune.controller import StepKeeping, _shortfall_line, pruning_wrappers
-from tfprune.structured.analysis import ChannelAnalysis
-from tfprune.criteria.importance import WeightSlice
+from tfprune.criteria.importance import L2Norm, WeightSlice
 from tfprune.layers.table import rule_by_class
-from tfprune.criteria.importance import L2Norm
+from tfprune.structured.analysis import ChannelAnalysis
 from tfprune.structured.wrapper import PenaltyTerm, PruneChannels
 
 
@@ -142,6 +141,7 @@ class ChannelController(StepKeeping):
         With a penalty, also records the step in the wrappers that add it (its strength warms up with it).
         """
         if self._penalized and self._penalty_step < self.penalty.warmup_steps:  # constant strength after it
+            self.sync_state()
             for w in self._penalized:
                 w.pruning_step.assign(step)
             self._penalty_step = step
@@ -154,6 +154,7 @@ class ChannelController(StepKeeping):
 
     def prune(self, sparsity, step):
         """Prunes the groups of lowest importance, so that `sparsity` of the channels are pruned."""
+        self.sync_state()
         recorded = self._recorded_gradients()
         read = _reader()
         scores = [self._scores(s, read, recorded) for s in self.sets]
@@ -281,6 +282,7 @@ class ChannelController(StepKeeping):
 
     def reapply_masks(self):
         """Zeroes the pruned channels again, e.g. after the optimizer swapped in averaged (EMA) weights."""
+        self.sync_state()
         for w in self.wrappers:
             w.apply_masks({role: ~w.pruned(role) for role in w.channel_masks}, w.pruning_step.value)
 

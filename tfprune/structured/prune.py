@@ -3,14 +3,16 @@
 import numbers
 import warnings
 
+import keras
+
 from tfprune import controller, schedules
-from tfprune.graph.rebuild import copy_layer, rebuild, same_layer
 from tfprune.criteria import importance as importance_lib
-from tfprune.structured import penalties as penalties_lib
+from tfprune.graph.rebuild import copy_layer, rebuild, same_layer
+from tfprune.layers.table import masked_roles
 from tfprune.messages import first_names
+from tfprune.structured import penalties as penalties_lib
 from tfprune.structured.analysis import ChannelAnalysis
 from tfprune.structured.controller import ChannelController, why_never_pruned
-from tfprune.layers.table import masked_roles
 from tfprune.structured.wrapper import PruneChannels
 from tfprune.wrapper import SCOPES
 
@@ -130,7 +132,13 @@ def _checked_settings(pruning_schedule, importance, scope, round_to, max_sparsit
             f"{max_sparsity:g}, the most of any set of channels that may be pruned: raise max_sparsity or lower "
             "the target."
         )
-    return {"pruning_schedule": pruning_schedule, "importance": importance_lib.get(importance), "scope": scope,
+    importance = importance_lib.get(importance)
+    if importance.needs_gradients and keras.backend.backend() != "tensorflow":
+        raise ValueError(
+            f"{type(importance).__name__} importance records gradients during fit on the TensorFlow backend only "
+            f"(this is {keras.backend.backend()}); use importance='l2' or 'l1' here, or KERAS_BACKEND=tensorflow."
+        )
+    return {"pruning_schedule": pruning_schedule, "importance": importance, "scope": scope,
             "round_to": None if round_to is None else int(round_to), "max_sparsity": float(max_sparsity),
             "penalty": penalty}
 

@@ -3,9 +3,9 @@
 from tfprune import controller
 from tfprune.graph import compat
 from tfprune.graph.rebuild import copy_layer, rebuild, same_layer
+from tfprune.layers.table import rule_for, why_nonzero
 from tfprune.structured.analysis import ChannelAnalysis
 from tfprune.structured.cost import model_cost
-from tfprune.layers.table import rule_for, why_nonzero
 
 
 def shrink(model, ignored_layers=None, verbose=True, copy=True):

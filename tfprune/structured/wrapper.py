@@ -14,8 +14,8 @@ from keras import ops
 from tfprune import schedules
 from tfprune.backend_calls import record_taylor
 from tfprune.criteria import importance as importance_lib
-from tfprune.structured import penalties as penalties_lib
 from tfprune.layers.table import rule_by_class
+from tfprune.structured import penalties as penalties_lib
 from tfprune.wrapper import MaskConstraint, PruningWrapper
 
 

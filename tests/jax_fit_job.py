@@ -1,0 +1,69 @@
+"""`model.fit` of pruned models under KERAS_BACKEND=jax, run by tests/test_jax_fit.py in a process of its own:
+`python jax_fit_job.py OUT.json DIR`. Each case reports what the sparsity report says at the end of training,
+read before UpdatePruningStep's on_train_end (which zeroes pruned weights again)."""
+
+import json
+import os
+import sys
+
+os.environ["KERAS_BACKEND"] = "jax"
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+import tfprune  # noqa: E402
+
+L = keras.layers
+rng = np.random.default_rng(0)
+x, y = rng.normal(size=(320, 16)).astype("float32"), rng.integers(0, 4, 320)
+
+
+class ReportAtEnd(keras.callbacks.Callback):
+    """Reads the report when training ends, before the callbacks after it run."""
+
+    def on_train_end(self, logs=None):
+        self.total = tfprune.sparsity_report(self.model)["total"]
+
+
+def mlp():
+    keras.utils.set_random_seed(0)
+    return keras.Sequential([keras.Input((16,)), L.Dense(32, activation="relu", name="hidden"),
+                             L.BatchNormalization(name="norm"), L.Dense(4, name="out")])
+
+
+def fit(model, epochs=2):
+    model.compile(keras.optimizers.Adam(1e-2), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    report = ReportAtEnd()
+    model.fit(x, y, batch_size=32, epochs=epochs, verbose=0, callbacks=[report, tfprune.UpdatePruningStep()])
+    return {"sparsity": report.total["sparsity"], "nonzero_under_mask": report.total["nonzero_under_mask"],
+            "step": tfprune.PruningController(model).step}
+
+
+results = {"backend": keras.backend.backend()}
+schedule = tfprune.PolynomialDecay(0.0, 0.8, begin_step=0, end_step=20, frequency=5)
+results["layer"] = fit(tfprune.prune_low_magnitude(mlp(), schedule))
+results["global"] = fit(tfprune.prune_low_magnitude(mlp(), schedule, scope="global"))
+results["2:4"] = fit(tfprune.prune_low_magnitude(mlp(), sparsity_m_by_n=(2, 4)))
+
+channels = tfprune.prune_channels(mlp(), tfprune.ConstantSparsity(0.5, 0, frequency=5))
+channels.compile(keras.optimizers.Adam(1e-2), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+channels.fit(x, y, batch_size=32, epochs=2, verbose=0, callbacks=[tfprune.UpdatePruningStep()])
+small = tfprune.shrink(channels, verbose=False)
+results["channels"] = {"hidden_units": small.get_layer("hidden").units,
+                       "max_output_difference": float(np.max(np.abs(small.predict(x, verbose=0)
+                                                                     - channels.predict(x, verbose=0))))}
+
+saved = tfprune.prune_low_magnitude(mlp(), tfprune.PolynomialDecay(0.0, 0.8, begin_step=0, end_step=40, frequency=5))
+fit(saved, epochs=2)  # steps 1..20
+path = os.path.join(sys.argv[2], "pruned.keras")
+saved.save(path)
+resumed = tfprune.load_model(path)
+results["resumed"] = {"step_loaded": tfprune.PruningController(resumed).step, **fit(resumed, epochs=2)}
+
+try:
+    tfprune.prune_channels(mlp(), tfprune.ConstantSparsity(0.5, 1), importance="taylor")
+except ValueError as error:
+    results["taylor_refused"] = str(error)
+
+with open(sys.argv[1], "w") as file:
+    json.dump(results, file)

@@ -1,0 +1,44 @@
+"""`model.fit` of pruned models under the JAX backend (tests/jax_fit_job.py, in a process of its own):
+layer and global scope and N:M reach their sparsity with no pruned weight alive under its mask, channel
+pruning shrinks to the same outputs, and a `.keras` saved under JAX resumes its schedule."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+JOB = Path(__file__).parent / "jax_fit_job.py"
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("jax_fit")
+    run = subprocess.run([sys.executable, str(JOB), str(folder / "results.json"), str(folder)],
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    return json.loads((folder / "results.json").read_text())
+
+
+def test_the_job_ran_on_jax(results):
+    assert results["backend"] == "jax"
+
+
+@pytest.mark.parametrize("case, sparsity", [("layer", 0.8), ("global", 0.8), ("2:4", 0.5)])
+def test_magnitude_pruning_reaches_its_sparsity_under_jax_fit(results, case, sparsity):
+    assert results[case] == {"sparsity": pytest.approx(sparsity, abs=0.01), "nonzero_under_mask": 0, "step": 20}
+
+
+def test_channel_pruning_under_jax_fit_shrinks_to_the_same_outputs(results):
+    assert results["channels"]["hidden_units"] == 16
+    assert results["channels"]["max_output_difference"] < 1e-5
+
+
+def test_a_model_saved_under_jax_resumes_its_schedule(results):
+    assert results["resumed"] == {"step_loaded": 20, "sparsity": pytest.approx(0.8, abs=0.01),
+                                  "nonzero_under_mask": 0, "step": 40}
+
+
+def test_taylor_importance_is_refused_under_jax_before_any_training(results):
+    assert "TensorFlow backend only" in results["taylor_refused"] and "importance='l2'" in results["taylor_refused"]
