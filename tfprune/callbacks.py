@@ -7,7 +7,7 @@ import keras
 
 from tfprune.controller import PruningController, pruning_wrappers, saved_step
 from tfprune.report import sparsity_report
-from tfprune.stateless import masked_train_step
+from tfprune.stateless import retrace_train_step
 from tfprune.structured.controller import ChannelController
 from tfprune.structured.wrapper import PruneChannels
 from tfprune.wrapper import PruneLowMagnitude
@@ -55,12 +55,9 @@ class UpdatePruningStep(keras.callbacks.Callback):
             controller.set_step_driven(True)
         self.step = saved_step(wrappers)
         self._warned = False
-        if keras.backend.backend() == "jax" and hasattr(self.model, "train_step"):
-            # JAX's fit applies the optimizer statelessly: apply the masks of the train state after it.
-            self.model.train_step = masked_train_step(self.model, type(self.model).train_step.__get__(self.model))
-        if hasattr(self.model, "make_train_function"):
-            # Trace a fresh train step: one traced without this callback raised, and is unusable.
-            self.model.make_train_function(force=True)
+        # A fresh train step: one traced without this callback raised, and is unusable; under JAX the
+        # optimizer runs statelessly, and the step applies the masks of the train state after it.
+        retrace_train_step(self.model)
 
     def on_epoch_begin(self, epoch=None, logs=None):
         steps, epochs = (self.params or {}).get("steps"), (self.params or {}).get("epochs")

@@ -25,6 +25,7 @@ from keras import ops
 from tfprune.controller import mask_schedule, pruning_wrappers, saved_step
 from tfprune.files import atomic_write
 from tfprune.graph import compat
+from tfprune.stateless import retrace_train_step
 from tfprune.validation import is_integer
 
 OPTIMIZER_STATES = ("reset", "keep")
@@ -390,8 +391,7 @@ class LearningRateRewinding(_RewindPoint):
             schedule = self.schedule
         rewound = RewoundSchedule(schedule)
         optimizer.learning_rate = rewound
-        if hasattr(self.model, "make_train_function"):
-            self.model.make_train_function(force=True)  # the traced step must read the new schedule
+        retrace_train_step(self.model)  # the traced step must read the new schedule
         return rewound
 
     def _capture(self):
@@ -401,4 +401,6 @@ class LearningRateRewinding(_RewindPoint):
     def _after_pruning(self):
         offset = int(self.model.optimizer.iterations.numpy()) - self.rewound.rewind_iteration
         self.rewound.offset.assign(offset)
+        if keras.backend.backend() == "jax":
+            retrace_train_step(self.model)  # the offset is not in JAX's train state: its traced value would stay
         self._say(f"pruned; learning-rate schedule replayed from optimizer step {self.rewound.rewind_iteration}.")

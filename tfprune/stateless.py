@@ -54,3 +54,15 @@ def masked_train_step(model, train_step):
         return logs, (apply_masks(model, trainable, non_trainable), non_trainable, *rest)
 
     return masked_step
+
+
+def retrace_train_step(model):
+    """Makes `fit` trace `model`'s train step again at its next batch, e.g. after a value it reads changed.
+
+    Under JAX the step is a fresh `masked_train_step`: jit would find the same function in its
+    cache and keep the values it traced with (a learning-rate offset outside the train state).
+    """
+    if keras.backend.backend() == "jax" and hasattr(model, "train_step"):
+        model.train_step = masked_train_step(model, type(model).train_step.__get__(model))
+    if hasattr(model, "make_train_function"):
+        model.make_train_function(force=True)
