@@ -60,6 +60,19 @@ saved.save(path)
 resumed = tfprune.load_model(path)
 results["resumed"] = {"step_loaded": tfprune.PruningController(resumed).step, **fit(resumed, epochs=2)}
 
+rewound = tfprune.prune_low_magnitude(mlp(), schedule)
+initial = rewound.get_layer("prune_low_magnitude_hidden").layer.kernel.numpy()
+rewound.compile(keras.optimizers.Adam(1e-2), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+rewound.fit(x, y, batch_size=32, epochs=2, verbose=0,  # the last mask update is at the last step, 20
+            callbacks=[tfprune.UpdatePruningStep(), tfprune.WeightRewinding(rewind_step=0, verbose=0),
+                       tfprune.PruningSummaries(os.path.join(sys.argv[2], "logs"))])
+hidden = rewound.get_layer("prune_low_magnitude_hidden")
+results["weight_rewinding"] = {
+    "kernel_is_initial_times_mask": bool(np.array_equal(hidden.layer.kernel.numpy(), initial * hidden.masks[0].numpy())),
+    "sparsity": tfprune.sparsity_report(rewound)["total"]["sparsity"],
+    "summaries_written": len(os.listdir(os.path.join(sys.argv[2], "logs", "pruning"))),
+}
+
 try:
     tfprune.prune_channels(mlp(), tfprune.ConstantSparsity(0.5, 1), importance="taylor")
 except ValueError as error:

@@ -43,6 +43,11 @@ def test_a_model_saved_under_jax_resumes_its_schedule(results):
                                   "nonzero_under_mask": 0, "step": 40}
 
 
+def test_weight_rewinding_and_summaries_under_jax_fit(results):
+    assert results["weight_rewinding"] == {"kernel_is_initial_times_mask": True,
+                                           "sparsity": pytest.approx(0.8, abs=0.01), "summaries_written": 1}
+
+
 def test_taylor_importance_is_refused_under_jax_before_any_training(results):
     assert "TensorFlow backend only" in results["taylor_refused"] and "importance='l2'" in results["taylor_refused"]
 
