@@ -73,6 +73,20 @@ results["weight_rewinding"] = {
     "summaries_written": len(os.listdir(os.path.join(sys.argv[2], "logs", "pruning"))),
 }
 
+import keras_hub  # noqa: E402 - only this case needs it
+
+keras.utils.set_random_seed(0)
+bert = keras_hub.models.BertBackbone(vocabulary_size=100, num_layers=1, num_heads=2, hidden_dim=16,
+                                     intermediate_dim=32, max_sequence_length=8)
+tokens = {"token_ids": rng.integers(0, 100, (32, 8)).astype("int32"), "segment_ids": np.zeros((32, 8), "int32"),
+          "padding_mask": np.ones((32, 8), "int32")}
+pruned_bert = tfprune.prune_low_magnitude(bert, tfprune.ConstantSparsity(0.8, 0, frequency=1))
+pruned_bert.compile("adam", "mse")
+targets = keras.tree.map_structure(np.zeros_like, pruned_bert.predict(tokens, verbose=0))
+report = ReportAtEnd()
+pruned_bert.fit(tokens, targets, batch_size=8, verbose=0, callbacks=[report, tfprune.UpdatePruningStep()])
+results["keras_hub_bert"] = {"sparsity": report.total["sparsity"], "nonzero_under_mask": report.total["nonzero_under_mask"]}
+
 try:
     tfprune.prune_channels(mlp(), tfprune.ConstantSparsity(0.5, 1), importance="taylor")
 except ValueError as error:

@@ -48,6 +48,10 @@ def test_weight_rewinding_and_summaries_under_jax_fit(results):
                                            "sparsity": pytest.approx(0.8, abs=0.01), "summaries_written": 1}
 
 
+def test_a_keras_hub_backbone_is_pruned_in_jax_fit(results):
+    assert results["keras_hub_bert"] == {"sparsity": pytest.approx(0.8, abs=0.01), "nonzero_under_mask": 0}
+
+
 def test_taylor_importance_is_refused_under_jax_before_any_training(results):
     assert "TensorFlow backend only" in results["taylor_refused"] and "importance='l2'" in results["taylor_refused"]
 

@@ -125,6 +125,11 @@ class PruningWrapper(keras.layers.Wrapper):
     def compute_mask(self, *args, **kwargs):
         return self.layer.compute_mask(*args, **kwargs)
 
+    def compute_output_spec(self, *args, **kwargs):
+        # The wrapped layer's own answer: tracing `call` symbolically instead fails under JAX for layers whose
+        # call compares unknown sizes (keras-hub's TransformerEncoder), which answer from their output shape.
+        return self.layer.compute_output_spec(*args, **kwargs)
+
     def release(self):
         """Writes the values inference uses into the inner layer and gives its variables back their own constraints.
 
