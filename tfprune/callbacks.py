@@ -7,7 +7,7 @@ import keras
 
 from tfprune.controller import PruningController, pruning_wrappers, saved_step
 from tfprune.report import sparsity_report
-from tfprune.stateless import retrace_train_step
+from tfprune.stateless import retrace_train_step, sync_variables
 from tfprune.structured.controller import ChannelController
 from tfprune.structured.wrapper import PruneChannels
 from tfprune.wrapper import PruneLowMagnitude
@@ -137,8 +137,7 @@ class PruningSummaries(keras.callbacks.Callback):
 
         if self._writer is None:
             self._writer = tf.summary.create_file_writer(os.path.join(self.log_dir, "pruning"))
-        if hasattr(self.model, "jax_state_sync"):  # JAX's fit keeps the weights out of the variables between syncs
-            self.model.jax_state_sync()
+        sync_variables(self.model)
         step = saved_step(pruning_wrappers(self.model))
         report = sparsity_report(self.model)
         with self._writer.as_default():

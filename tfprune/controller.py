@@ -14,6 +14,7 @@ from tfprune import schedules
 from tfprune.backend_calls import host_call, one_graph_call
 from tfprune.criteria.importance import MAGNITUDE
 from tfprune.graph.traverse import layers_in
+from tfprune.stateless import sync_variables
 from tfprune.wrapper import PruneLowMagnitude, PruningWrapper
 
 # N:M masks are computed once, at step 1 (the first training batch), and then held, whatever the
@@ -59,15 +60,9 @@ class StepKeeping:
     model = None
 
     def sync_state(self):
-        """Brings the state of a running JAX `fit` back into the variables before they are read or written.
-
-        JAX's `fit` keeps the train state as arrays between batches (the variables are emptied);
-        `jax_state_sync` writes it back, and `fit` reads the variables again at the next batch, so
-        the masks and weights written here are the ones it trains on. A no-op elsewhere.
-        """
-        sync = getattr(self.model, "jax_state_sync", None)
-        if sync is not None:
-            sync()
+        """Brings the state of a running JAX `fit` into the variables, so that the masks and weights written
+        here are the ones it trains on next (`stateless.sync_variables`)."""
+        sync_variables(self.model)
 
     @property
     def step(self):

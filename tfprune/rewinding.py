@@ -25,7 +25,7 @@ from keras import ops
 from tfprune.controller import mask_schedule, pruning_wrappers, saved_step
 from tfprune.files import atomic_write
 from tfprune.graph import compat
-from tfprune.stateless import retrace_train_step
+from tfprune.stateless import retrace_train_step, sync_variables
 from tfprune.validation import is_integer
 
 OPTIMIZER_STATES = ("reset", "keep")
@@ -174,15 +174,13 @@ class _RewindPoint(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch=None, logs=None):
         self._step += 1
-        if self._step == self.rewind_step or any(schedule.decision(self._step)[0] for schedule in self._schedules):
-            sync = getattr(self.model, "jax_state_sync", None)  # JAX's fit: the train state back in the variables
-            if sync is not None:
-                sync()
+        masks_may_change = any(schedule.decision(self._step)[0] for schedule in self._schedules)
+        if masks_may_change or self._step == self.rewind_step:
+            sync_variables(self.model)
         if self.captured_step is None:
             if self._step == self.rewind_step:
                 self._capture_now()
-        elif (self._step > self.captured_step and any(schedule.decision(self._step)[0] for schedule in self._schedules)
-              and saved_step(self._wrappers) == self._step):
+        elif self._step > self.captured_step and masks_may_change and saved_step(self._wrappers) == self._step:
             self._after_pruning()
 
     def on_epoch_end(self, epoch, logs=None):

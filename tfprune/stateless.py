@@ -56,6 +56,17 @@ def masked_train_step(model, train_step):
     return masked_step
 
 
+def sync_variables(model):
+    """Writes the train state of a running JAX `fit` back into the model's variables, before they are read or
+    written outside the train step (`fit` empties them between syncs, and reads them again at its next batch).
+
+    A no-op on the other backends.
+    """
+    sync = getattr(model, "jax_state_sync", None)
+    if sync is not None:
+        sync()
+
+
 def retrace_train_step(model):
     """Makes `fit` trace `model`'s train step again at its next batch, e.g. after a value it reads changed.
 
