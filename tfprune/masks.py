@@ -68,11 +68,6 @@ class Granularity:
         """True for block or N:M sparsity, which need a weight with input and output axes."""
         return self.m_by_n is not None or self.block_size != (1, 1)
 
-    @property
-    def m_by_n_sparsity(self):
-        """The fraction of weights N:M sparsity zeroes (for input sizes that are multiples of n)."""
-        return self.m_by_n[0] / self.m_by_n[1]
-
     def check_fits(self, axes, shape, weight_name):
         """Raises ValueError when this granularity cannot tile a weight of `shape` with `axes`."""
         if self.structured and axes.grouping is None:
