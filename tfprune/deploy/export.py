@@ -341,14 +341,8 @@ def _plain_tensorflow_verdict(model, quantize):
 
 def _io_description(lite, inputs):
     """What each input and output became, e.g. "input 'ids' (int32): int32 (kept integer, not quantized)"."""
-    position = _signature_positions(lite)
-    return [f"input '{spec.keras_name}' ({spec.dtype}): {_tensor_kind(lite.inputs[position[spec.name]])}"
-            for spec in inputs] + [f"output_{i}: {_tensor_kind(detail)}" for i, detail in enumerate(lite.outputs)]
-
-
-def _signature_positions(lite):
-    """{signature name: position in `lite.inputs`}: LiteRTModel orders inputs by name, Keras by its own rule."""
-    return {name: i for i, name in enumerate(lite.input_names)}
+    return [f"input '{spec.keras_name}' ({spec.dtype}): "
+            f"{_tensor_kind(lite.inputs[lite.input_names.index(spec.name)])}" for spec in inputs] + [f"output_{i}: {_tensor_kind(detail)}" for i, detail in enumerate(lite.outputs)]
 
 
 def _tensor_kind(detail):
@@ -368,9 +362,7 @@ def _keras_outputs(model, x):
 
 def _parity(expected, lite, x, inputs):
     """Parity metrics of `lite` against the Keras outputs `expected` on `x` (one batch per input, `inputs` order)."""
-    position = _signature_positions(lite)
-    fed = [batch for _, batch in sorted(zip(inputs, x), key=lambda pair: position[pair[0].name])]
-    actual = lite.predict(fed if len(fed) > 1 else fed[0])
+    actual = lite.predict({spec.name: batch for spec, batch in zip(inputs, x)})  # by name: orders differ
     actual = actual if isinstance(actual, list) else [actual]
     return {
         "samples": int(len(x[0])),
