@@ -59,6 +59,11 @@ def _check_steps(begin_step, end_step, frequency):
         raise ValueError(f"`frequency` must be a positive number of steps, got {frequency}.")
 
 
+def _as_step(step):
+    """A Python int for an integer step (the fast path), else an integer tensor (traced code, tfmot's variables)."""
+    return int(step) if is_integer(step) else _integer_tensor(step)
+
+
 def _integer_tensor(step):
     """A tensor, variable or array `step` as an integer tensor, or a ValueError saying what a step is."""
     message = f"A pruning schedule needs an integer step (a Python int or an integer tensor), got {step!r}."
@@ -117,7 +122,7 @@ class PruningSchedule:
         self.frequency = int(frequency)
 
     def __call__(self, step):
-        step = int(step) if is_integer(step) else _integer_tensor(step)
+        step = _as_step(step)
         should_update = _updates_at(step, self.begin_step, self.end_step, self.frequency)
         sparsity = self.sparsity_at(step)
         return should_update, (sparsity if isinstance(step, int) else ops.cast(sparsity, "float32"))
@@ -174,7 +179,7 @@ class PruningSchedule:
     # tfmot's helpers for its subclasses, so that a schedule written for tfmot runs unchanged.
 
     def _should_prune_in_step(self, step, begin_step, end_step, frequency):
-        return _updates_at(int(step) if is_integer(step) else _integer_tensor(step), begin_step, end_step, frequency)
+        return _updates_at(_as_step(step), begin_step, end_step, frequency)
 
     def _validate_step(self, begin_step, end_step, frequency, allow_negative_1):
         _check_steps(begin_step, end_step, frequency)
