@@ -47,6 +47,11 @@ def _most_prunable(size, max_sparsity):
     return min(size - 1, math.floor(max_sparsity * size + 1e-9))
 
 
+def _layer_count(size, cap, sparsity):
+    """Groups of a set of `size` pruned at `sparsity` with scope="layer": the nearest count, at most `cap`."""
+    return min(cap, _nearest(sparsity * size))
+
+
 def _rounded(size, count, round_to):
     """`count` lowered so that the groups kept are a multiple of `round_to` (or all of them)."""
     if not round_to or count == 0:
@@ -64,7 +69,7 @@ def why_never_pruned(size, sparsity, scope, max_sparsity, round_to):
     'round_to=8 keeps a multiple of 8 of them, so all'
     """
     most = _most_prunable(size, max_sparsity)
-    asked = min(most, _nearest(sparsity * size)) if scope == "layer" else most
+    asked = _layer_count(size, most, sparsity) if scope == "layer" else most
     if _rounded(size, asked, round_to):
         return None
     if size == 1:
@@ -140,21 +145,24 @@ class ChannelController(StepKeeping):
 
         With a penalty, also records the step in the wrappers that add it (its strength warms up with it).
         """
-        if self._penalized and self._penalty_step < self.penalty.warmup_steps:  # constant strength after it
-            self.sync_state()
+        warming_up = self._penalized and self._penalty_step < self.penalty.warmup_steps  # constant strength after
+        should_update, sparsity = self.schedule.decision(step) if self.schedule is not None else (False, None)
+        if warming_up or should_update:
+            self.sync_state()  # once, for both writes
+        if warming_up:
             for w in self._penalized:
                 w.pruning_step.assign(step)
             self._penalty_step = step
-        if self.schedule is None:
-            return False
-        should_update, sparsity = self.schedule.decision(step)
         if should_update:
-            self.prune(sparsity, step)
-        return bool(should_update)
+            self._prune(sparsity, step)
+        return should_update
 
     def prune(self, sparsity, step):
         """Prunes the groups of lowest importance, so that `sparsity` of the channels are pruned."""
         self.sync_state()
+        self._prune(sparsity, step)
+
+    def _prune(self, sparsity, step):
         recorded = self._recorded_gradients()
         read = _reader()
         scores = [self._scores(s, read, recorded) for s in self.sets]
@@ -257,7 +265,7 @@ class ChannelController(StepKeeping):
         """How many groups to prune in each set."""
         caps = [0 if s is None else _most_prunable(c.size, self.max_sparsity) for c, s in zip(self.sets, scores)]
         if self.scope == "layer":
-            counts = [min(cap, _nearest(sparsity * c.size)) for c, cap in zip(self.sets, caps)]
+            counts = [_layer_count(c.size, cap, sparsity) for c, cap in zip(self.sets, caps)]
         else:
             counts = self._global_counts(scores, caps, sparsity)
         return [_rounded(c.size, count, self.round_to) for c, count in zip(self.sets, counts)]
