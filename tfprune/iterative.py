@@ -234,19 +234,13 @@ class IterativePruning:
     def _magnitude_masks(self, scores, kept, layer_names, axes):
         """Keep-masks that prune each weight's rate of its survivors; with scope="global" one ranking for the
         weights without their own rate, so that together they lose `rate` of theirs."""
-        masks = [None] * len(scores)
-        ranked_together = [i for i, name in enumerate(layer_names)
-                           if self.scope == "global" and name not in self.layer_rates]
-        for i in (i for i in range(len(scores)) if i not in ranked_together):
-            sparsity = 1 - kept[i].mean() * (1 - self.layer_rates.get(layer_names[i], self.rate))
-            masks[i] = masks_lib.threshold_masks([scores[i]], sparsity, self.granularity, [axes[i]])[0]
-        if ranked_together:
-            remaining = sum(int(kept[i].sum()) for i in ranked_together) / sum(kept[i].size for i in ranked_together)
-            together = masks_lib.threshold_masks([scores[i] for i in ranked_together], 1 - remaining * (1 - self.rate),
-                                                 self.granularity, [axes[i] for i in ranked_together])
-            for i, mask in zip(ranked_together, together):
-                masks[i] = mask
-        return masks
+        own_rates = {i: self.layer_rates.get(name, self.rate) for i, name in enumerate(layer_names)
+                     if self.scope == "layer" or name in self.layer_rates}
+        overrides = {i: 1 - kept[i].mean() * (1 - rate) for i, rate in own_rates.items()}
+        together = [kept[i] for i in range(len(kept)) if i not in overrides]
+        remaining = sum(int(k.sum()) for k in together) / max(1, sum(k.size for k in together))
+        return masks_lib.threshold_masks(scores, 1 - remaining * (1 - self.rate), self.granularity, axes,
+                                         scope="global", overrides=overrides)
 
     def _reset(self, round_index):
         if self.mode != "weights":

@@ -243,8 +243,7 @@ class PruneLowMagnitude(PruningWrapper):
         if self.granularity.m_by_n:
             m, n = self.granularity.m_by_n
             return [masks_lib.m_by_n_mask(s, m, n, axes) for s, axes in zip(scores, self.weight_axes)]
-        return [masks_lib.threshold_masks([s], sparsity, self.granularity, [axes])[0]
-                for s, axes in zip(scores, self.weight_axes)]
+        return masks_lib.threshold_masks(scores, sparsity, self.granularity, self.weight_axes, scope="layer")
 
     def apply_masks(self, new_masks, step):
         """Stores `new_masks`, zeroes the pruned entries of the weights and records `step`.

@@ -7,8 +7,9 @@ At each update its schedule gives a sparsity s; then
 - scope "global": scores are divided by their set's mean (so that sets of different
   scale compare) and the s fraction of all channels with the lowest is pruned.
 No set loses more than `max_sparsity` of its channels or its last channel, and with
-`round_to` every set keeps a multiple of it (or all its channels). Pruned groups
-stay pruned.
+`round_to` every set keeps a multiple of it (or all its channels): the counts and the
+choice are `tfprune.selection.allocation.allocate`'s, as for weights. Pruned groups
+score -inf, so they stay pruned.
 """
 
 import math
@@ -20,6 +21,7 @@ import numpy as np
 from tfprune.controller import StepKeeping, _shortfall_line, pruning_wrappers
 from tfprune.criteria.importance import L2Norm, WeightSlice
 from tfprune.layers.table import rule_by_class
+from tfprune.selection.allocation import allocate, most_prunable, pruned_count, rounded_count
 from tfprune.structured.analysis import ChannelAnalysis
 from tfprune.structured.wrapper import PenaltyTerm, PruneChannels
 
@@ -36,28 +38,11 @@ def _reader():
     return read
 
 
-def _nearest(count):
-    """`count` rounded to the nearest integer, halves up (as tfmot rounds the number of weights it keeps), so
-    that a schedule ending at 0.4999 of 16 channels prunes 8, not 7."""
-    return math.floor(count + 0.5)
-
-
-def _most_prunable(size, max_sparsity):
-    """The most groups of a set of `size` that may be pruned: `max_sparsity` of them, never the last one."""
-    return min(size - 1, math.floor(max_sparsity * size + 1e-9))
-
-
-def _layer_count(size, cap, sparsity):
-    """Groups of a set of `size` pruned at `sparsity` with scope="layer": the nearest count, at most `cap`."""
-    return min(cap, _nearest(sparsity * size))
-
-
-def _rounded(size, count, round_to):
-    """`count` lowered so that the groups kept are a multiple of `round_to` (or all of them)."""
-    if not round_to or count == 0:
-        return count
-    keep = min(size, math.ceil((size - count) / round_to) * round_to)
-    return size - keep
+def _scale(scores):
+    """The mean of a set's finite scores (1 if not positive): global scope divides by it, so that sets of
+    different scale compare."""
+    finite = scores[np.isfinite(scores)]
+    return finite.mean() if finite.size and finite.mean() > 0 else 1.0
 
 
 def why_never_pruned(size, sparsity, scope, max_sparsity, round_to):
@@ -68,9 +53,9 @@ def why_never_pruned(size, sparsity, scope, max_sparsity, round_to):
     >>> why_never_pruned(4, 0.5, "layer", 0.9, round_to=8)
     'round_to=8 keeps a multiple of 8 of them, so all'
     """
-    most = _most_prunable(size, max_sparsity)
-    asked = _layer_count(size, most, sparsity) if scope == "layer" else most
-    if _rounded(size, asked, round_to):
+    most = most_prunable(size, max_sparsity)
+    asked = min(most, pruned_count(sparsity, size)) if scope == "layer" else most
+    if rounded_count(size, asked, round_to):
         return None
     if size == 1:
         return "a set keeps its last channel"
@@ -166,9 +151,10 @@ class ChannelController(StepKeeping):
         recorded = self._recorded_gradients()
         read = _reader()
         scores = [self._scores(s, read, recorded) for s in self.sets]
-        counts = self._counts(scores, float(sparsity))
-        self._apply([np.argsort(s, kind="stable")[:count] if count else [] for s, count in zip(scores, counts)],
-                    step)
+        if self.scope == "global":
+            scores = [None if s is None else s / _scale(s) for s in scores]
+        keep = allocate(scores, float(sparsity), self.scope, self.max_sparsity, self.round_to)
+        self._apply([np.flatnonzero(~k) for k in keep], step)
 
     def prune_below(self, threshold):
         """Prunes every group whose L2 norm (over all its coupled weights) is below `threshold`.
@@ -260,33 +246,6 @@ class ChannelController(StepKeeping):
             if wrapper is not None and role in wrapper.channel_masks:
                 return wrapper.pruned(role)[indices[:, 0]]
         return np.zeros(channel_set.size, bool)
-
-    def _counts(self, scores, sparsity):
-        """How many groups to prune in each set."""
-        caps = [0 if s is None else _most_prunable(c.size, self.max_sparsity) for c, s in zip(self.sets, scores)]
-        if self.scope == "layer":
-            counts = [_layer_count(c.size, cap, sparsity) for c, cap in zip(self.sets, caps)]
-        else:
-            counts = self._global_counts(scores, caps, sparsity)
-        return [_rounded(c.size, count, self.round_to) for c, count in zip(self.sets, counts)]
-
-    def _global_counts(self, scores, caps, sparsity):
-        normalized = []
-        for index, set_scores in enumerate(scores):
-            if set_scores is None:
-                continue
-            finite = set_scores[np.isfinite(set_scores)]
-            scale = finite.mean() if finite.size and finite.mean() > 0 else 1.0
-            normalized += [(score / scale, index) for score in set_scores]
-        total = _nearest(sparsity * len(normalized))
-        counts = [0] * len(self.sets)
-        for _, index in sorted(normalized, key=lambda pair: pair[0]):
-            if total == 0:
-                break
-            if counts[index] < caps[index]:
-                counts[index] += 1
-                total -= 1
-        return counts
 
     def reapply_masks(self):
         """Zeroes the pruned channels again, e.g. after the optimizer swapped in averaged (EMA) weights."""
