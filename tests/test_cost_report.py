@@ -107,7 +107,7 @@ def test_sparsity_report_counts_a_pruned_weight_written_back_under_its_mask():
 
 def test_sparsity_report_counts_a_channel_written_back_under_its_mask():
     pruned = tfprune.prune_channels(_two_dense_layers(), tfprune.ConstantSparsity(0.5, 0))
-    tfprune.ChannelController(pruned).prune(0.5, step=0)
+    tfprune.PruningController(pruned).prune_to(0.5, step=0)
     assert tfprune.sparsity_report(pruned)["total"]["nonzero_under_mask"] == 0
 
     wrapper = pruned.get_layer("prune_channels_hidden")

@@ -18,7 +18,7 @@ def tiny_mlp():
 
 def test_the_added_loss_is_sqrt_size_times_the_group_norm_warmed_up_from_zero():
     model = tfprune.prune_channels(tiny_mlp(), None, penalty=tfprune.GroupLasso(0.5, warmup_steps=10))
-    controller = tfprune.ChannelController(model)
+    controller = tfprune.PruningController(model)
     controller.set_step_driven(True)
     x = np.ones((2, 4), "float32")
     kernel, bias = model.get_layer("prune_channels_hidden").layer.get_weights()
@@ -103,7 +103,7 @@ def test_l0_gates_sit_on_the_batch_norm_or_the_producer_and_add_the_expected_ope
     gated = _gated_mlp()
     assert {layer.layer.name: layer.gate_roles for layer in gated.layers if isinstance(layer, tfprune.PruneChannels)} \
         == {"h1": (), "bn": ("channel",), "h2": ("output",)}
-    controller = tfprune.ChannelController(gated)
+    controller = tfprune.PruningController(gated)
     controller.set_step_driven(True)
     controller.update(1000)  # warmed up
     gated(np.zeros((2, 64), "float32"), training=True)

@@ -64,7 +64,7 @@ def test_a_saved_run_resumes_with_its_masks_and_step(images, tmp_path):
     loaded = tfprune.load_model(path)
 
     assert channel_counts(loaded) == channel_counts(pruned)
-    assert tfprune.ChannelController(loaded).step == steps
+    assert tfprune.PruningController(loaded).step == steps
     before = channel_counts(loaded)
     loaded.fit(x, y, epochs=1, batch_size=BATCH, verbose=0, callbacks=[tfprune.UpdatePruningStep()])
     after = channel_counts(loaded)
@@ -74,9 +74,9 @@ def test_a_saved_run_resumes_with_its_masks_and_step(images, tmp_path):
 
 def test_round_to_keeps_multiples_and_max_sparsity_caps_every_set():
     model = tfprune.prune_channels(digits_cnn(), tfprune.ConstantSparsity(0.6, 0), round_to=8, max_sparsity=0.7)
-    tfprune.ChannelController(model).prune(0.6, step=0)
+    tfprune.PruningController(model).prune_to(0.6, step=0)
     assert channel_counts(model) == {"conv1": 8, "bn1": 8, "conv2": 16, "hidden": 16}  # 6.4 -> 8, 12.8 -> 16
-    tfprune.ChannelController(model).prune(0.95, step=1)
+    tfprune.PruningController(model).prune_to(0.95, step=1)
     assert channel_counts(model) == {"conv1": 8, "bn1": 8, "conv2": 16, "hidden": 16}  # capped at 70%: 4.8 -> 8
 
 
@@ -87,7 +87,7 @@ def test_global_scope_prunes_the_target_fraction_of_all_channels_unevenly():
     weak = model.get_layer("weak")
     weak.set_weights([w * 0.01 for w in weak.get_weights()])  # the same small factor for every channel of a set
     pruned = tfprune.prune_channels(model, tfprune.ConstantSparsity(0.5, 0), scope="global")
-    tfprune.ChannelController(pruned).prune(0.5, step=0)
+    tfprune.PruningController(pruned).prune_to(0.5, step=0)
     counts = channel_counts(pruned)
     assert counts["wide"] + counts["weak"] == 40
     # scores are divided by their set's mean, so a uniformly small layer is not wiped out
@@ -101,7 +101,7 @@ def test_bn_scale_prunes_the_smallest_gammas_and_leaves_sets_without_batch_norm(
     gamma[:] = np.arange(1, 17) / 16
     bn.set_weights([gamma, beta, mean, variance])
     pruned = tfprune.prune_channels(model, tfprune.ConstantSparsity(0.25, 0), importance="bn_scale")
-    tfprune.ChannelController(pruned).prune(0.25, step=0)
+    tfprune.PruningController(pruned).prune_to(0.25, step=0)
     wrapper = pruned.get_layer("prune_channels_bn1")
     np.testing.assert_array_equal(np.flatnonzero(wrapper.pruned("channel")), [0, 1, 2, 3])
     assert channel_counts(pruned)["conv2"] == 32 and channel_counts(pruned)["hidden"] == 32
@@ -114,7 +114,7 @@ def test_a_custom_importance_decides_which_channels_go():
 
     model = keras.Sequential([keras.Input((4,)), L.Dense(8, name="hidden"), L.Dense(2, name="out")])
     pruned = tfprune.prune_channels(model, tfprune.ConstantSparsity(0.5, 0), importance=LastChannelsFirst())
-    tfprune.ChannelController(pruned).prune(0.5, step=0)
+    tfprune.PruningController(pruned).prune_to(0.5, step=0)
     np.testing.assert_array_equal(np.flatnonzero(pruned.get_layer("prune_channels_hidden").pruned("output")),
                                   [4, 5, 6, 7])
 
@@ -151,12 +151,12 @@ def test_taylor_prunes_the_unit_the_loss_does_not_depend_on_where_magnitude_keep
 def test_taylor_before_any_training_batch_is_an_error():
     pruned = tfprune.prune_channels(digits_cnn(), tfprune.ConstantSparsity(0.5, 0), importance="taylor")
     with pytest.raises(ValueError, match="has not seen a training batch yet.*begin_step >= 1"):
-        tfprune.ChannelController(pruned).prune(0.5, step=0)
+        tfprune.PruningController(pruned).prune_to(0.5, step=0)
 
 
 def test_pruned_channels_are_zero_in_the_masked_model_and_strip_keeps_them_zero():
     model = tfprune.prune_channels(digits_cnn(), tfprune.ConstantSparsity(0.5, 0))
-    tfprune.ChannelController(model).prune(0.5, step=0)
+    tfprune.PruningController(model).prune_to(0.5, step=0)
     stripped = tfprune.strip_pruning(model)
     kernel, bias = stripped.get_layer("conv2").get_weights()
     pruned = model.get_layer("prune_channels_conv2").pruned("output")
@@ -172,7 +172,7 @@ def test_a_sigmoid_layer_keeps_its_units_with_a_warning():
                               L.Dense(8, activation="sigmoid", name="gates"), L.Dense(2, name="out")])
     with pytest.warns(UserWarning, match="'gates'.*sigmoid"):
         pruned = tfprune.prune_channels(model, tfprune.ConstantSparsity(0.5, 0))
-    tfprune.ChannelController(pruned).prune(0.5, step=0)
+    tfprune.PruningController(pruned).prune_to(0.5, step=0)
     assert channel_counts(pruned)["relu_units"] == 4
     assert not any(isinstance(layer, tfprune.PruneChannels) and layer.layer.name == "gates" for layer in pruned.layers)
 
@@ -189,7 +189,7 @@ def attention_classifier():
 
 def test_attention_heads_are_pruned_and_shrunk_away():
     pruned = tfprune.prune_channels(attention_classifier(), tfprune.ConstantSparsity(0.5, 0))
-    tfprune.ChannelController(pruned).prune(0.5, step=0)
+    tfprune.PruningController(pruned).prune_to(0.5, step=0)
 
     small = tfprune.shrink(pruned, verbose=False)
 
@@ -202,7 +202,7 @@ def test_sets_that_round_to_or_max_sparsity_keep_whole_are_named_with_the_reason
     with pytest.warns(UserWarning, match=r"none of the channels of 1 of 2 sets.*'attention' heads \(4\): round_to=8 "
                                          r"keeps a multiple of 8 of them"):
         pruned = tfprune.prune_channels(attention_classifier(), tfprune.ConstantSparsity(0.5, 0), round_to=8)
-    tfprune.ChannelController(pruned).prune(0.5, step=0)
+    tfprune.PruningController(pruned).prune_to(0.5, step=0)
     assert not pruned.get_layer("prune_channels_attention").pruned("heads").any()  # as announced
     assert channel_counts(pruned)["hidden"] == 8
 
@@ -218,7 +218,7 @@ def test_a_depthwise_conv2d_with_groups_loses_whole_groups_with_the_channels_tha
     x = L.ReLU()(L.BatchNormalization(name="bn2")(L.Conv2D(16, 3, padding="same", groups=8, name="depthwise")(x)))
     model = keras.Model(inputs, L.Dense(3)(L.GlobalAveragePooling2D()(L.Conv2D(4, 1, name="project")(x))))
     pruned = tfprune.prune_channels(model, tfprune.ConstantSparsity(0.5, 0))
-    tfprune.ChannelController(pruned).prune(0.5, step=0)
+    tfprune.PruningController(pruned).prune_to(0.5, step=0)
 
     small = tfprune.shrink(pruned, verbose=False)
 
@@ -281,7 +281,7 @@ def test_squeeze_excitation_networks_channel_pruned_to_half_shrink_with_identica
 def assert_half_pruned_shrinks_to_the_same_outputs(model, round_to, flops_below, pixel_range):
     """Prunes half of every channel set of a keras.applications model at once, shrinks it, compares outputs."""
     pruned = tfprune.prune_channels(model, tfprune.ConstantSparsity(0.5, 0), round_to=round_to)
-    tfprune.ChannelController(pruned).prune(0.5, step=0)
+    tfprune.PruningController(pruned).prune_to(0.5, step=0)
 
     small = tfprune.shrink(pruned, verbose=False)
 

@@ -15,12 +15,11 @@ import h5py
 import keras
 
 from tfprune import masks as masks_lib
-from tfprune import registry
-from tfprune import schedules
-from tfprune.controller import pruning_wrappers, warn_if_m_by_n_ignores_schedule
+from tfprune import registry, schedules
 from tfprune.graph.rebuild import copy_layer, rebuild, same_layer
 from tfprune.policy import PruningPolicy
-from tfprune.wrapper import SCOPES, PruneLowMagnitude, PruningWrapper
+from tfprune.weight_pruning import warn_if_m_by_n_ignores_schedule
+from tfprune.wrapper import SCOPES, PruneLowMagnitude, PruningWrapper, pruning_wrappers
 
 
 def prune_low_magnitude(

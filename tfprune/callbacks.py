@@ -5,12 +5,10 @@ import warnings
 
 import keras
 
-from tfprune.controller import PruningController, pruning_wrappers, saved_step
+from tfprune.controller import PruningController
 from tfprune.report import sparsity_report
 from tfprune.stateless import retrace_train_step, sync_variables
-from tfprune.structured.controller import ChannelController
-from tfprune.structured.wrapper import PruneChannels
-from tfprune.wrapper import PruneLowMagnitude
+from tfprune.wrapper import pruning_wrappers, saved_step
 
 
 class UpdatePruningStep(keras.callbacks.Callback):
@@ -33,54 +31,54 @@ class UpdatePruningStep(keras.callbacks.Callback):
     each step, `on_epoch_end()` after each epoch and `on_train_end()` at the end. Batch and
     epoch arguments are ignored (tfmot's loop passes `batch=-1`): every call of
     `on_train_batch_begin` is one more step.
+
+    Args:
+        update_masks: False keeps the masks as they are (the step still counts and is
+            saved), for drivers that set the masks themselves, such as `IterativePruning`.
     """
 
-    def __init__(self):
+    def __init__(self, update_masks=True):
         super().__init__()
-        self.controllers = []
+        self.update_masks = update_masks
+        self.controller = None
         self.step = 0
         self._warned = False
 
     def on_train_begin(self, logs=None):
-        wrappers = pruning_wrappers(self.model)
-        if not wrappers:  # tfmot's callback does nothing then: say so
+        if not pruning_wrappers(self.model):  # tfmot's callback does nothing then: say so
             warnings.warn(f"UpdatePruningStep does nothing: model '{self.model.name}' has no pruned layers.",
                           stacklevel=2)
-            self.controllers = []
+            self.controller = None
             return
-        self.controllers = [controller(self.model) for kind, controller in
-                            ((PruneLowMagnitude, PruningController), (PruneChannels, ChannelController))
-                            if any(isinstance(w, kind) for w in wrappers)]
-        for controller in self.controllers:
-            controller.set_step_driven(True)
-        self.step = saved_step(wrappers)
-        self._warned = False
+        self.controller = PruningController(self.model)
+        self.controller.set_step_driven(True)
+        self.step = self.controller.step
+        self._warned = not self.update_masks  # held masks fall short of no schedule
         # A fresh train step: one traced without this callback raised, and is unusable; under JAX the
         # optimizer runs statelessly, and the step applies the masks of the train state after it.
         retrace_train_step(self.model)
 
     def on_epoch_begin(self, epoch=None, logs=None):
         steps, epochs = (self.params or {}).get("steps"), (self.params or {}).get("epochs")
-        if self.controllers and not self._warned and steps and epochs and epoch is not None:
+        if self.controller and not self._warned and steps and epochs and epoch is not None:
             self._warn_if_short(self.step + (epochs - epoch) * steps)
 
     def on_train_batch_begin(self, batch=None, logs=None):
-        if self.controllers:
+        if self.controller:
             self.step += 1
-            for controller in self.controllers:
-                controller.update(self.step)
+            if self.update_masks:
+                self.controller.update(self.step)
 
     def on_epoch_end(self, epoch=None, logs=None, batch=None):
-        for controller in self.controllers:
-            controller.save_step(self.step)
+        if self.controller:
+            self.controller.save_step(self.step)
 
     def on_train_end(self, logs=None):
-        if not self.controllers:
+        if not self.controller:
             return
-        for controller in self.controllers:
-            controller.save_step(self.step)
-            controller.reapply_masks()  # `fit` has just swapped in EMA weights, if the optimizer keeps them
-            controller.set_step_driven(False)
+        self.controller.save_step(self.step)
+        self.controller.reapply_masks()  # `fit` has just swapped in EMA weights, if the optimizer keeps them
+        self.controller.set_step_driven(False)
         if not self._warned:
             self._warn_if_short(self.step)
         # The next fit must retrace its train step, so that fitting without this callback is caught.
@@ -89,7 +87,7 @@ class UpdatePruningStep(keras.callbacks.Callback):
         vars(self.model).pop("train_step", None)  # JAX: the masked train step installed by on_train_begin
 
     def _warn_if_short(self, last_step):
-        for line in (line for controller in self.controllers for line in controller.shortfalls(last_step)):
+        for line in self.controller.shortfalls(last_step):
             self._warned = True
             warnings.warn(line, stacklevel=2)
 

@@ -128,7 +128,7 @@ def _export(args):
 
 def _report(args):
     model = _load_model(args.model, args.custom_objects)
-    from tfprune.controller import pruning_wrappers
+    from tfprune.wrapper import pruning_wrappers
 
     print(tfprune.format_report(tfprune.sparsity_report(model)))
     if pruning_wrappers(model):

@@ -28,19 +28,23 @@ from tfprune import masks as masks_lib
 from tfprune import schedules
 from tfprune.api import prune_low_magnitude
 from tfprune.callbacks import UpdatePruningStep
-from tfprune.controller import pruning_wrappers, saved_step
-from tfprune.criteria.importance import MAGNITUDE
+from tfprune.controller import PruningController
 from tfprune.files import atomic_write, publish_directory
-from tfprune.rewinding import RewoundSchedule, WeightRewinding, WeightSnapshot, learning_rate_schedule
+from tfprune.rewinding import (
+    RewoundSchedule,
+    WeightRewinding,
+    WeightSnapshot,
+    learning_rate_schedule,
+)
 from tfprune.validation import is_integer
-from tfprune.wrapper import SCOPES, PruneLowMagnitude
+from tfprune.wrapper import SCOPES, PruneLowMagnitude, pruning_wrappers, saved_step
 
 MODES = ("weights", "lr", "finetune")
 CONTROLS = (None, "reinit", "random_mask")
 RESULTS_FILE = "results.json"
 
-# Masks change only when the driver prunes between rounds: this schedule's one update, at
-# step 0, is never run by UpdatePruningStep (whose first batch is step 1).
+# The schedule of the wrappers the driver puts on a dense model. Its one update, at step 0, is never
+# run by UpdatePruningStep (whose first batch is step 1): the masks the driver set hold in later fits.
 MASKS_SET_BY_DRIVER = schedules.ConstantSparsity(0.0, begin_step=0, end_step=0, frequency=1)
 
 
@@ -117,7 +121,8 @@ class IterativePruning:
         self.compile_kwargs = {k: v for k, v in compile_kwargs.items() if k != "optimizer"}
         self.granularity = masks_lib.Granularity(block_size, block_pooling_type)
         self.model = _pruned_for_driver(model, self.granularity)
-        self.wrappers = [w for w in pruning_wrappers(self.model) if w.masks]
+        self.controller = PruningController(self.model)
+        self.wrappers = [w for w in self.controller.wrappers if w.masks]
         unknown = set(self.layer_rates) - {w.layer.name for w in self.wrappers}
         if unknown:
             raise ValueError(f"`layer_rates` names layers that are not pruned: {sorted(unknown)}. Pruned layers: "
@@ -177,7 +182,7 @@ class IterativePruning:
         # Round 0 records step k (and, for "lr", checks that k is within a round).
         snapshot_taker = (WeightRewinding(rewind_step=self.rewind_step, verbose=0)
                           if round_index == 0 and self.mode != "finetune" else None)
-        callbacks = [UpdatePruningStep(), *([snapshot_taker] if snapshot_taker else []),
+        callbacks = [UpdatePruningStep(update_masks=False), *([snapshot_taker] if snapshot_taker else []),
                      *self.fit_kwargs.get("callbacks", [])]
         first_step = saved_step(self.wrappers)
         x, y = _x_and_y(self.train_data)
@@ -216,31 +221,19 @@ class IterativePruning:
 
     def _prune(self, round_index):
         """Prunes `rate` of the remaining weights (per layer, or ranked globally), then applies the masks."""
-        weights = [v.numpy() for w in self.wrappers for v in w.pruned_weights]
-        kept = [m.numpy() != 0 for w in self.wrappers for m in w.masks]
-        layer_names = [w.layer.name for w in self.wrappers for _ in w.pruned_weights]
-        axes = [a for w in self.wrappers for a in w.weight_axes]
-        scores = [MAGNITUDE.entry_scores(v) * k for v, k in zip(weights, kept)]
-        masks = self._magnitude_masks(scores, kept, layer_names, axes)
+        kept = {w.layer.name: [m.numpy() != 0 for m in w.masks] for w in self.wrappers}
+        own_rates = {name: self.layer_rates.get(name, self.rate) for name in kept
+                     if self.scope == "layer" or name in self.layer_rates}
+        overrides = {name: 1 - _fraction(kept[name]) * (1 - rate) for name, rate in own_rates.items()}
+        together = [k for name, ks in kept.items() if name not in overrides for k in ks]
+        self.controller.prune_to(1 - _fraction(together) * (1 - self.rate), overrides, scope=self.scope)
         if self.control == "random_mask":  # as many per weight, chosen at random among the survivors
             rng = np.random.default_rng([self.seed, round_index])
-            masks = [masks_lib.threshold_masks([(1 - rng.random(k.shape)) * k], 1 - m.mean(), self.granularity, [a])[0]
-                     for k, m, a in zip(kept, masks, axes)]
-        masks = iter(masks)
-        step = saved_step(self.wrappers)
-        for w in self.wrappers:
-            w.apply_masks([next(masks) for _ in w.pruned_weights], step)
-
-    def _magnitude_masks(self, scores, kept, layer_names, axes):
-        """Keep-masks that prune each weight's rate of its survivors; with scope="global" one ranking for the
-        weights without their own rate, so that together they lose `rate` of theirs."""
-        own_rates = {i: self.layer_rates.get(name, self.rate) for i, name in enumerate(layer_names)
-                     if self.scope == "layer" or name in self.layer_rates}
-        overrides = {i: 1 - kept[i].mean() * (1 - rate) for i, rate in own_rates.items()}
-        together = [kept[i] for i in range(len(kept)) if i not in overrides]
-        remaining = sum(int(k.sum()) for k in together) / max(1, sum(k.size for k in together))
-        return masks_lib.threshold_masks(scores, 1 - remaining * (1 - self.rate), self.granularity, axes,
-                                         scope="global", overrides=overrides)
+            for w in self.wrappers:
+                masks = [masks_lib.threshold_masks([(1 - rng.random(k.shape)) * k], 1 - m.numpy().mean(),
+                                                   self.granularity, [a])[0]
+                         for k, m, a in zip(kept[w.layer.name], w.masks, w.weight_axes)]
+                w.apply_masks(masks, w.pruning_step.value)
 
     def _reset(self, round_index):
         if self.mode != "weights":
@@ -361,8 +354,12 @@ def _pruned_for_driver(model, granularity):
             raise ValueError(f"'{w.layer.name}' is already pruned with {w.granularity!r}, but the driver was asked "
                              f"for {granularity!r}: pass the model's block_size and block_pooling_type, or start from "
                              "the dense model.")
-        w.pruning_schedule = MASKS_SET_BY_DRIVER
     return model
+
+
+def _fraction(masks):
+    """The fraction of entries the boolean `masks` keep, over all of them (1 for none)."""
+    return sum(int(m.sum()) for m in masks) / max(1, sum(m.size for m in masks))
 
 
 def _progress_line(row, rounds, metric):

@@ -9,10 +9,8 @@ every later pruning event, i.e. every step at which the masks changed:
 - `LearningRateRewinding` keeps the weights and replays the learning-rate schedule
   from k (Renda, Frankle & Carbin 2020).
 
-A pruning event at step s is seen at the end of batch s: the masks changed at s exactly
-when the wrappers saved s as their pruning step (`UpdatePruningStep` saves the step at
-every mask update; its end-of-epoch save happens after the batch ends). The steps are
-read only where a wrapper's schedule updates (step 1 for N:M masks), not after every batch.
+A pruning event at step s (the controller's masks-changed event, `controller.on_masks_changed`,
+fired before batch s trains) is acted on at the end of batch s.
 """
 
 import io
@@ -22,11 +20,12 @@ import keras
 import numpy as np
 from keras import ops
 
-from tfprune.controller import mask_schedule, pruning_wrappers, saved_step
+from tfprune.controller import on_masks_changed
 from tfprune.files import atomic_write
 from tfprune.graph import compat
 from tfprune.stateless import retrace_train_step, sync_variables
 from tfprune.validation import is_integer
+from tfprune.wrapper import pruning_wrappers, saved_step
 
 OPTIMIZER_STATES = ("reset", "keep")
 
@@ -123,6 +122,8 @@ class _RewindPoint(keras.callbacks.Callback):
         self.rewind_step, self.rewind_epoch, self.verbose = rewind_step, rewind_epoch, verbose
         self.captured_step = None  # the pruning step of the rewind point, once reached
         self._step = 0
+        self._pruned_at = None  # the step of the last pruning event
+        self._stop_listening = None
 
     @property
     def _point(self):
@@ -141,8 +142,7 @@ class _RewindPoint(keras.callbacks.Callback):
                 f"{type(getattr(self.model, 'optimizer', None)).__name__}: compile the model with a keras.optimizers "
                 "optimizer."
             )
-        # Masks can only change at a step where a schedule updates: the step variables are read only then.
-        self._schedules = {mask_schedule(w) for w in self._wrappers} - {None}
+        self._stop_listening = on_masks_changed(self.model, self._heard_pruning)
         self._step = saved_step(self._wrappers)
         self._check_reachable()
         if self.captured_step is None and self._step == self._first_step_of_point():
@@ -172,15 +172,18 @@ class _RewindPoint(keras.callbacks.Callback):
                 raise ValueError(f"rewind_epoch={self.rewind_epoch} is beyond this run of {epochs} epochs: choose an "
                                  "epoch within training.")
 
+    def _heard_pruning(self, step):
+        self._pruned_at = step
+
     def on_train_batch_end(self, batch=None, logs=None):
         self._step += 1
-        masks_may_change = any(schedule.decision(self._step)[0] for schedule in self._schedules)
-        if masks_may_change or self._step == self.rewind_step:
+        pruned_now = self._pruned_at == self._step
+        if pruned_now or self._step == self.rewind_step:
             sync_variables(self.model)
         if self.captured_step is None:
             if self._step == self.rewind_step:
                 self._capture_now()
-        elif self._step > self.captured_step and masks_may_change and saved_step(self._wrappers) == self._step:
+        elif self._step > self.captured_step and pruned_now:
             self._after_pruning()
 
     def on_epoch_end(self, epoch, logs=None):
@@ -188,6 +191,9 @@ class _RewindPoint(keras.callbacks.Callback):
             self._capture_now()
 
     def on_train_end(self, logs=None):
+        if self._stop_listening is not None:
+            self._stop_listening()
+            self._stop_listening = None
         if self.captured_step is None and self.verbose:
             compat.print_msg(f"{type(self).__name__}: training ended before the rewind point ({self._point}); "
                                "nothing was recorded or rewound.")

@@ -171,6 +171,39 @@ class PruningSchedule:
         last = last_step if self.end_step == -1 else min(last_step, self.end_step)
         return list(range(first, last + 1, self.frequency))
 
+    def shortfall(self, layer_names, last_step):
+        """Why a run ending at `last_step` leaves `layer_names` short of this schedule's final sparsity, or None.
+
+        Example:
+
+        >>> ConstantSparsity(0.5, begin_step=100).shortfall(["dense"], 50)[:38]
+        'Training ends at step 50: ConstantSpar'
+        """
+        updates = self.updates_until(last_step)
+        reached = self.sparsity_at(updates[-1]) if updates else 0.0
+        if reached >= self.final_sparsity - 1e-9:
+            return None
+        names = ", ".join(layer_names[:4]) + (f" and {len(layer_names) - 4} more" if len(layer_names) > 4 else "")
+        if updates:
+            final = self.final_sparsity
+            digits = 3 if f"{reached:.3g}" != f"{final:.3g}" else 6  # "0.299996 instead of 0.3", not "0.3 instead of 0.3"
+            what = (f"runs {len(updates)} mask update(s), the last at step {updates[-1]}, and reaches sparsity "
+                    f"{reached:.{digits}g} instead of {final:.{digits}g}")
+        else:
+            what = "runs no mask update at all, so these layers stay dense"
+        # Schedules written tfmot-style may have no begin_step, end_step or frequency: hint with what is known.
+        begin_step, end_step, frequency = (getattr(self, name, None) for name in ("begin_step", "end_step", "frequency"))
+        if not updates and begin_step is not None and begin_step > last_step:
+            hint = f" Pruning begins at step {begin_step}: lower `begin_step` or train longer."
+        elif frequency is not None and frequency > last_step:
+            hint = f" `frequency`={frequency} exceeds the {last_step} steps of this run: lower it."
+        elif end_step is not None:
+            hint = (f" Train until step {end_step} or lower `end_step`, keeping end_step - begin_step a "
+                    "multiple of `frequency` (the first batch is step 1, as in tfmot).")
+        else:
+            hint = ""
+        return f"Training ends at step {last_step}: {self!r} of {names} {what}.{hint}"
+
     @property
     def _defined_by_call(self):
         """True for a schedule written tfmot-style, which answers only through its own `__call__`."""

@@ -21,10 +21,10 @@ import keras
 from keras import ops
 
 from tfprune import masks as masks_lib
-from tfprune import registry
-from tfprune import schedules
+from tfprune import registry, schedules
 from tfprune.criteria.importance import MAGNITUDE
 from tfprune.graph import compat
+from tfprune.graph.traverse import layers_in
 
 SCOPES = ("layer", "global")
 GLOBAL_MAX_LAYER_SPARSITY = 0.99
@@ -278,3 +278,15 @@ class PruneLowMagnitude(PruningWrapper):
             }
         )
         return config
+
+
+def pruning_wrappers(model):
+    """All tfprune wrappers (`PruneLowMagnitude`, `PruneChannels`) inside `model`, nested models included."""
+    if isinstance(model, PruningWrapper):
+        return [model]
+    return [layer for layer in layers_in(model) if isinstance(layer, PruningWrapper)]
+
+
+def saved_step(wrappers):
+    """Training steps taken, as stored in built `wrappers` (-1 before the first fit reads as 0)."""
+    return max(0, *(int(w.pruning_step.numpy()) for w in wrappers if w.built))

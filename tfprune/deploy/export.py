@@ -24,7 +24,6 @@ import numpy as np
 import tensorflow as tf
 
 from tfprune.api import strip_pruning
-from tfprune.controller import pruning_wrappers
 from tfprune.deploy import parity as parity_lib
 from tfprune.deploy.flatbuffer import inspect_tflite
 from tfprune.deploy.litert import LiteRTModel
@@ -34,6 +33,7 @@ from tfprune.graph import compat
 from tfprune.graph.rebuild import copy_layer, rebuild
 from tfprune.graph.traverse import layers_in
 from tfprune.messages import first_names
+from tfprune.wrapper import pruning_wrappers
 
 QUANTIZE_MODES = (None, "dynamic", "float16", "int8")
 

@@ -11,9 +11,8 @@ mixing in `PrunedContainer`, whose config records the swapped layers.
 import keras
 
 from tfprune import registry
-from tfprune.controller import pruning_wrappers
 from tfprune.graph import compat
-from tfprune.wrapper import PruningWrapper
+from tfprune.wrapper import PruningWrapper, pruning_wrappers
 
 
 def is_graph_model(layer):

@@ -18,12 +18,18 @@ import warnings
 import keras
 import numpy as np
 
-from tfprune.controller import StepKeeping, _shortfall_line, pruning_wrappers
 from tfprune.criteria.importance import L2Norm, WeightSlice
 from tfprune.layers.table import rule_by_class
-from tfprune.selection.allocation import allocate, most_prunable, pruned_count, rounded_count
+from tfprune.selection.allocation import (
+    allocate,
+    most_prunable,
+    pruned_count,
+    rounded_count,
+)
+from tfprune.stateless import sync_variables
 from tfprune.structured.analysis import ChannelAnalysis
 from tfprune.structured.wrapper import PenaltyTerm, PruneChannels
+from tfprune.wrapper import pruning_wrappers, saved_step
 
 
 def _reader():
@@ -66,8 +72,12 @@ def why_never_pruned(size, sparsity, scope, max_sparsity, round_to):
     return f"round_to={round_to} keeps a multiple of {round_to} of them, so all"
 
 
-class ChannelController(StepKeeping):
-    """Updates the channel masks of every `PruneChannels` wrapper of a model.
+class ChannelController:
+    """Updates the channel masks of a model's `PruneChannels` wrappers: the channel part of `PruningController`.
+
+    Args:
+        model: the channel-pruned model.
+        wrappers: its `PruneChannels` wrappers; default all of them.
 
     Example:
 
@@ -75,14 +85,11 @@ class ChannelController(StepKeeping):
     >>> controller.prune(0.5, step=0)  # half of every set of coupled channels pruned now
     """
 
-    def __init__(self, model):
+    def __init__(self, model, wrappers=None):
         self.model = model
-        self.wrappers = [w for w in pruning_wrappers(model) if isinstance(w, PruneChannels)]
+        self.wrappers = wrappers or [w for w in pruning_wrappers(model) if isinstance(w, PruneChannels)]
         if not self.wrappers:
             raise ValueError("The model has no channel-pruned layers. Wrap it first: tfprune.prune_channels(model, ...).")
-        for w in self.wrappers:
-            if not w.built:
-                raise ValueError(f"Pruned layer '{w.name}' is not built yet: call the model on data (or build it) first.")
         first = self.wrappers[0]
         for w in self.wrappers[1:]:
             if w.settings != first.settings:
@@ -133,27 +140,42 @@ class ChannelController(StepKeeping):
         warming_up = self._penalized and self._penalty_step < self.penalty.warmup_steps  # constant strength after
         should_update, sparsity = self.schedule.decision(step) if self.schedule is not None else (False, None)
         if warming_up or should_update:
-            self.sync_state()  # once, for both writes
+            sync_variables(self.model)  # once, for both writes
         if warming_up:
             for w in self._penalized:
                 w.pruning_step.assign(step)
             self._penalty_step = step
         if should_update:
-            self._prune(sparsity, step)
+            self._prune(sparsity, step, {}, self.scope)
         return should_update
+
+    @property
+    def step(self):
+        """The number of training steps already taken, as saved in the model (0 before the first fit)."""
+        return saved_step(self.wrappers)
 
     def prune(self, sparsity, step):
         """Prunes the groups of lowest importance, so that `sparsity` of the channels are pruned."""
-        self.sync_state()
-        self._prune(sparsity, step)
+        self.prune_to(sparsity, step)
 
-    def _prune(self, sparsity, step):
+    def prune_to(self, sparsity, step, overrides=None, scope=None):
+        """Prunes `sparsity` of the channels now; `overrides` (`{layer name: sparsity}`) gives the sets of a
+        layer's output channels their own, and `scope` replaces the wrappers' scope when given."""
+        sync_variables(self.model)
+        self._prune(sparsity, step, overrides or {}, scope or self.scope)
+
+    def _prune(self, sparsity, step, overrides, scope):
         recorded = self._recorded_gradients()
         read = _reader()
         scores = [self._scores(s, read, recorded) for s in self.sets]
-        if self.scope == "global":
+        if scope == "global":
             scores = [None if s is None else s / _scale(s) for s in scores]
-        keep = allocate(scores, float(sparsity), self.scope, self.max_sparsity, self.round_to)
+        by_set = {}
+        for index, channel_set in enumerate(self.sets):
+            named = [layer.name for layer, role, _ in channel_set.members if role == "output" and layer.name in overrides]
+            if named:
+                by_set[index] = overrides[named[0]]
+        keep = allocate(scores, float(sparsity), scope, self.max_sparsity, self.round_to, by_set)
         self._apply([np.flatnonzero(~k) for k in keep], step)
 
     def prune_below(self, threshold):
@@ -249,16 +271,10 @@ class ChannelController(StepKeeping):
 
     def reapply_masks(self):
         """Zeroes the pruned channels again, e.g. after the optimizer swapped in averaged (EMA) weights."""
-        self.sync_state()
         for w in self.wrappers:
             w.apply_masks({role: ~w.pruned(role) for role in w.channel_masks}, w.pruning_step.value)
 
     def shortfalls(self, last_step):
         """Why a run ending at `last_step` stops short of the final sparsity (one line), or nothing."""
-        if self.schedule is None:
-            return []
-        updates = self.schedule.updates_until(last_step)
-        reached = self.schedule.sparsity_at(updates[-1]) if updates else 0.0
-        if reached >= self.schedule.final_sparsity - 1e-9:
-            return []
-        return [_shortfall_line(self.schedule, updates, [w.layer.name for w in self.wrappers], last_step)]
+        line = self.schedule and self.schedule.shortfall([w.layer.name for w in self.wrappers], last_step)
+        return [line] if line else []

@@ -5,7 +5,7 @@ import warnings
 
 import keras
 
-from tfprune import controller, schedules
+from tfprune import schedules
 from tfprune.criteria import importance as importance_lib
 from tfprune.graph.rebuild import copy_layer, rebuild, same_layer
 from tfprune.layers.table import masked_roles
@@ -14,7 +14,7 @@ from tfprune.structured import penalties as penalties_lib
 from tfprune.structured.analysis import ChannelAnalysis
 from tfprune.structured.controller import ChannelController, why_never_pruned
 from tfprune.structured.wrapper import PruneChannels
-from tfprune.wrapper import SCOPES
+from tfprune.wrapper import SCOPES, pruning_wrappers
 
 
 def prune_channels(model, pruning_schedule, importance="l2", scope="layer", round_to=None, ignored_layers=None,
@@ -55,7 +55,7 @@ def prune_channels(model, pruning_schedule, importance="l2", scope="layer", roun
     ```
     """
     settings = _checked_settings(pruning_schedule, importance, scope, round_to, max_sparsity, penalty)
-    if controller.pruning_wrappers(model):
+    if pruning_wrappers(model):
         raise ValueError(
             f"Model '{model.name}' is already pruned. Channel pruning starts from a plain model: "
             "tfprune.strip_pruning(model) first."

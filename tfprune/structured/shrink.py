@@ -1,11 +1,11 @@
 """`shrink`: rebuild a model without its zero channels, physically smaller and with the same outputs."""
 
-from tfprune import controller
 from tfprune.graph import compat
 from tfprune.graph.rebuild import copy_layer, rebuild, same_layer
 from tfprune.layers.table import rule_for, why_nonzero
 from tfprune.structured.analysis import ChannelAnalysis
 from tfprune.structured.cost import model_cost
+from tfprune.wrapper import pruning_wrappers
 
 
 def shrink(model, ignored_layers=None, verbose=True, copy=True):
@@ -42,7 +42,7 @@ def shrink(model, ignored_layers=None, verbose=True, copy=True):
     print(tfprune.model_cost(model), tfprune.model_cost(small))
     ```
     """
-    if controller.pruning_wrappers(model):
+    if pruning_wrappers(model):
         from tfprune.api import strip_pruning
 
         model = strip_pruning(model, copy=copy)

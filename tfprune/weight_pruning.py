@@ -1,0 +1,169 @@
+"""Weight masks of a model's `PruneLowMagnitude` wrappers: the weight part of `PruningController`.
+
+Layer-scoped wrappers are pruned each on its own schedule; globally scoped ones are ranked
+together (one threshold) on the schedule they share. Every update runs as one compiled call
+that reads the weights, computes the masks on the host (`masks.threshold_masks`, which
+allocates with `selection.allocation`) and writes them back.
+"""
+
+import warnings
+
+import numpy as np
+
+from tfprune import masks as masks_lib
+from tfprune import schedules
+from tfprune.backend_calls import host_call, one_graph_call
+from tfprune.criteria.importance import MAGNITUDE
+from tfprune.stateless import sync_variables
+
+# N:M masks are computed once, at step 1 (the first training batch), and then held, whatever the
+# wrapper's schedule says, as in tfmot (`pruning_impl.Pruning.conditional_mask_update`). Its sparsity
+# is not used: an N:M update always zeroes m of every n weights.
+M_BY_N_AT_STEP_1 = schedules.ConstantSparsity(0.0, begin_step=1, end_step=1, frequency=1)
+
+
+def mask_schedule(wrapper):
+    """The schedule that decides when `wrapper`'s masks update: its own, or `M_BY_N_AT_STEP_1` for N:M."""
+    return M_BY_N_AT_STEP_1 if wrapper.granularity.m_by_n else wrapper.pruning_schedule
+
+
+def warn_if_m_by_n_ignores_schedule(schedule, m_by_n):
+    """Warns (from the caller of `prune_low_magnitude`) when N:M pruning is given a schedule other than tfmot's default."""
+    if m_by_n is None or schedule == schedules.DEFAULT_SCHEDULE:
+        return
+    m, n = m_by_n
+    warnings.warn(
+        f"With sparsity_m_by_n={tuple(m_by_n)}, N:M pruning zeroes {m} of every {n} weights ({m / n:.0%}) once, at "
+        f"step 1 (the first training batch), and holds those masks, as tfmot does: the sparsity and the steps of "
+        f"{schedule!r} are not used. Leave out `pruning_schedule` to silence this warning.",
+        stacklevel=3,
+    )
+
+
+class WeightPruning:
+    """Updates the weight masks of `wrappers` (a model's `PruneLowMagnitude` wrappers).
+
+    Created by `PruningController`, which drives it with the channel part.
+    """
+
+    def __init__(self, model, wrappers):
+        self.model = model
+        self.wrappers = wrappers
+        # Wrappers of weightless layers (Dropout, Flatten, ... as tfmot wraps them) only carry the step.
+        masked = [w for w in wrappers if w.masks]
+        self.layer_scoped = [w for w in masked if w.scope == "layer"]
+        self.global_scoped = tuple(w for w in masked if w.scope == "global")
+        _check_global_settings_agree(self.global_scoped)
+        self._compiled = {}
+        self._plan = None  # (step, {wrapper: sparsity} pruned alone, sparsity of the ranked ones) being run
+
+    def update(self, step):
+        """Recomputes masks where a schedule says so at `step`; returns True if any changed."""
+        alone = {}
+        for w in self.layer_scoped:
+            should_update, sparsity = mask_schedule(w).decision(step)
+            if should_update:
+                alone[w] = sparsity
+        ranked, ranked_sparsity = (), None
+        if self.global_scoped:
+            should_update, sparsity = mask_schedule(self.global_scoped[0]).decision(step)
+            if should_update:
+                ranked, ranked_sparsity = self.global_scoped, sparsity
+        if not alone and not ranked:
+            return False
+        self._run(step, alone, ranked, ranked_sparsity)
+        return True
+
+    def prune_to(self, sparsity, step, overrides=None, scope=None):
+        """Prunes every masked weight to `sparsity` now (`overrides`: `{layer name: sparsity}` for layers pruned
+        on their own); `scope` replaces the wrappers' own scopes when given."""
+        overrides = overrides or {}
+        masked = [*self.layer_scoped, *self.global_scoped]
+        ranked = tuple(w for w in masked if (scope or w.scope) == "global" and w.layer.name not in overrides
+                       and not w.granularity.m_by_n)
+        _check_global_settings_agree(ranked, ("granularity",))
+        alone = {w: overrides.get(w.layer.name, sparsity) for w in masked if w not in ranked}
+        self._run(step, alone, ranked, sparsity)
+
+    def _run(self, step, alone, ranked, ranked_sparsity):
+        self._plan = (step, alone, ranked_sparsity)
+        sync_variables(self.model)
+        self._update_call(tuple(alone) + ranked, len(alone))()
+
+    def _update_call(self, targets, alone_count):
+        """One compiled call, without arguments, that updates the masks of a set of wrappers.
+
+        It reads the weights, computes masks on the host (`_new_masks`, which takes the step and
+        sparsities from `self._plan`) and applies them. Compiled once per set.
+        """
+        key = (targets, alone_count)
+        if key not in self._compiled:
+            weights = [v for w in targets for v in w.pruned_weights]
+            outputs = [(v.shape, "bool") for v in weights] + [((), "int64")]
+
+            def update():
+                *masks, step = host_call(lambda *values: self._new_masks(targets, alone_count, values),
+                                          [v.value for v in weights], outputs)
+                masks = iter(masks)
+                for w in targets:
+                    w.apply_masks([next(masks) for _ in w.pruned_weights], step)
+
+            self._compiled[key] = one_graph_call(update)
+        return self._compiled[key]
+
+    def _new_masks(self, targets, alone_count, values):
+        """NumPy side of an update: boolean masks for every pruned weight of `targets`, then the step.
+
+        The first `alone_count` targets are pruned each on its own, the rest ranked together.
+        Pruned entries are already zero in the weights (see `wrapper.KeepPruned`), so the
+        scores need no mask and pruned weights stay pruned.
+        """
+        step, alone, ranked_sparsity = self._plan
+        values = iter(values)
+        per_wrapper = [[next(values) for _ in w.pruned_weights] for w in targets]
+        masks = [m for w, v in zip(targets[:alone_count], per_wrapper) for m in w.compute_masks(alone[w], v)]
+        ranked = targets[alone_count:]
+        if ranked:
+            scores = [MAGNITUDE.entry_scores(v) for layer_values in per_wrapper[alone_count:] for v in layer_values]
+            first = ranked[0]
+            masks += masks_lib.threshold_masks(scores, ranked_sparsity, first.granularity,
+                                               [a for w in ranked for a in w.weight_axes],
+                                               max_sparsity=first.max_layer_sparsity)
+        return [*masks, np.asarray(step, dtype=np.int64)]
+
+    def reapply_masks(self):
+        """Zeroes the pruned weights again, e.g. after the optimizer swapped in averaged (EMA) weights."""
+        for w in (*self.layer_scoped, *self.global_scoped):
+            w.apply_masks([m.value for m in w.masks], w.pruning_step.value)
+
+    def shortfalls(self, last_step):
+        """Why a run ending at `last_step` leaves layers short of their final sparsity, one line per schedule.
+
+        Empty when every schedule reaches its final sparsity (N:M layers reach their m/n at step 1).
+        """
+        by_schedule = {}
+        for w in (*self.layer_scoped, *self.global_scoped):
+            by_schedule.setdefault(mask_schedule(w), []).append(w.layer.name)
+        lines = (schedule.shortfall(names, last_step) for schedule, names in by_schedule.items())
+        return [line for line in lines if line]
+
+
+_SHARED_BY_GLOBAL_SCOPE = {"pruning schedule": "pruning_schedule", "granularity": "granularity",
+                           "max_layer_sparsity": "max_layer_sparsity"}
+
+
+def _check_global_settings_agree(wrappers, settings=tuple(_SHARED_BY_GLOBAL_SCOPE)):
+    """Global scope ranks all weights with one schedule and one granularity: they must be the same."""
+    if not wrappers:
+        return
+    first = wrappers[0]
+    for w in wrappers[1:]:
+        for what in settings:
+            mine, theirs = (getattr(x, _SHARED_BY_GLOBAL_SCOPE[what]) for x in (w, first))
+            if mine != theirs:
+                raise ValueError(
+                    f"scope='global' ranks the weights of all globally pruned layers together, so they must share "
+                    f"one {what}, but '{w.layer.name}' has {mine!r} and '{first.layer.name}' has {theirs!r}. "
+                    "Prune the model with a single prune_low_magnitude(model, ..., scope='global') call, or use "
+                    "scope='layer' for layers with their own settings."
+                )
