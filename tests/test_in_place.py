@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 import tfprune
-from tests.keras_io_vit import create_vit_classifier
 from tests.container_models import BlockNet
+from tests.keras_io_vit import create_vit_classifier
 from tfprune.controller import pruning_wrappers
-from tfprune.wrapper import MaskConstraint
+from tfprune.wrapper import KeepPruned
 
 
 @pytest.fixture(scope="module")
@@ -19,7 +19,7 @@ def images():
 
 
 def _constraints(model):
-    return [v.constraint for v in model.weights if isinstance(v.constraint, MaskConstraint)]
+    return [v.constraint for v in model.weights if isinstance(v.constraint, KeepPruned)]
 
 
 def test_the_vit_as_written_is_refused_with_both_fixes_named(images):
@@ -59,7 +59,7 @@ def test_a_subclassed_model_pruned_in_place_is_the_same_object_with_wrappers_ins
     kernel = model.head.kernel
     pruned = tfprune.prune_low_magnitude(model, copy=False)
     assert pruned is model
-    assert pruned.head.layer.kernel is kernel and isinstance(kernel.constraint, MaskConstraint)
+    assert pruned.head.layer.kernel is kernel and isinstance(kernel.constraint, KeepPruned)
     assert len(pruning_wrappers(pruned)) == 7  # 3 residual blocks x (dense, norm) + head
     stripped = tfprune.strip_pruning(pruned, copy=False)
     assert stripped is model and stripped.head.kernel is kernel and not pruning_wrappers(stripped)

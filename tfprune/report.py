@@ -14,8 +14,8 @@ from keras import ops
 from tfprune import registry
 from tfprune.graph.traverse import outermost
 from tfprune.messages import first_names
-from tfprune.structured.wrapper import PruneChannels, broadcast_mask
-from tfprune.wrapper import PruneLowMagnitude, PruningWrapper
+from tfprune.structured.wrapper import PruneChannels
+from tfprune.wrapper import PruneLowMagnitude, PruningWrapper, broadcast_mask
 
 
 def _prunable_layers(layer):

@@ -9,7 +9,7 @@ the step was traced: pruned weights would grow back after every later mask updat
 
 import keras
 
-from tfprune.wrapper import MaskConstraint
+from tfprune.wrapper import KeepPruned
 
 
 def apply_masks(model, trainable_values, non_trainable_values):
@@ -28,7 +28,7 @@ def apply_masks(model, trainable_values, non_trainable_values):
     state = list(zip(model.non_trainable_variables, non_trainable_values))
     with keras.StatelessScope(state_mapping=state):
         return [
-            variable.constraint.apply_mask(value) if isinstance(variable.constraint, MaskConstraint) else value
+            variable.constraint.apply_mask(value) if isinstance(variable.constraint, KeepPruned) else value
             for variable, value in zip(model.trainable_variables, trainable_values)
         ]
 
@@ -43,7 +43,7 @@ def masked_train_step(model, train_step):
     """
 
     def masked_step(state, data):
-        constraints = [v.constraint for v in model.trainable_variables if isinstance(v.constraint, MaskConstraint)]
+        constraints = [v.constraint for v in model.trainable_variables if isinstance(v.constraint, KeepPruned)]
         for constraint in constraints:
             constraint.deferred = True
         try:

@@ -30,13 +30,20 @@ SCOPES = ("layer", "global")
 GLOBAL_MAX_LAYER_SPARSITY = 0.99
 
 
-class MaskConstraint:
-    """A variable constraint `w -> apply_mask(inner(w))` of tfprune's, set on top of the variable's own (`inner`)."""
+class KeepPruned:
+    """The variable constraint `w -> inner(w) * mask` that keeps pruned entries at zero after optimizer steps.
 
-    inner = None
+    Set on top of the variable's own constraint (`inner`). The mask is a variable of the
+    weight's shape (weight pruning), or with `channel_axis` one entry per channel along that
+    axis, each covering `repeat` consecutive entries of it (channel pruning).
+    """
+
     # True while JAX's train step is traced (`stateless.masked_train_step`): the step's masks are arrays of
     # its state, which the optimizer's stateless scope does not hold, so they are applied after it instead.
     deferred = False
+
+    def __init__(self, mask, inner=None, channel_axis=None, repeat=1):
+        self.mask, self.inner, self.channel_axis, self.repeat = mask, inner, channel_axis, repeat
 
     def __call__(self, value):
         if self.inner is not None:
@@ -45,18 +52,19 @@ class MaskConstraint:
 
     def apply_mask(self, value):
         """`value` with the pruned entries zeroed, by the mask variable's current value."""
-        raise NotImplementedError(f"{type(self).__name__} must implement apply_mask(value).")
+        mask = ops.cast(self.mask.value, value.dtype)
+        if self.channel_axis is not None:
+            mask = broadcast_mask(mask, self.channel_axis, self.repeat, len(value.shape))
+        return ops.multiply(value, mask)
 
 
-class KeepPruned(MaskConstraint):
-    """Variable constraint `w -> inner(w) * mask`: keeps pruned entries at zero after optimizer steps."""
-
-    def __init__(self, mask, inner=None):
-        self.mask = mask
-        self.inner = inner
-
-    def apply_mask(self, value):
-        return ops.multiply(value, ops.cast(self.mask.value, value.dtype))
+def broadcast_mask(mask, axis, repeat, rank):
+    """A per-channel mask shaped to multiply a weight whose `axis` holds `repeat` entries per channel."""
+    if repeat > 1:
+        mask = ops.repeat(mask, repeat)
+    shape = [1] * rank
+    shape[axis] = -1
+    return ops.reshape(mask, shape)
 
 
 def _checked_max_layer_sparsity(max_layer_sparsity, scope, schedule):
@@ -137,7 +145,7 @@ class PruningWrapper(keras.layers.Wrapper):
         """
         values = self.masked_values()
         for variable in self.layer.weights:
-            while isinstance(variable.constraint, MaskConstraint):
+            while isinstance(variable.constraint, KeepPruned):
                 variable.constraint = variable.constraint.inner
         self.layer.set_weights(values)
 

@@ -16,27 +16,7 @@ from tfprune.backend_calls import record_taylor
 from tfprune.criteria import importance as importance_lib
 from tfprune.layers.table import rule_by_class
 from tfprune.structured import penalties as penalties_lib
-from tfprune.wrapper import MaskConstraint, PruningWrapper
-
-
-class KeepChannels(MaskConstraint):
-    """Variable constraint `w -> inner(w) * mask` with a per-channel mask broadcast along one axis."""
-
-    def __init__(self, mask, axis, repeat, rank, inner=None):
-        self.mask, self.axis, self.repeat, self.rank, self.inner = mask, axis, repeat, rank, inner
-
-    def apply_mask(self, value):
-        return ops.multiply(value, broadcast_mask(ops.cast(self.mask.value, value.dtype), self.axis, self.repeat,
-                                                  self.rank))
-
-
-def broadcast_mask(mask, axis, repeat, rank):
-    """A per-channel mask shaped to multiply a weight whose `axis` holds `repeat` entries per channel."""
-    if repeat > 1:
-        mask = ops.repeat(mask, repeat)
-    shape = [1] * rank
-    shape[axis] = -1
-    return ops.reshape(mask, shape)
+from tfprune.wrapper import KeepPruned, PruningWrapper, broadcast_mask
 
 
 @keras.saving.register_keras_serializable(package="tfprune")
@@ -116,8 +96,8 @@ class PruneChannels(PruningWrapper):
                 self.gate_roles == ("output",) and _commutes_with_scaling(getattr(self.layer, "activation", None)))
         for axis in self.role_axes:
             variable = axis.variable
-            variable.constraint = KeepChannels(self.channel_masks[axis.role], axis.axis, axis.repeat,
-                                               len(variable.shape), variable.constraint)
+            variable.constraint = KeepPruned(self.channel_masks[axis.role], variable.constraint, axis.axis,
+                                             axis.repeat)
 
     def call(self, inputs=None, *args, training=None, **kwargs):
         if self.gate_roles and not self.gates_folded:
