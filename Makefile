@@ -24,8 +24,10 @@ $(BENCH_STAMP): $(STAMP)
 demo: $(STAMP)
 	$(PY) examples/demo.py --out demo_output
 
+# The suite runs on both Keras backends it supports: TensorFlow, then JAX (TensorFlow-only tests skip with a reason).
 test: $(STAMP)
-	$(PY) -m pytest -q -n 2 --durations=10 tests
+	KERAS_BACKEND=tensorflow $(PY) -m pytest -q -n 2 --durations=10 tests
+	KERAS_BACKEND=jax $(PY) -m pytest -q -n 2 --durations=10 -rs tests
 
 # The benchmarks read MNIST: found in $$TFPRUNE_MNIST_DIR or ../shared/datasets/mnist, else downloaded once.
 bench: $(BENCH_STAMP)

@@ -81,7 +81,7 @@ def one_shot_to_flops(model, flops_ratio):
         sparsity = (low + high) / 2
         pruned = tfprune.prune_channels(model, tfprune.ConstantSparsity(sparsity, 0),
                                         round_to=ROUND_TO["mobilenet_v2"], max_sparsity=0.9)
-        tfprune.PruningController(pruned).prune(sparsity, step=0)
+        tfprune.PruningController(pruned).prune_to(sparsity, step=0)
         small = tfprune.shrink(pruned, verbose=False)
         flops = tfprune.model_cost(small).flops
         best = small if best is None or abs(flops - target) < abs(tfprune.model_cost(best).flops - target) else best

@@ -9,6 +9,22 @@ import pytest  # noqa: E402
 
 from tfprune import data  # noqa: E402
 
+# Whole directories that test TensorFlow-only behaviour.
+TENSORFLOW_ONLY_DIRECTORIES = {"tfmot_compat": "tfmot's own tests, written for TensorFlow (tf.test.TestCase, tf.function)"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Under another backend, tests of TensorFlow-only features (marked `tensorflow_only(reason)`) are skipped
+    with their reason: tf.function, tf.distribute, tfmot's own tests."""
+    if keras.backend.backend() == "tensorflow":
+        return
+    for item in items:
+        marker = item.get_closest_marker("tensorflow_only")
+        reason = marker.args[0] if marker else next(
+            (why for folder, why in TENSORFLOW_ONLY_DIRECTORIES.items() if folder in item.path.parts), None)
+        if reason:
+            item.add_marker(pytest.mark.skip(reason=f"TensorFlow only: {reason}"))
+
 
 @pytest.fixture(scope="session")
 def digits():

@@ -18,7 +18,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import tfprune  # noqa: E402
-from tfprune.controller import pruning_wrappers  # noqa: E402
+from tfprune.wrapper import pruning_wrappers  # noqa: E402
 
 BATCH, EPOCHS, SPARSITY = 32, 3, 0.75
 rng = np.random.default_rng(0)

@@ -77,3 +77,9 @@ def test_pruned_count_matches_float32_half_to_even():
 def test_bad_scope_is_refused():
     with pytest.raises(ValueError, match="scope"):
         allocate([np.ones(3)], 0.5, scope="model")
+
+
+def test_nan_scores_count_as_the_highest_and_counts_stay_exact():
+    keep = allocate([np.array([np.nan, 1.0, np.nan, 0.5]), np.full(4, np.nan)], 0.5, scope="layer")
+    assert keep[0].tolist() == [True, False, True, False]
+    assert _pruned(keep) == [2, 2]

@@ -106,6 +106,13 @@ def test_the_variable_behind_a_kernel_even_with_lora():
     assert not isinstance(dense.kernel, keras.Variable)  # the property adds the LoRA term
 
 
+def test_a_variable_is_emptied_only_when_its_value_is_gone():
+    variable = keras.Variable(np.ones(3))
+    assert not compat.is_emptied(variable)
+    variable._value = None  # what Keras' JAX fit does while it runs
+    assert compat.is_emptied(variable)
+
+
 def test_optimizer_learning_rate_input_shape_and_tracing():
     schedule = keras.optimizers.schedules.ExponentialDecay(0.1, 10, 0.5)
     assert compat.learning_rate_state(keras.optimizers.Adam(schedule)) is schedule

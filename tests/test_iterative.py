@@ -11,9 +11,9 @@ import time
 import keras
 import numpy as np
 import pytest
-from tests.conftest import mlp, prepare_tiny_tfds_dataset
 
 import tfprune
+from tests.conftest import mlp, prepare_tiny_tfds_dataset
 from tfprune.iterative import IterativePruning
 from tfprune.rewinding import rewound_variables
 
@@ -44,7 +44,7 @@ class RoundStarts(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         self.weights.append([v.numpy() for v in rewound_variables(self.model)])
-        self.masks.append([m.numpy() for w in tfprune.controller.pruning_wrappers(self.model) for m in w.masks])
+        self.masks.append([m.numpy() for w in tfprune.wrapper.pruning_wrappers(self.model) for m in w.masks])
         self.learning_rates.append(float(self.model.optimizer.learning_rate))
 
 
@@ -123,6 +123,15 @@ def test_controls_random_mask_and_random_reinitialisation(data):
     assert np.std(first_kernel[reinit.masks[1][0] != 0]) == pytest.approx(np.std(initial_kernel), rel=0.2)
 
 
+def test_random_mask_without_rewinding_keeps_the_values_of_its_survivors(data):
+    starts = RoundStarts()
+    driver(data, mode="lr", control="random_mask", callbacks=[starts]).run()
+    kernels = [starts.weights[1][0], starts.weights[1][2]]  # [kernel, bias, kernel, bias] of mlp(hidden=(32,))
+    for kernel, mask in zip(kernels, starts.masks[1]):
+        assert 0.7 < mask.mean() < 0.9
+        assert np.count_nonzero(kernel) == np.count_nonzero(mask)  # none of the kept weights was zeroed
+
+
 def test_tf_data_input_and_results_file_and_plot(data, tmp_path):
     import tensorflow as tf
 
@@ -140,11 +149,12 @@ def test_tf_data_input_and_results_file_and_plot(data, tmp_path):
 
 
 def test_tensorflow_datasets_input(tmp_path):
+    import tensorflow as tf
     import tensorflow_datasets as tfds
 
     name = prepare_tiny_tfds_dataset(tmp_path / "tfds")  # built here from a generator: no download
     train, test = (tfds.load(name, split=split, as_supervised=True, data_dir=str(tmp_path / "tfds"))
-                   .map(lambda image, label: (keras.ops.reshape(image, (64,)), label)).batch(16)
+                   .map(lambda image, label: (tf.reshape(image, (64,)), label)).batch(16)
                    for split in ("train", "test"))
     rows = IterativePruning(mlp(hidden=(16,)), compile_kwargs(), train, rounds=1, test_data=test,
                             fit_kwargs=dict(epochs=1), verbose=0).run()

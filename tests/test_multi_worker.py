@@ -64,6 +64,9 @@ def run_two_workers(out_dir):
     return [w.returncode for w in workers]
 
 
+pytestmark = pytest.mark.tensorflow_only("tf.distribute.MultiWorkerMirroredStrategy")
+
+
 @pytest.fixture(scope="module")
 def cluster_run(tmp_path_factory):
     """The output folder of one two-worker run that both workers finished."""

@@ -63,6 +63,7 @@ def test_tensor_and_variable_steps_give_tensors_as_in_tfmot(step):
     assert not bool(should_update) and float(sparsity) == pytest.approx(0.725)
 
 
+@pytest.mark.tensorflow_only("schedules traced by tf.function, as tfmot's graph-mode code calls them")
 @pytest.mark.parametrize("schedule", [ConstantSparsity(0.5, 10, 50, 20), PolynomialDecay(0.1, 0.9, 20, 60, 3, 5)])
 def test_schedules_run_traced_and_agree_with_python_steps_at_every_step(schedule):
     traced = tf.function(lambda step: schedule(step), autograph=False)
@@ -193,6 +194,7 @@ def _fit_16_steps(schedule, callbacks=()):
     return tfprune.sparsity_report(pruned)["layers"]
 
 
+@pytest.mark.tensorflow_only("a schedule written the tfmot way, with tf ops")
 def test_a_tfmot_schedule_prunes_in_fit_and_rewinding_sees_its_updates():
     rewinding = tfprune.LearningRateRewinding(0, schedule=lambda step: 0.01, verbose=0)
     with warnings.catch_warnings():

@@ -20,7 +20,6 @@ from tfprune.lazy import attribute_loader
 __version__ = "0.1.0"
 
 _PUBLIC = {
-    "ChannelController": "tfprune.structured.controller",
     "ConstantSparsity": "tfprune.schedules",
     "GroupLasso": "tfprune.structured.penalties",
     "Importance": "tfprune.criteria.importance",

@@ -10,7 +10,32 @@ Example:
 """
 
 import keras
+import numpy as np
 from keras import ops
+
+
+def step_dtype():
+    """The dtype of step counters: int64 as in tfmot, but int32 under JAX without 64-bit mode, which would
+    truncate an int64 to int32 anyway (warning every time)."""
+    if keras.backend.backend() == "jax":
+        import jax
+
+        if not jax.config.jax_enable_x64:
+            return "int32"
+    return "int64"
+
+
+def host_value(x):
+    """`x` (a variable or tensor) as a writable NumPy array.
+
+    Read through the variable's value with `np.asarray`, which neither TensorFlow's nor JAX's
+    tensors answer with NumPy 2's deprecation warning about `__array__(copy=...)`.
+
+    >>> host_value(keras.Variable([1.0, 2.0]))
+    array([1., 2.], dtype=float32)
+    """
+    value = np.asarray(x.value if isinstance(x, keras.Variable) else x)
+    return value if value.flags.writeable else value.copy()
 
 
 def one_graph_call(fn):

@@ -33,8 +33,9 @@ class UpdatePruningStep(keras.callbacks.Callback):
     `on_train_batch_begin` is one more step.
 
     Args:
-        update_masks: False keeps the masks as they are (the step still counts and is
-            saved), for drivers that set the masks themselves, such as `IterativePruning`.
+        update_masks: False keeps the masks as they are (the step still counts, is saved
+            and warms up penalties), for drivers that set the masks themselves, such as
+            `IterativePruning`.
     """
 
     def __init__(self, update_masks=True):
@@ -66,8 +67,7 @@ class UpdatePruningStep(keras.callbacks.Callback):
     def on_train_batch_begin(self, batch=None, logs=None):
         if self.controller:
             self.step += 1
-            if self.update_masks:
-                self.controller.update(self.step)
+            self.controller.update(self.step, self.update_masks)
 
     def on_epoch_end(self, epoch=None, logs=None, batch=None):
         if self.controller:

@@ -292,6 +292,8 @@ def _native_logs_dropped():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    if args.func is _export and "keras" not in sys.modules:
+        os.environ["KERAS_BACKEND"] = "tensorflow"  # TFLite converts TensorFlow graphs; .keras files are backend-neutral
     if not args.verbose:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     try:

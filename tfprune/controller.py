@@ -2,10 +2,11 @@
 
 `UpdatePruningStep` drives one during `fit`; custom training loops and drivers (the
 iterative one, one-shot pruning) call it directly. It owns what is per model: the pruning
-step saved in the wrappers, bringing JAX's train state into the variables before masks are
-read or written, and the *masks-changed* event that rewinding listens to. What is per kind
-of unit lives in its part: `weight_pruning.WeightPruning` for `PruneLowMagnitude` wrappers,
-`structured.controller.ChannelController` for `PruneChannels` wrappers.
+step saved in the wrappers and the *masks-changed* event that rewinding listens to. What
+is per kind of unit lives in its part: `weight_pruning.WeightPruning` for `PruneLowMagnitude`
+wrappers, `structured.controller.ChannelController` for `PruneChannels` wrappers. Both
+allocate with `selection.allocation`, and bring JAX's train state into the variables
+(`stateless.sync_variables`) before they read or write them.
 
 Example:
 
@@ -14,30 +15,36 @@ Example:
 >>> controller.prune_to(0.8, overrides={"head": 0.5})   # one-shot, now
 """
 
-import weakref
-
+from tfprune.graph import compat
 from tfprune.stateless import sync_variables
 from tfprune.structured.controller import ChannelController
 from tfprune.structured.wrapper import PruneChannels
 from tfprune.weight_pruning import WeightPruning
-from tfprune.wrapper import PruneLowMagnitude, pruning_wrappers, saved_step
+from tfprune.wrapper import PruneLowMagnitude, check_built, pruning_wrappers, saved_step
 
 _PARTS = ((PruneLowMagnitude, WeightPruning), (PruneChannels, ChannelController))
-_LISTENERS = weakref.WeakKeyDictionary()  # model -> [listener(step)] told when its masks change
+_LISTENERS = "_tfprune_masks_changed_listeners"  # held by the model itself, so they go with it
 
 
 def on_masks_changed(model, listener):
     """Calls `listener(step)` whenever a controller of `model` changes its masks; returns a function that
-    stops it.
+    stops it (calling it again does nothing).
 
     Example:
 
     >>> stop = on_masks_changed(model, lambda step: print("pruned at", step))
     >>> stop()
     """
-    listeners = _LISTENERS.setdefault(model, [])
+    if not hasattr(model, _LISTENERS):
+        compat.set_untracked(model, _LISTENERS, [])
+    listeners = getattr(model, _LISTENERS)
     listeners.append(listener)
-    return lambda: listeners.remove(listener)
+
+    def stop():
+        if listener in listeners:
+            listeners.remove(listener)
+
+    return stop
 
 
 class PruningController:
@@ -53,37 +60,43 @@ class PruningController:
         if not self.wrappers:
             raise ValueError("The model has no pruned layers. Wrap it first: tfprune.prune_low_magnitude(model, ...) "
                              "or tfprune.prune_channels(model, ...).")
-        for w in self.wrappers:
-            if not w.built:
-                raise ValueError(f"Pruned layer '{w.name}' is not built yet: call the model on data (or build it) first.")
+        check_built(self.wrappers)
         self.parts = [part(model, [w for w in self.wrappers if isinstance(w, kind)])
                       for kind, part in _PARTS if any(isinstance(w, kind) for w in self.wrappers)]
 
     @property
     def step(self):
         """The number of training steps already taken, as saved in the model (0 before the first fit)."""
+        sync_variables(self.model)
         return saved_step(self.wrappers)
 
-    def update(self, step):
-        """Recomputes the masks whose schedules update at `step`; returns True if any changed."""
-        changed = [part.update(step) for part in self.parts]
+    def update(self, step, update_masks=True):
+        """Advances to `step`: recomputes the masks whose schedules update then (unless `update_masks` is
+        False) and the penalties' warm-up; returns True if masks changed."""
+        changed = [part.update(step, update_masks) for part in self.parts]
         if any(changed):
             self._masks_changed(step)
         return any(changed)
 
-    def prune_to(self, sparsity, overrides=None, scope=None, step=None):
-        """Prunes every pruned layer to `sparsity` now, whatever the schedules say.
+    def prune_to(self, sparsity, overrides=None, *, scope=None, step=None):
+        """Prunes the model to `sparsity` now, whatever the schedules say.
+
+        A sparsity below the current one reopens masks; the weights they reopen restart from zero.
 
         Args:
-            sparsity: the fraction of each layer's units (weights, or channels of a set) to prune.
+            sparsity: the fraction of units to prune: of each weight (or set of coupled channels) with
+                scope "layer", of all of them together with scope "global".
             overrides: `{layer name: sparsity}` for layers pruned on their own, at their own sparsity
-                (for channels: the sets that layer's outputs belong to).
+                (for channels: the sets of channels that layer masks, such as its outputs). For weights a value may be a
+                list, one sparsity per pruned weight of the layer; a key may be the wrapper itself.
             scope: "layer" or "global" instead of the scope the layers were wrapped with.
             step: the pruning step to record; default the saved one.
         """
+        overrides = dict(overrides or {})
+        self._check_overrides(overrides)
         step = self.step if step is None else step
         for part in self.parts:
-            part.prune_to(sparsity, step, overrides, scope)
+            part.prune_to(sparsity, step=step, overrides=overrides, scope=scope)
         self._masks_changed(step)
 
     def reapply_masks(self):
@@ -107,6 +120,17 @@ class PruningController:
         for w in self.wrappers:
             w.pruning_step.assign(step)
 
+    def _check_overrides(self, overrides):
+        by_name = {w.layer.name: w for w in self.wrappers}
+        for key in overrides:
+            wrapper = key if key in self.wrappers else by_name.get(key)
+            if wrapper is None:
+                raise ValueError(f"`overrides` names {key!r}, which is not a pruned layer of this model. Pruned "
+                                 f"layers: {sorted(by_name)}.")
+            if getattr(getattr(wrapper, "granularity", None), "m_by_n", None):
+                raise ValueError(f"`overrides` gives '{wrapper.layer.name}' its own sparsity, but it is pruned N:M "
+                                 "(m of every n weights, whatever the sparsity): leave it out.")
+
     def _masks_changed(self, step):
-        for listener in list(_LISTENERS.get(self.model, ())):
+        for listener in list(getattr(self.model, _LISTENERS, ())):
             listener(step)

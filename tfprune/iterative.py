@@ -27,6 +27,7 @@ import numpy as np
 from tfprune import masks as masks_lib
 from tfprune import schedules
 from tfprune.api import prune_low_magnitude
+from tfprune.backend_calls import host_value
 from tfprune.callbacks import UpdatePruningStep
 from tfprune.controller import PruningController
 from tfprune.files import atomic_write, publish_directory
@@ -53,7 +54,9 @@ class IterativePruning:
 
     Args:
         model: a built Keras model, dense or already wrapped by `prune_low_magnitude` with
-            the same granularity. A dense model is copied; a pruned one is trained in place.
+            the same granularity. A dense model is copied; a pruned one is trained in place,
+            its masks set by the driver alone (its wrappers' schedules apply again only if you
+            fit it later with `UpdatePruningStep`).
         compile_kwargs: `model.compile` arguments; `optimizer` is required and re-created
             fresh (from its config) every round.
         train_data: `(x, y)` arrays or a batched `tf.data.Dataset` (tensorflow-datasets too).
@@ -72,7 +75,8 @@ class IterativePruning:
         validation_data, test_data: `(x, y)` or datasets; validation picks the best epoch
             of a round, test gives the accuracy reported for it.
         fit_kwargs: more `fit` arguments (epochs, batch_size, callbacks, ...): the budget
-            of every round. The driver's callbacks run before the user's.
+            of every round. The driver's callbacks run before the user's; it brings its
+            own `UpdatePruningStep`.
         metric: the compiled metric to report, default "accuracy".
         block_size, block_pooling_type: the pruning granularity, as in `prune_low_magnitude`.
         directory: where checkpoints, `results.json` and the plot go; None keeps nothing.
@@ -132,6 +136,9 @@ class IterativePruning:
         self.finetune_learning_rate = finetune_learning_rate
         self.train_data, self.validation_data, self.test_data = train_data, validation_data, test_data
         self.fit_kwargs = dict(fit_kwargs or {})
+        if any(isinstance(c, UpdatePruningStep) for c in self.fit_kwargs.get("callbacks", ())):
+            raise ValueError("`fit_kwargs['callbacks']` holds an UpdatePruningStep: leave it out, the driver adds its "
+                             "own, which keeps the masks it sets between rounds.")
         self.metric, self.directory, self.seed, self.verbose = metric, directory, int(seed), verbose
         self.rows = []
         self.snapshot = None
@@ -216,23 +223,27 @@ class IterativePruning:
         if self.finetune_learning_rate is not None:
             return float(self.finetune_learning_rate)
         if schedule is None:
-            return float(optimizer.learning_rate.numpy())
-        return float(keras.ops.convert_to_numpy(schedule(self._round_zero_steps)))
+            return float(host_value(optimizer.learning_rate))
+        return float(host_value(schedule(self._round_zero_steps)))
 
     def _prune(self, round_index):
-        """Prunes `rate` of the remaining weights (per layer, or ranked globally), then applies the masks."""
-        kept = {w.layer.name: [m.numpy() != 0 for m in w.masks] for w in self.wrappers}
-        own_rates = {name: self.layer_rates.get(name, self.rate) for name in kept
-                     if self.scope == "layer" or name in self.layer_rates}
-        overrides = {name: 1 - _fraction(kept[name]) * (1 - rate) for name, rate in own_rates.items()}
-        together = [k for name, ks in kept.items() if name not in overrides for k in ks]
-        self.controller.prune_to(1 - _fraction(together) * (1 - self.rate), overrides, scope=self.scope)
+        """Prunes `rate` of the remaining weights (per weight, or ranked globally), then applies the masks."""
+        kept = {w: [host_value(m) != 0 for m in w.masks] for w in self.wrappers}
+        own_rates = {w: self.layer_rates.get(w.layer.name, self.rate) for w in self.wrappers
+                     if self.scope == "layer" or w.layer.name in self.layer_rates}
+        overrides = {w: [1 - k.mean() * (1 - rate) for k in kept[w]] for w, rate in own_rates.items()}
+        together = [k for w, ks in kept.items() if w not in overrides for k in ks]
+        remaining = sum(int(k.sum()) for k in together) / max(1, sum(k.size for k in together))
+        values = {w: [host_value(v) for v in w.pruned_weights] for w in self.wrappers}
+        self.controller.prune_to(1 - remaining * (1 - self.rate), overrides, scope=self.scope)
         if self.control == "random_mask":  # as many per weight, chosen at random among the survivors
             rng = np.random.default_rng([self.seed, round_index])
             for w in self.wrappers:
-                masks = [masks_lib.threshold_masks([(1 - rng.random(k.shape)) * k], 1 - m.numpy().mean(),
+                masks = [masks_lib.threshold_masks([(1 - rng.random(k.shape)) * k], 1 - host_value(m).mean(),
                                                    self.granularity, [a])[0]
-                         for k, m, a in zip(kept[w.layer.name], w.masks, w.weight_axes)]
+                         for k, m, a in zip(kept[w], w.masks, w.weight_axes)]
+                for variable, value in zip(w.pruned_weights, values[w]):
+                    variable.assign(value)  # the survivors of the random masks keep their values
                 w.apply_masks(masks, w.pruning_step.value)
 
     def _reset(self, round_index):
@@ -250,7 +261,7 @@ class IterativePruning:
         best_epoch = int(np.argmax(curve)) if curve else None
         epochs = len(curve) or 1
         losses = history.get("val_loss")
-        masks = {w.layer.name: [m.numpy() for m in w.masks] for w in self.wrappers}
+        masks = {w.layer.name: [host_value(m) for m in w.masks] for w in self.wrappers}
         return {
             "round": round_index,
             "weights_remaining": round(100 * float(sum(m.sum() for ms in masks.values() for m in ms))
@@ -355,11 +366,6 @@ def _pruned_for_driver(model, granularity):
                              f"for {granularity!r}: pass the model's block_size and block_pooling_type, or start from "
                              "the dense model.")
     return model
-
-
-def _fraction(masks):
-    """The fraction of entries the boolean `masks` keep, over all of them (1 for none)."""
-    return sum(int(m.sum()) for m in masks) / max(1, sum(m.size for m in masks))
 
 
 def _progress_line(row, rounds, metric):

@@ -131,7 +131,7 @@ def expand_blocks(block_mask, granularity, grid_shape):
     return block_mask
 
 
-def threshold_masks(score_list, sparsity, granularity, axes_list=None, scope="global", max_sparsity=None,
+def threshold_masks(score_list, sparsity, granularity, axes_list=None, *, scope="global", max_sparsity=None,
                     overrides=None):
     """Keep-masks for several weights from their scores, by `allocation.allocate` over their units.
 

@@ -9,9 +9,9 @@ zeros), so the same table describes a model before pruning, during it and after
 import warnings
 
 import numpy as np
-from keras import ops
 
 from tfprune import registry
+from tfprune.backend_calls import host_value
 from tfprune.graph.traverse import outermost
 from tfprune.messages import first_names
 from tfprune.structured.wrapper import PruneChannels
@@ -35,13 +35,13 @@ def _has_weights_to_report(layer):
 def _weights_and_masks(layer):
     """(variable path, value, mask or None, held at max_layer_sparsity?) per prunable weight."""
     if isinstance(layer, PruneLowMagnitude):
-        masks = [ops.convert_to_numpy(mask) for mask in layer.masks]
-        return [(w.path, ops.convert_to_numpy(w), mask, _held_at_cap(layer, mask))
+        masks = [host_value(mask) for mask in layer.masks]
+        return [(w.path, host_value(w), mask, _held_at_cap(layer, mask))
                 for w, mask in zip(layer.pruned_weights, masks)]
     if isinstance(layer, PruneChannels):
-        return [(w.path, ops.convert_to_numpy(w), _channel_mask(layer, w), False)
+        return [(w.path, host_value(w), _channel_mask(layer, w), False)
                 for w in registry.prunable_weights(layer.layer)]
-    return [(w.path, ops.convert_to_numpy(w), None, False) for w in registry.prunable_weights(layer)]
+    return [(w.path, host_value(w), None, False) for w in registry.prunable_weights(layer)]
 
 
 def _channel_mask(wrapper, variable):
@@ -50,7 +50,7 @@ def _channel_mask(wrapper, variable):
     for axis in wrapper.role_axes:
         if axis.variable is variable:
             kept = broadcast_mask(~wrapper.pruned(axis.role), axis.axis, axis.repeat, len(variable.shape))
-            mask = mask & ops.convert_to_numpy(kept)
+            mask = mask & host_value(kept)
     return mask
 
 

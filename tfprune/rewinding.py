@@ -1,6 +1,6 @@
 """Rewinding after pruning: weight rewinding (lottery tickets) and learning-rate rewinding.
 
-Both are `model.fit` callbacks placed after `UpdatePruningStep`. They remember a point
+Both are `model.fit` callbacks used with `UpdatePruningStep`. They remember a point
 of the run, the rewind point (pruning step or epoch k; k = 0 is the start), and act after
 every later pruning event, i.e. every step at which the masks changed:
 
@@ -20,6 +20,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from tfprune.backend_calls import host_value, step_dtype
 from tfprune.controller import on_masks_changed
 from tfprune.files import atomic_write
 from tfprune.graph import compat
@@ -59,7 +60,7 @@ class WeightSnapshot:
     @classmethod
     def take(cls, model, step, iteration):
         variables = rewound_variables(model)
-        return cls([v.numpy() for v in variables], [v.path for v in variables], step, iteration)
+        return cls([host_value(v) for v in variables], [v.path for v in variables], step, iteration)
 
     def restore(self, model):
         """Assigns the snapshot to `model`, then re-applies every weight's constraint, so that masks hold."""
@@ -142,9 +143,9 @@ class _RewindPoint(keras.callbacks.Callback):
                 f"{type(getattr(self.model, 'optimizer', None)).__name__}: compile the model with a keras.optimizers "
                 "optimizer."
             )
-        self._stop_listening = on_masks_changed(self.model, self._heard_pruning)
         self._step = saved_step(self._wrappers)
         self._check_reachable()
+        self._listen()
         if self.captured_step is None and self._step == self._first_step_of_point():
             self._capture_now()
 
@@ -172,8 +173,15 @@ class _RewindPoint(keras.callbacks.Callback):
                 raise ValueError(f"rewind_epoch={self.rewind_epoch} is beyond this run of {epochs} epochs: choose an "
                                  "epoch within training.")
 
-    def _heard_pruning(self, step):
-        self._pruned_at = step
+    def _listen(self):
+        """Listens to the model's masks-changed event until training ends (a fit that raised stopped early)."""
+        if self._stop_listening is not None:
+            self._stop_listening()
+
+        def heard_pruning(step):
+            self._pruned_at = step
+
+        self._stop_listening = on_masks_changed(self.model, heard_pruning)
 
     def on_train_batch_end(self, batch=None, logs=None):
         self._step += 1
@@ -259,7 +267,7 @@ class WeightRewinding(_RewindPoint):
         self.snapshot, self.captured_step = stored, stored.step
 
     def _capture(self):
-        self.snapshot = WeightSnapshot.take(self.model, self._step, int(self.model.optimizer.iterations.numpy()))
+        self.snapshot = WeightSnapshot.take(self.model, self._step, int(host_value(self.model.optimizer.iterations)))
         if self.path is not None:
             self.snapshot.save(self.path)
         self._say(f"recorded the weights to rewind to{'' if self.path is None else ' in ' + self.path}.")
@@ -277,7 +285,7 @@ class WeightRewinding(_RewindPoint):
         if self._initial_optimizer_state is None:
             fresh = optimizer.__class__.from_config(optimizer.get_config())
             fresh.build(self.model.trainable_variables)
-            self._initial_optimizer_state = [v.numpy() for v in optimizer_slots(fresh)]
+            self._initial_optimizer_state = [host_value(v) for v in optimizer_slots(fresh)]
         if [tuple(v.shape) for v in state] != [v.shape for v in self._initial_optimizer_state]:
             raise ValueError(
                 f"Cannot reset the {type(optimizer).__name__} optimizer: a fresh one has different variables. Use "
@@ -325,7 +333,7 @@ class RewoundSchedule(keras.optimizers.schedules.LearningRateSchedule):
         if not callable(schedule):
             raise ValueError(f"`schedule` must be a LearningRateSchedule or a function of the step, got {schedule!r}.")
         self.schedule = schedule
-        self.offset = keras.Variable(int(offset), dtype="int64", trainable=False, name="learning_rate_offset")
+        self.offset = keras.Variable(int(offset), dtype=step_dtype(), trainable=False, name="learning_rate_offset")
         self.rewind_iteration = rewind_iteration
 
     def __call__(self, step):
@@ -335,7 +343,7 @@ class RewoundSchedule(keras.optimizers.schedules.LearningRateSchedule):
     def get_config(self):
         return {
             "schedule": keras.saving.serialize_keras_object(self.schedule),
-            "offset": int(self.offset.numpy()),
+            "offset": int(host_value(self.offset)),
             "rewind_iteration": self.rewind_iteration,
         }
 
@@ -399,11 +407,11 @@ class LearningRateRewinding(_RewindPoint):
         return rewound
 
     def _capture(self):
-        self.rewound.rewind_iteration = int(self.model.optimizer.iterations.numpy())
+        self.rewound.rewind_iteration = int(host_value(self.model.optimizer.iterations))
         self._say("recorded the learning-rate schedule's rewind point.")
 
     def _after_pruning(self):
-        offset = int(self.model.optimizer.iterations.numpy()) - self.rewound.rewind_iteration
+        offset = int(host_value(self.model.optimizer.iterations)) - self.rewound.rewind_iteration
         self.rewound.offset.assign(offset)
         if keras.backend.backend() == "jax":
             retrace_train_step(self.model)  # the offset is not in JAX's train state: its traced value would stay

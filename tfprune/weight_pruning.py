@@ -12,7 +12,7 @@ import numpy as np
 
 from tfprune import masks as masks_lib
 from tfprune import schedules
-from tfprune.backend_calls import host_call, one_graph_call
+from tfprune.backend_calls import host_call, one_graph_call, step_dtype
 from tfprune.criteria.importance import MAGNITUDE
 from tfprune.stateless import sync_variables
 
@@ -57,8 +57,10 @@ class WeightPruning:
         self._compiled = {}
         self._plan = None  # (step, {wrapper: sparsity} pruned alone, sparsity of the ranked ones) being run
 
-    def update(self, step):
+    def update(self, step, update_masks=True):
         """Recomputes masks where a schedule says so at `step`; returns True if any changed."""
+        if not update_masks:
+            return False
         alone = {}
         for w in self.layer_scoped:
             should_update, sparsity = mask_schedule(w).decision(step)
@@ -74,15 +76,15 @@ class WeightPruning:
         self._run(step, alone, ranked, ranked_sparsity)
         return True
 
-    def prune_to(self, sparsity, step, overrides=None, scope=None):
-        """Prunes every masked weight to `sparsity` now (`overrides`: `{layer name: sparsity}` for layers pruned
-        on their own); `scope` replaces the wrappers' own scopes when given."""
+    def prune_to(self, sparsity, *, step, overrides=None, scope=None):
+        """Prunes every masked weight to `sparsity` now; see `PruningController.prune_to`."""
         overrides = overrides or {}
         masked = [*self.layer_scoped, *self.global_scoped]
-        ranked = tuple(w for w in masked if (scope or w.scope) == "global" and w.layer.name not in overrides
+        own = {w: overrides.get(w, overrides.get(w.layer.name)) for w in masked}
+        ranked = tuple(w for w in masked if (scope or w.scope) == "global" and own[w] is None
                        and not w.granularity.m_by_n)
-        _check_global_settings_agree(ranked, ("granularity",))
-        alone = {w: overrides.get(w.layer.name, sparsity) for w in masked if w not in ranked}
+        _check_global_settings_agree(ranked, ("granularity", "max_layer_sparsity"))
+        alone = {w: sparsity if own[w] is None else own[w] for w in masked if w not in ranked}
         self._run(step, alone, ranked, sparsity)
 
     def _run(self, step, alone, ranked, ranked_sparsity):
@@ -99,7 +101,7 @@ class WeightPruning:
         key = (targets, alone_count)
         if key not in self._compiled:
             weights = [v for w in targets for v in w.pruned_weights]
-            outputs = [(v.shape, "bool") for v in weights] + [((), "int64")]
+            outputs = [(v.shape, "bool") for v in weights] + [((), step_dtype())]
 
             def update():
                 *masks, step = host_call(lambda *values: self._new_masks(targets, alone_count, values),
@@ -129,7 +131,7 @@ class WeightPruning:
             masks += masks_lib.threshold_masks(scores, ranked_sparsity, first.granularity,
                                                [a for w in ranked for a in w.weight_axes],
                                                max_sparsity=first.max_layer_sparsity)
-        return [*masks, np.asarray(step, dtype=np.int64)]
+        return [*masks, np.asarray(step, dtype=step_dtype())]
 
     def reapply_masks(self):
         """Zeroes the pruned weights again, e.g. after the optimizer swapped in averaged (EMA) weights."""

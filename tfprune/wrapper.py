@@ -22,6 +22,7 @@ from keras import ops
 
 from tfprune import masks as masks_lib
 from tfprune import registry, schedules
+from tfprune.backend_calls import host_value, step_dtype
 from tfprune.criteria.importance import MAGNITUDE
 from tfprune.graph import compat
 from tfprune.graph.traverse import layers_in
@@ -46,16 +47,21 @@ class KeepPruned:
         self.mask, self.inner, self.channel_axis, self.repeat = mask, inner, channel_axis, repeat
 
     def __call__(self, value):
-        if self.inner is not None:
-            value = self.inner(value)
+        own = self.inner
+        while isinstance(own, KeepPruned):  # a weight masked along two channel axes carries two
+            own = own.inner
+        if own is not None:
+            value = own(value)
         return value if self.deferred else self.apply_mask(value)
 
     def apply_mask(self, value):
-        """`value` with the pruned entries zeroed, by the mask variable's current value."""
+        """`value` with the pruned entries zeroed, by the current values of this mask and of the `KeepPruned`
+        constraints under it."""
         mask = ops.cast(self.mask.value, value.dtype)
         if self.channel_axis is not None:
             mask = broadcast_mask(mask, self.channel_axis, self.repeat, len(value.shape))
-        return ops.multiply(value, mask)
+        value = ops.multiply(value, mask)
+        return self.inner.apply_mask(value) if isinstance(self.inner, KeepPruned) else value
 
 
 def broadcast_mask(mask, axis, repeat, rank):
@@ -103,7 +109,8 @@ class PruningWrapper(keras.layers.Wrapper):
     def _add_pruning_step(self):
         # Training steps taken, as in tfmot: -1 until the first fit, and the first batch is step 1.
         self.pruning_step = self.add_weight(
-            name="pruning_step", shape=(), dtype="int64", initializer=keras.initializers.Constant(-1), trainable=False
+            name="pruning_step", shape=(), dtype=step_dtype(), initializer=keras.initializers.Constant(-1),
+            trainable=False
         )
 
     def get_build_config(self):
@@ -121,10 +128,14 @@ class PruningWrapper(keras.layers.Wrapper):
 
     def call(self, inputs=None, *args, training=None, **kwargs):
         if training and not self.step_driven:
+            lost = (" Under JAX, Keras has emptied the model's variables for this fit and does not refill them after "
+                    "an error: prune the original model again (pruning returns a copy), or load the last saved one."
+                    if self.layer.weights and compat.is_emptied(self.layer.weights[0])
+                    else "")
             raise RuntimeError(
                 f"'{self.name}' is being trained without the pruning step callback, so its masks would never "
                 "update. Add it: model.fit(..., callbacks=[tfprune.UpdatePruningStep()]). In a custom training "
-                "loop, call the callback's on_train_begin() / on_train_batch_begin() yourself (see README)."
+                f"loop, call the callback's on_train_begin() / on_train_batch_begin() yourself (see README).{lost}"
             )
         if inputs is None:  # called with keyword arguments only, e.g. attention(query=q, value=v)
             return self.layer(*args, **kwargs)
@@ -243,7 +254,8 @@ class PruneLowMagnitude(PruningWrapper):
     # --- mask updates: called outside the train step by the controller ---
 
     def compute_masks(self, sparsity, weights):
-        """New masks for this layer alone from its current masked `weights`, at `sparsity` (ignored for N:M).
+        """New masks for this layer alone from its current masked `weights`, at `sparsity` (ignored for N:M):
+        one for all its weights, or a list with one per weight.
 
         Scores are magnitudes, so already-pruned entries score 0 and stay pruned.
         """
@@ -251,7 +263,9 @@ class PruneLowMagnitude(PruningWrapper):
         if self.granularity.m_by_n:
             m, n = self.granularity.m_by_n
             return [masks_lib.m_by_n_mask(s, m, n, axes) for s, axes in zip(scores, self.weight_axes)]
-        return masks_lib.threshold_masks(scores, sparsity, self.granularity, self.weight_axes, scope="layer")
+        per_weight = sparsity if isinstance(sparsity, (list, tuple)) else [sparsity] * len(scores)
+        return masks_lib.threshold_masks(scores, 0.0, self.granularity, self.weight_axes, scope="layer",
+                                         overrides=dict(enumerate(per_weight)))
 
     def apply_masks(self, new_masks, step):
         """Stores `new_masks`, zeroes the pruned entries of the weights and records `step`.
@@ -266,12 +280,12 @@ class PruneLowMagnitude(PruningWrapper):
 
     def masked_weights(self):
         """(variable, numpy weight * mask) pairs: what inference actually uses."""
-        return [(w, w.numpy() * m.numpy()) for w, m in zip(self.pruned_weights, self.masks)]
+        return [(w, host_value(w) * host_value(m)) for w, m in zip(self.pruned_weights, self.masks)]
 
     def masked_values(self):
         """The inner layer's weights (in `layer.weights` order) with the pruned entries zeroed."""
         masked = {id(w): value for w, value in self.masked_weights()}
-        return [masked[id(v)] if id(v) in masked else v.numpy() for v in self.layer.weights]
+        return [masked[id(v)] if id(v) in masked else host_value(v) for v in self.layer.weights]
 
     def get_config(self):
         config = super().get_config()
@@ -295,6 +309,13 @@ def pruning_wrappers(model):
     return [layer for layer in layers_in(model) if isinstance(layer, PruningWrapper)]
 
 
+def check_built(wrappers):
+    """Raises ValueError naming the first of `wrappers` that is not built (its masks do not exist yet)."""
+    for w in wrappers:
+        if not w.built:
+            raise ValueError(f"Pruned layer '{w.name}' is not built yet: call the model on data (or build it) first.")
+
+
 def saved_step(wrappers):
     """Training steps taken, as stored in built `wrappers` (-1 before the first fit reads as 0)."""
-    return max(0, *(int(w.pruning_step.numpy()) for w in wrappers if w.built))
+    return max(0, *(int(host_value(w.pruning_step)) for w in wrappers if w.built))

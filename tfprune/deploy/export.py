@@ -5,7 +5,8 @@ The path that works for Keras 3 is SavedModel (`keras.export.ExportArchive`) the
 dtype (integer ids stay integers) and names inputs `input_i` (or by their keys, for a model
 that takes a dict) and outputs `output_i`, in Keras order. Recurrent layers are unrolled
 over their (fixed) number of time steps first: a TFLite WHILE loop cannot be fully
-quantized (the converter crashes), plain ops can.
+quantized (the converter crashes), plain ops can. Under other Keras backends the model is
+converted in a TensorFlow process (`tensorflow_process`): the same file, the same checks.
 Sparse encoding is only kept when the result loads in the default LiteRT interpreter:
 XNNPack rejects sparse INT8 and dynamic-range weights, and then tfprune falls back to
 dense storage and says so. Parity is judged by `tfprune.deploy.parity`.
@@ -27,6 +28,7 @@ from tfprune.api import strip_pruning
 from tfprune.deploy import parity as parity_lib
 from tfprune.deploy.flatbuffer import inspect_tflite
 from tfprune.deploy.litert import LiteRTModel
+from tfprune.deploy.tensorflow_process import export_in_tensorflow
 from tfprune.deploy.versions import versions
 from tfprune.files import atomic_write
 from tfprune.graph import compat
@@ -442,6 +444,11 @@ def export_tflite(
             )
         calibration = _samples(representative_data, inputs, num_calibration_samples, "representative_data")
     x_parity = calibration if parity_data is None else _samples(parity_data, inputs, 10**9, "parity_data")
+    if keras.backend.backend() != "tensorflow":  # TFLite converts TensorFlow graphs
+        return export_in_tensorflow(model, path, calibration, x_parity, inputs, quantize=quantize,
+                                    sparse_encoding=sparse_encoding, float_io=float_io, min_agreement=min_agreement,
+                                    min_sqnr_db=min_sqnr_db, on_parity_failure=on_parity_failure,
+                                    num_calibration_samples=num_calibration_samples, select_tf_ops=select_tf_ops)
     notes = []
     exportable, signature = _exportable(model, inputs, quantize, notes)
     with tempfile.TemporaryDirectory() as saved_model_dir:

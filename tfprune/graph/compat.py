@@ -121,6 +121,12 @@ def weight_variable(layer, name):
     return value if isinstance(value, keras.Variable) else None
 
 
+def is_emptied(variable):
+    """True if the variable holds no value: Keras' JAX `fit` empties the model's variables while it runs (the
+    values live in its train state) and refills them when it ends normally."""
+    return variable._value is None
+
+
 def learning_rate_state(optimizer):
     """What the optimizer keeps its learning rate in: a variable, a `LearningRateSchedule` or a callable."""
     return optimizer._learning_rate

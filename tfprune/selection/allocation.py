@@ -4,13 +4,14 @@ One function, `allocate`, for every caller. A *group* is what one count applies 
 its *units* are what is scored and removed:
 
 - weight pruning: a group is one weight, its units are its entries (or blocks);
-- channel pruning: a group is one set of coupled channels, its units are channel groups;
-- the iterative driver: a group is one weight, pruned at its own rate.
+- channel pruning: a group is one set of coupled channels, its units are channel groups.
 
 Counts follow tfmot: `units * (1 - sparsity)` units are kept, rounded half to even in
 float32 (`pruned_count`). No group loses its last unit, nor more than `max_sparsity` of
-its units; with `round_to` each keeps a multiple of it (or all of its units). Lower scores
-are pruned first; ties go in index order.
+its units; with `round_to` each keeps a multiple of it (or all of its units): rounding
+comes last and only lowers a group's count (with scope "global" the units it spares are
+not given to other groups). Lower scores are pruned first; ties go in index order; a NaN
+score counts as the highest.
 
 Example:
 
@@ -107,6 +108,10 @@ def _ranked_together(scores, budget, caps):
     return parts
 
 
+def _nan_highest(scores):
+    return np.where(np.isnan(scores), np.inf, scores) if np.isnan(scores).any() else scores
+
+
 def allocate(scores, sparsity, scope="layer", max_sparsity=None, round_to=None, overrides=None):
     """1-D boolean keep-masks, one per group, that prune the units of lowest score to reach `sparsity`.
 
@@ -127,7 +132,7 @@ def allocate(scores, sparsity, scope="layer", max_sparsity=None, round_to=None, 
     if scope not in SCOPES:
         raise ValueError(f"`scope` must be one of {SCOPES}, got {scope!r}.")
     overrides = overrides or {}
-    scores = [None if s is None else np.asarray(s).reshape(-1) for s in scores]
+    scores = [None if s is None else _nan_highest(np.asarray(s).reshape(-1)) for s in scores]
     caps = [0 if s is None else most_prunable(s.size, max_sparsity) for s in scores]
     keep = [np.ones(0 if s is None else s.size, bool) for s in scores]
     ranked = [i for i, s in enumerate(scores) if s is not None and i not in overrides and scope == "global"]

@@ -12,6 +12,7 @@ import warnings
 import keras
 import numpy as np
 
+from tfprune.backend_calls import host_value
 from tfprune.graph import compat
 from tfprune.graph.containers import is_graph_model
 from tfprune.graph.traverse import layers_in
@@ -265,7 +266,7 @@ def _zeroed_by_weights(layer, rule, role):
         return None
     zero = np.ones(axes[0].size, bool)
     for axis in axes:
-        values = np.moveaxis(keras.ops.convert_to_numpy(axis.variable), axis.axis, 0).reshape(axis.size, -1)
+        values = np.moveaxis(host_value(axis.variable), axis.axis, 0).reshape(axis.size, -1)
         zero &= ~np.any(values != 0, axis=1)
     return zero
 

@@ -1,6 +1,6 @@
 """Channel pruning decisions for a whole model: score each channel group, prune the lowest.
 
-`UpdatePruningStep` drives a `ChannelController` as it drives the magnitude one.
+The channel part of `tfprune.PruningController`, which `UpdatePruningStep` drives.
 At each update its schedule gives a sparsity s; then
 - scope "layer": in every set of coupled channels, the s fraction with the lowest
   importance is pruned;
@@ -18,6 +18,7 @@ import warnings
 import keras
 import numpy as np
 
+from tfprune.backend_calls import host_value
 from tfprune.criteria.importance import L2Norm, WeightSlice
 from tfprune.layers.table import rule_by_class
 from tfprune.selection.allocation import (
@@ -29,7 +30,7 @@ from tfprune.selection.allocation import (
 from tfprune.stateless import sync_variables
 from tfprune.structured.analysis import ChannelAnalysis
 from tfprune.structured.wrapper import PenaltyTerm, PruneChannels
-from tfprune.wrapper import pruning_wrappers, saved_step
+from tfprune.wrapper import check_built, pruning_wrappers, saved_step
 
 
 def _reader():
@@ -38,7 +39,7 @@ def _reader():
 
     def read(variable):
         if id(variable) not in values:
-            values[id(variable)] = keras.ops.convert_to_numpy(variable)
+            values[id(variable)] = host_value(variable)
         return values[id(variable)]
 
     return read
@@ -82,7 +83,7 @@ class ChannelController:
     Example:
 
     >>> controller = ChannelController(model)
-    >>> controller.prune(0.5, step=0)  # half of every set of coupled channels pruned now
+    >>> controller.prune_to(0.5, step=0)  # half of every set of coupled channels pruned now
     """
 
     def __init__(self, model, wrappers=None):
@@ -90,6 +91,7 @@ class ChannelController:
         self.wrappers = wrappers or [w for w in pruning_wrappers(model) if isinstance(w, PruneChannels)]
         if not self.wrappers:
             raise ValueError("The model has no channel-pruned layers. Wrap it first: tfprune.prune_channels(model, ...).")
+        check_built(self.wrappers)
         first = self.wrappers[0]
         for w in self.wrappers[1:]:
             if w.settings != first.settings:
@@ -132,13 +134,15 @@ class ChannelController:
             owner.penalty_terms.append(PenaltyTerm(slices, sizes))
         return [w for w in self.wrappers if w.penalty_terms]
 
-    def update(self, step):
-        """Prunes to the schedule's sparsity if it asks for an update at `step`; returns True if it did.
+    def update(self, step, update_masks=True):
+        """Prunes to the schedule's sparsity if it asks for an update at `step` (and `update_masks`); returns
+        True if it did.
 
         With a penalty, also records the step in the wrappers that add it (its strength warms up with it).
         """
         warming_up = self._penalized and self._penalty_step < self.penalty.warmup_steps  # constant strength after
-        should_update, sparsity = self.schedule.decision(step) if self.schedule is not None else (False, None)
+        should_update, sparsity = (self.schedule.decision(step) if self.schedule is not None and update_masks
+                                   else (False, None))
         if warming_up or should_update:
             sync_variables(self.model)  # once, for both writes
         if warming_up:
@@ -154,27 +158,38 @@ class ChannelController:
         """The number of training steps already taken, as saved in the model (0 before the first fit)."""
         return saved_step(self.wrappers)
 
-    def prune(self, sparsity, step):
-        """Prunes the groups of lowest importance, so that `sparsity` of the channels are pruned."""
-        self.prune_to(sparsity, step)
-
-    def prune_to(self, sparsity, step, overrides=None, scope=None):
-        """Prunes `sparsity` of the channels now; `overrides` (`{layer name: sparsity}`) gives the sets of a
-        layer's output channels their own, and `scope` replaces the wrappers' scope when given."""
+    def prune_to(self, sparsity, *, step, overrides=None, scope=None):
+        """Prunes `sparsity` of the channels now; see `PruningController.prune_to`."""
         sync_variables(self.model)
-        self._prune(sparsity, step, overrides or {}, scope or self.scope)
+        self._prune(sparsity, step, self._overrides_by_set(overrides or {}), scope or self.scope)
 
-    def _prune(self, sparsity, step, overrides, scope):
+    def _overrides_by_set(self, overrides):
+        """{set index: sparsity} from `{layer name or wrapper: sparsity}`: the sets whose channels a layer masks
+        (a layer's outputs, a BatchNormalization's or depthwise convolution's channels)."""
+        names = {(key.layer.name if isinstance(key, PruneChannels) else key): value for key, value in overrides.items()}
+        by_set, used = {}, set()
+        for index, channel_set in enumerate(self.sets):
+            given = {layer.name: names[layer.name] for layer, role, _ in channel_set.members if layer.name in names
+                     and any(axis.role == role and axis.masked for axis in self._axes[id(layer)])}
+            if len(set(given.values())) > 1:
+                raise ValueError(f"`overrides` gives the coupled channels of {sorted(given)} different sparsities "
+                                 f"{given}; they are pruned together: give them one.")
+            if given:
+                by_set[index] = next(iter(given.values()))
+                used.update(given)
+        mine = {w.layer.name for w in self.wrappers}
+        unused = sorted(name for name in names if name in mine and name not in used)
+        if unused:
+            raise ValueError(f"`overrides` names {unused}, whose channels are not pruned (a model output, or "
+                             "ignored): their sparsity cannot be set. Leave them out.")
+        return by_set
+
+    def _prune(self, sparsity, step, by_set, scope):
         recorded = self._recorded_gradients()
         read = _reader()
         scores = [self._scores(s, read, recorded) for s in self.sets]
         if scope == "global":
             scores = [None if s is None else s / _scale(s) for s in scores]
-        by_set = {}
-        for index, channel_set in enumerate(self.sets):
-            named = [layer.name for layer, role, _ in channel_set.members if role == "output" and layer.name in overrides]
-            if named:
-                by_set[index] = overrides[named[0]]
         keep = allocate(scores, float(sparsity), scope, self.max_sparsity, self.round_to, by_set)
         self._apply([np.flatnonzero(~k) for k in keep], step)
 

@@ -17,6 +17,7 @@ import keras
 import numpy as np
 from keras import layers as L
 
+from tfprune.backend_calls import host_value
 from tfprune.graph import compat
 from tfprune.structured.labels import Channels
 
@@ -31,7 +32,7 @@ def weights_by_name(layer):
     """{variable name: numpy value} of a layer's own weights (first of each name)."""
     values = {}
     for variable in layer.weights:
-        values.setdefault(variable.name, keras.ops.convert_to_numpy(variable))
+        values.setdefault(variable.name, host_value(variable))
     return values
 
 
@@ -70,7 +71,7 @@ def value_at_zero(function):
     """`function(0)` for an element-wise function (None, the identity, gives 0)."""
     if function is None:
         return 0.0
-    return float(keras.ops.convert_to_numpy(function(keras.ops.zeros((1, 2)))).reshape(-1)[0])
+    return float(host_value(function(keras.ops.zeros((1, 2)))).reshape(-1)[0])
 
 
 def keeps_zero(function):
@@ -294,7 +295,7 @@ class Producer(Rule):
         config[self.size_key] = int(keep["output"].sum())
         new = {}
         for variable in layer.weights:
-            value = keras.ops.convert_to_numpy(variable)
+            value = host_value(variable)
             if variable.name == self._kernel_name:
                 if self.input_axis is not None:
                     value = _take(value, keep["input"], self.input_axis)
@@ -444,7 +445,7 @@ class BatchNormalization(Rule):
     def shrink(self, layer, keep):
         if keep["channel"].all():
             return None
-        return layer.get_config(), [_take(keras.ops.convert_to_numpy(v), keep["channel"], 0) for v in layer.weights]
+        return layer.get_config(), [_take(host_value(v), keep["channel"], 0) for v in layer.weights]
 
     def axes(self, layer):
         return _normalization_axes(layer)
@@ -473,7 +474,7 @@ class GroupNormalization(Rule):
             return None
         config = layer.get_config()
         config["groups"] = int(keep["channel"].sum()) // (len(keep["channel"]) // layer.groups)
-        return config, [_take(keras.ops.convert_to_numpy(v), keep["channel"], 0) for v in layer.weights]
+        return config, [_take(host_value(v), keep["channel"], 0) for v in layer.weights]
 
     def axes(self, layer):
         return _normalization_axes(layer)
@@ -593,7 +594,7 @@ class RecurrentInput(Rule):
     def shrink(self, layer, keep):
         if keep["input"].all():
             return None
-        weights = [keras.ops.convert_to_numpy(v) for v in layer.weights]
+        weights = [host_value(v) for v in layer.weights]
         weights = [_take(w, keep["input"], 0) if v.name == "kernel" else w for v, w in zip(layer.weights, weights)]
         return layer.get_config(), weights
 

@@ -12,7 +12,7 @@ import numpy as np
 from keras import ops
 
 from tfprune import schedules
-from tfprune.backend_calls import record_taylor
+from tfprune.backend_calls import host_value, record_taylor
 from tfprune.criteria import importance as importance_lib
 from tfprune.layers.table import rule_by_class
 from tfprune.structured import penalties as penalties_lib
@@ -134,7 +134,7 @@ class PruneChannels(PruningWrapper):
 
     def deterministic_gates(self):
         """{role: numpy z} of the inference gates."""
-        return {role: keras.ops.convert_to_numpy(self.penalty.gates(self.log_alpha[role], False, None))
+        return {role: host_value(self.penalty.gates(self.log_alpha[role], False, None))
                 for role in self.gate_roles}
 
     def fold_gates(self):
@@ -150,7 +150,7 @@ class PruneChannels(PruningWrapper):
 
     def recorded_taylor(self):
         """Mean squared gate gradient per output channel since the last reset, or None before any batch."""
-        total, batches = (keras.ops.convert_to_numpy(v) for v in self.taylor)
+        total, batches = (host_value(v) for v in self.taylor)
         return total / batches if batches > 0 else None
 
     def reset_taylor(self):
@@ -169,17 +169,17 @@ class PruneChannels(PruningWrapper):
 
     def pruned(self, role):
         """Bool array: True where the role's channel is pruned."""
-        return keras.ops.convert_to_numpy(self.channel_masks[role]) == 0
+        return host_value(self.channel_masks[role]) == 0
 
     def masked_values(self):
         """The inner layer's weights (in `layer.weights` order) as inference uses them: pruned channels zeroed,
         L0 gates not yet folded multiplied in."""
-        values = {id(v): keras.ops.convert_to_numpy(v) for v in self.layer.weights}
+        values = {id(v): host_value(v) for v in self.layer.weights}
         gates = self.deterministic_gates() if self.gate_roles and not self.gates_folded else {}
         for axis in self.role_axes:
             factor = (~self.pruned(axis.role)).astype("float32") * gates.get(axis.role, 1.0)
             mask = broadcast_mask(factor, axis.axis, axis.repeat, len(axis.variable.shape))
-            values[id(axis.variable)] = values[id(axis.variable)] * keras.ops.convert_to_numpy(mask)
+            values[id(axis.variable)] = values[id(axis.variable)] * host_value(mask)
         return [values[id(v)] for v in self.layer.weights]
 
     def get_config(self):
@@ -204,7 +204,7 @@ def _commutes_with_scaling(activation):
     if activation is None:
         return False
     x = np.array([[-10.0, -3.0, -1.0, 0.0, 0.5, 1.0, 4.0, 10.0]], "float32")
-    single, double = (keras.ops.convert_to_numpy(activation(keras.ops.convert_to_tensor(v))) for v in (x, 2 * x))
+    single, double = (host_value(activation(keras.ops.convert_to_tensor(v))) for v in (x, 2 * x))
     return bool(np.allclose(double, 2 * single, rtol=1e-6, atol=0))
 
 
