@@ -1,6 +1,6 @@
-"""LearningRateRewinding in `model.fit` on the backend named by KERAS_BACKEND, run by tests/test_jax_fit.py in a
-process per backend: `python lr_rewinding_job.py OUT.npz`. Writes the final weights; the same run on TensorFlow and
-JAX must end with the same weights, which it cannot if one replays the learning rate and the other does not."""
+"""LearningRateRewinding in `model.fit` on the backend named by KERAS_BACKEND, run by tests/test_backends.py in a
+process per backend: `python lr_rewinding_job.py OUT.npz`. Writes the final weights; the same run on TensorFlow, JAX
+and torch must end with the same weights, which it cannot if one replays the learning rate and the other does not."""
 
 import sys
 

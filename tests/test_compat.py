@@ -106,6 +106,16 @@ def test_the_variable_behind_a_kernel_even_with_lora():
     assert not isinstance(dense.kernel, keras.Variable)  # the property adds the LoRA term
 
 
+def test_a_layers_attributes_include_the_layers_it_holds():
+    class Holder(keras.layers.Layer):
+        def __init__(self):
+            super().__init__()
+            self._inner = L.Dense(2)  # private, as keras-hub keeps its sublayers
+
+    holder = Holder()
+    assert compat.layer_attributes(holder)["_inner"] is holder._inner  # also under torch, whose modules live apart
+
+
 def test_a_variable_is_emptied_only_when_its_value_is_gone():
     variable = keras.Variable(np.ones(3))
     assert not compat.is_emptied(variable)

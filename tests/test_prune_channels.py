@@ -11,8 +11,6 @@ from tests.conftest import compile_classifier
 L = keras.layers
 BATCH = 64
 
-TAYLOR_NEEDS_TENSORFLOW = pytest.mark.tensorflow_only(
-    "Taylor importance records gradients with TensorFlow; under JAX prune_channels refuses it, tests/test_jax_fit.py")
 
 
 @pytest.fixture(scope="module")
@@ -135,8 +133,7 @@ def _mlp_with_a_big_unit_the_loss_ignores():
     return model
 
 
-@pytest.mark.parametrize("importance, prunes_the_ignored_unit", [pytest.param("taylor", True, marks=TAYLOR_NEEDS_TENSORFLOW),
-                                                                ("l1", False)])
+@pytest.mark.parametrize("importance, prunes_the_ignored_unit", [("taylor", True), ("l1", False)])
 def test_taylor_prunes_the_unit_the_loss_does_not_depend_on_where_magnitude_keeps_it(importance,
                                                                                     prunes_the_ignored_unit):
     x = np.random.default_rng(0).normal(size=(64, 6)).astype("float32")
@@ -152,7 +149,6 @@ def test_taylor_prunes_the_unit_the_loss_does_not_depend_on_where_magnitude_keep
     assert (pruned_units == [3]) == prunes_the_ignored_unit
 
 
-@TAYLOR_NEEDS_TENSORFLOW
 def test_taylor_before_any_training_batch_is_an_error():
     pruned = tfprune.prune_channels(digits_cnn(), tfprune.ConstantSparsity(0.5, 0), importance="taylor")
     with pytest.raises(ValueError, match="has not seen a training batch yet.*begin_step >= 1"):

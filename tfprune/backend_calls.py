@@ -1,7 +1,7 @@
 """Backend-specific pieces of the pruning core, behind a backend check.
 
 The mask update runs as one compiled call on TensorFlow (eager elsewhere); Taylor
-importance records gradients in the backward pass, on TensorFlow only.
+importance records gradients in the backward pass (TensorFlow, JAX, torch).
 
 Example:
 
@@ -26,15 +26,14 @@ def step_dtype():
 
 
 def host_value(x):
-    """`x` (a variable or tensor) as a writable NumPy array.
-
-    Read through the variable's value with `np.asarray`, which neither TensorFlow's nor JAX's
-    tensors answer with NumPy 2's deprecation warning about `__array__(copy=...)`.
+    """`x` (a variable or tensor) as a writable NumPy array, read without NumPy 2's deprecation warning about
+    `__array__(copy=...)` (which a JAX variable and `convert_to_numpy` of a TensorFlow tensor give).
 
     >>> host_value(keras.Variable([1.0, 2.0]))
     array([1., 2.], dtype=float32)
     """
-    value = np.asarray(x.value if isinstance(x, keras.Variable) else x)
+    value = x.value if isinstance(x, keras.Variable) else x
+    value = np.asarray(value) if keras.backend.backend() == "tensorflow" else ops.convert_to_numpy(value)
     return value if value.flags.writeable else value.copy()
 
 
@@ -66,14 +65,37 @@ def host_call(fn, tensors, outputs):
     return results
 
 
-def record_taylor(outputs, total, batches):
-    """`outputs` unchanged; in the backward pass, adds (sum of outputs * gradient per channel)^2 to `total`.
+class HostTotals:
+    """Taylor sums added on the host, where JAX's backward pass sends them (its train step holds no variables)."""
+
+    def __init__(self, size):
+        self.total, self.batches = np.zeros(size, np.float32), 0
+
+    def add(self, contribution):
+        self.total += np.square(np.asarray(contribution, np.float32))
+        self.batches += 1
+
+    def reset(self):
+        self.total[:], self.batches = 0.0, 0
+
+
+def record_taylor(outputs, total, batches, host_totals):
+    """`outputs` unchanged; in the backward pass, adds (sum of outputs * gradient per channel)^2 to the totals.
 
     That sum is the first-order Taylor estimate of the loss change when a channel is removed
-    (Molchanov et al. 2019): the gradient of a unit gate on the channel. `batches` counts calls.
+    (Molchanov et al. 2019): the gradient of a unit gate on the channel. TensorFlow adds it to
+    the variables `total` and `batches` (the count of calls); JAX, whose train step is pure,
+    to `host_totals` (a `HostTotals`) through a host callback; torch through a gradient hook.
     """
+    if keras.backend.backend() == "jax":
+        return _record_taylor_on_host(outputs, host_totals)
+    if keras.backend.backend() == "torch":  # eager autograd: a hook on the outputs sees their gradient
+        if outputs.requires_grad:
+            outputs.register_hook(lambda upstream: host_totals.add(
+                (outputs.detach() * upstream).sum(dim=tuple(range(outputs.dim() - 1))).cpu().numpy()))
+        return outputs
     if keras.backend.backend() != "tensorflow":
-        raise NotImplementedError("Taylor importance records gradients on the TensorFlow backend only.")
+        raise NotImplementedError("Taylor importance records gradients on the TensorFlow, JAX and torch backends only.")
     import tensorflow as tf
 
     @tf.custom_gradient
@@ -86,4 +108,24 @@ def record_taylor(outputs, total, batches):
 
         return tf.identity(x), backward
 
+    return gate(outputs)
+
+
+def _record_taylor_on_host(outputs, host_totals):
+    import jax
+    import jax.numpy as jnp
+
+    @jax.custom_vjp
+    def gate(x):
+        return x
+
+    def forward(x):
+        return x, x
+
+    def backward(x, upstream):
+        contribution = jnp.sum((x * upstream).astype(jnp.float32), axis=tuple(range(x.ndim - 1)))
+        jax.debug.callback(host_totals.add, contribution)
+        return (upstream,)
+
+    gate.defvjp(forward, backward)
     return gate(outputs)

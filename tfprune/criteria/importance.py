@@ -107,7 +107,7 @@ class Taylor(Importance):
     """First-order Taylor: (sum over the group of weight * gradient)^2, averaged over recent batches.
 
     Molchanov et al. 2019. Recorded as the gradient of a unit gate on each channel's output
-    during `fit` (TensorFlow backend), and reset after every pruning update.
+    during `fit` (TensorFlow, JAX, torch), and reset after every pruning update.
     """
 
     needs_gradients = True

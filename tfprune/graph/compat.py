@@ -43,6 +43,14 @@ def own_variables(layer):
     return list(layer._trainable_variables) + list(layer._non_trainable_variables)
 
 
+def layer_attributes(layer):
+    """The attributes a layer was given, by name: its `__dict__`, with the layers that the torch backend keeps in
+    torch's `_modules` (a Keras layer is a `torch.nn.Module` there)."""
+    attributes = dict(vars(layer))
+    attributes.update(attributes.get("_modules") or {})
+    return attributes
+
+
 @functools.cache
 def keras_attributes():
     """Names of the attributes Keras itself sets on every layer and model (`_layers`, `_tracker`, ...)."""

@@ -37,7 +37,7 @@ def leaf_paths(container):
     Private attributes count: keras-hub's layers keep theirs as `self._self_attention_layer`.
     """
     held = {id(layer) for layer in compat.held_layers(container)}
-    for name, value in list(vars(container).items()):
+    for name, value in list(compat.layer_attributes(container).items()):
         if name in compat.keras_attributes():
             continue
         if isinstance(value, keras.layers.Layer) and id(value) in held:

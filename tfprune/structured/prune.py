@@ -133,10 +133,10 @@ def _checked_settings(pruning_schedule, importance, scope, round_to, max_sparsit
             "the target."
         )
     importance = importance_lib.get(importance)
-    if importance.needs_gradients and keras.backend.backend() != "tensorflow":
+    if importance.needs_gradients and keras.backend.backend() not in ("tensorflow", "jax", "torch"):
         raise ValueError(
-            f"{type(importance).__name__} importance records gradients during fit on the TensorFlow backend only "
-            f"(this is {keras.backend.backend()}); use importance='l2' or 'l1' here, or KERAS_BACKEND=tensorflow."
+            f"{type(importance).__name__} importance records gradients during fit on the TensorFlow, JAX and torch "
+            f"backends only (this is {keras.backend.backend()}); use importance='l2' or 'l1' here."
         )
     return {"pruning_schedule": pruning_schedule, "importance": importance, "scope": scope,
             "round_to": None if round_to is None else int(round_to), "max_sparsity": float(max_sparsity),

@@ -12,7 +12,7 @@ import numpy as np
 from keras import ops
 
 from tfprune import schedules
-from tfprune.backend_calls import host_value, record_taylor
+from tfprune.backend_calls import HostTotals, host_value, record_taylor
 from tfprune.criteria import importance as importance_lib
 from tfprune.layers.table import rule_by_class
 from tfprune.structured import penalties as penalties_lib
@@ -83,6 +83,7 @@ class PruneChannels(PruningWrapper):
                                 trainable=False),
                 self.add_weight(name="taylor_batches", shape=(), initializer="zeros", trainable=False),
             )
+            self._taylor_on_host = HostTotals(self.channel_masks["output"].shape[0])
         for role in self.gate_roles:
             self.log_alpha[role] = self.add_weight(
                 name=f"{role}_log_alpha", shape=self.channel_masks[role].shape,
@@ -105,7 +106,7 @@ class PruneChannels(PruningWrapper):
         else:
             outputs = super().call(inputs, *args, training=training, **kwargs)
         if training and self.taylor is not None and not isinstance(outputs, (tuple, list)):
-            outputs = record_taylor(outputs, *self.taylor)
+            outputs = record_taylor(outputs, *self.taylor, self._taylor_on_host)
         if self.penalty_terms:
             self.add_loss(self.penalty.strength_at(ops.convert_to_tensor(self.pruning_step))
                           * sum(self.penalty.loss(term.squared_norms(), term.sizes) for term in self.penalty_terms))
@@ -151,11 +152,13 @@ class PruneChannels(PruningWrapper):
     def recorded_taylor(self):
         """Mean squared gate gradient per output channel since the last reset, or None before any batch."""
         total, batches = (host_value(v) for v in self.taylor)
+        total, batches = total + self._taylor_on_host.total, batches + self._taylor_on_host.batches
         return total / batches if batches > 0 else None
 
     def reset_taylor(self):
         for variable in self.taylor:
-            variable.assign(keras.ops.zeros_like(variable))
+            variable.assign(keras.ops.zeros(variable.shape, variable.dtype))
+        self._taylor_on_host.reset()
 
     def apply_masks(self, masks, step):
         """Stores `masks` ({role: bool array}), zeroes the pruned channels' weights and records `step`."""
