@@ -15,7 +15,8 @@ TENSORFLOW_ONLY_DIRECTORIES = {"tfmot_compat": "tfmot's own tests, written for T
 
 def pytest_collection_modifyitems(config, items):
     """Under another backend, tests of TensorFlow-only features (marked `tensorflow_only(reason)`) are skipped
-    with their reason: tf.function, tf.distribute, tfmot's own tests."""
+    with their reason (tf.function, tf.distribute, tfmot's own tests), and so are the tests that start the backends
+    they test in processes of their own (marked `own_backend_processes`): they ran in the TensorFlow pass."""
     if keras.backend.backend() == "tensorflow":
         return
     for item in items:
@@ -24,6 +25,9 @@ def pytest_collection_modifyitems(config, items):
             (why for folder, why in TENSORFLOW_ONLY_DIRECTORIES.items() if folder in item.path.parts), None)
         if reason:
             item.add_marker(pytest.mark.skip(reason=f"TensorFlow only: {reason}"))
+        elif item.get_closest_marker("own_backend_processes"):
+            item.add_marker(pytest.mark.skip(reason="starts its backends in processes of its own: run once, in the "
+                                                    "TensorFlow pass"))
 
 
 @pytest.fixture(scope="session")

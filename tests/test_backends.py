@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.own_backend_processes
+
 JOB = Path(__file__).parent / "backend_fit_job.py"
 BACKENDS = ("jax", "torch")
 
@@ -50,8 +52,8 @@ def test_weight_rewinding_and_summaries_in_fit(results):
                                            "sparsity": pytest.approx(0.8, abs=0.01), "summaries_written": 1}
 
 
-def test_taylor_importance_prunes_half_the_hidden_units(results):
-    assert results["taylor"] == {"pruned_hidden_units": 16}
+def test_taylor_importance_prunes_the_unit_the_loss_does_not_read(results):
+    assert results["taylor"] == {"pruned_hidden_units": [3]}  # magnitude would keep it: its weights are the largest
 
 
 def test_a_keras_hub_backbone_is_pruned_in_fit(results):
@@ -69,5 +71,6 @@ def test_learning_rate_rewinding_ends_where_it_does_under_tensorflow(tmp_path):
             assert str(arrays["backend"]) == backend
             weights[backend] = [arrays[name] for name in arrays.files if name != "backend"]
     for backend in BACKENDS:
+        assert len(weights[backend]) == len(weights["tensorflow"])
         for on_tensorflow, on_other in zip(weights["tensorflow"], weights[backend]):
             np.testing.assert_allclose(on_other, on_tensorflow, atol=1e-5)  # without the replay on JAX: 0.1 apart

@@ -116,11 +116,15 @@ def test_a_layers_attributes_include_the_layers_it_holds():
     assert compat.layer_attributes(holder)["_inner"] is holder._inner  # also under torch, whose modules live apart
 
 
-def test_a_variable_is_emptied_only_when_its_value_is_gone():
-    variable = keras.Variable(np.ones(3))
-    assert not compat.is_emptied(variable)
-    variable._value = None  # what Keras' JAX fit does while it runs
-    assert compat.is_emptied(variable)
+def test_variables_are_emptied_during_a_jax_fit_only():
+    model = keras.Sequential([keras.Input((3,)), L.Dense(2)])
+    model.compile("sgd", "mse")
+    seen = []
+    watch = keras.callbacks.LambdaCallback(on_train_batch_end=lambda batch, logs: seen.append(
+        compat.is_emptied(model.layers[0].kernel)))
+    model.fit(np.ones((4, 3)), np.ones((4, 2)), batch_size=2, verbose=0, callbacks=[watch])
+    assert seen == [keras.backend.backend() == "jax"] * 2  # the values live in JAX's train state meanwhile
+    assert not compat.is_emptied(model.layers[0].kernel)  # and come back when fit ends
 
 
 def test_optimizer_learning_rate_input_shape_and_tracing():

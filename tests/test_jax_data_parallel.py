@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.own_backend_processes
+
 JOB = Path(__file__).parent / "jax_data_parallel_job.py"
 
 

@@ -22,6 +22,7 @@ def _run_jax_loop(*flags):
     return json.loads(result.stdout.strip().splitlines()[-1]), result.stderr
 
 
+@pytest.mark.own_backend_processes
 def test_the_readme_jax_loop_keeps_pruned_weights_at_zero_and_the_report_catches_them_without_apply_masks():
     masked, _ = _run_jax_loop()
     assert masked == {"sparsity": pytest.approx(0.8, abs=0.01), "nonzero_under_mask": 0}

@@ -66,17 +66,31 @@ def host_call(fn, tensors, outputs):
 
 
 class HostTotals:
-    """Taylor sums added on the host, where JAX's backward pass sends them (its train step holds no variables)."""
+    """Taylor sums added on the host, where the backward pass sends them under JAX (its train step holds no
+    variables) and torch."""
 
     def __init__(self, size):
-        self.total, self.batches = np.zeros(size, np.float32), 0
+        self._total, self._batches = np.zeros(size, np.float32), 0
 
     def add(self, contribution):
-        self.total += np.square(np.asarray(contribution, np.float32))
-        self.batches += 1
+        self._total += np.square(np.asarray(contribution, np.float32))
+        self._batches += 1
+
+    def read(self):
+        """`(sum per channel, batches)`, once every callback that JAX has queued has run."""
+        _settle_host_callbacks()
+        return self._total.copy(), self._batches
 
     def reset(self):
-        self.total[:], self.batches = 0.0, 0
+        _settle_host_callbacks()
+        self._total[:], self._batches = 0.0, 0
+
+
+def _settle_host_callbacks():
+    if keras.backend.backend() == "jax":
+        import jax
+
+        jax.effects_barrier()
 
 
 def record_taylor(outputs, total, batches, host_totals):
@@ -92,11 +106,9 @@ def record_taylor(outputs, total, batches, host_totals):
     if keras.backend.backend() == "torch":  # eager autograd: a hook on the outputs sees their gradient
         if outputs.requires_grad:
             outputs.register_hook(lambda upstream: host_totals.add(
-                (outputs.detach() * upstream).sum(dim=tuple(range(outputs.dim() - 1))).cpu().numpy()))
+                (outputs.detach().float() * upstream.float()).sum(dim=tuple(range(outputs.dim() - 1))).cpu().numpy()))
         return outputs
-    if keras.backend.backend() != "tensorflow":
-        raise NotImplementedError("Taylor importance records gradients on the TensorFlow, JAX and torch backends only.")
-    import tensorflow as tf
+    import tensorflow as tf  # `prune_channels` refuses gradient-based importance on any other backend
 
     @tf.custom_gradient
     def gate(x):

@@ -445,7 +445,8 @@ def export_tflite(
         calibration = _samples(representative_data, inputs, num_calibration_samples, "representative_data")
     x_parity = calibration if parity_data is None else _samples(parity_data, inputs, 10**9, "parity_data")
     if keras.backend.backend() != "tensorflow":  # TFLite converts TensorFlow graphs
-        return export_in_tensorflow(model, path, calibration, x_parity, inputs, quantize=quantize,
+        expected = _keras_outputs(model, x_parity) if x_parity is not None else None
+        return export_in_tensorflow(model, path, calibration, x_parity, inputs, expected, quantize=quantize,
                                     sparse_encoding=sparse_encoding, float_io=float_io, min_agreement=min_agreement,
                                     min_sqnr_db=min_sqnr_db, on_parity_failure=on_parity_failure,
                                     num_calibration_samples=num_calibration_samples, select_tf_ops=select_tf_ops)

@@ -152,7 +152,8 @@ class PruneChannels(PruningWrapper):
     def recorded_taylor(self):
         """Mean squared gate gradient per output channel since the last reset, or None before any batch."""
         total, batches = (host_value(v) for v in self.taylor)
-        total, batches = total + self._taylor_on_host.total, batches + self._taylor_on_host.batches
+        on_host, batches_on_host = self._taylor_on_host.read()
+        total, batches = total + on_host, batches + batches_on_host
         return total / batches if batches > 0 else None
 
     def reset_taylor(self):
