@@ -19,7 +19,6 @@ import inspect
 import json
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -143,18 +142,10 @@ def _shrink(args):
     if output.suffix != ".keras":
         raise ValueError(f"-o {output}: the shrunk model is saved as a .keras file; give a name ending in .keras.")
     small = tfprune.shrink(_load_model(args.model, args.custom_objects))  # prints parameters and FLOPs before -> after
-    _save_atomically(small, output)
+    from tfprune.files import atomic_save
+
+    atomic_save(small, output)
     print(f"saved: {output}")
-
-
-def _save_atomically(model, path):
-    """Saves `model` to the .keras file `path`: complete or not at all."""
-    from tfprune.files import atomic_write
-
-    with tempfile.TemporaryDirectory() as staging:
-        staged = Path(staging) / "model.keras"
-        model.save(staged)
-        atomic_write(path, staged.read_bytes())
 
 
 def _bench(args):

@@ -1,9 +1,26 @@
 """Writing files so that a crash never leaves a half-written one."""
 
+import contextlib
 import os
 import shutil
 import tempfile
 from pathlib import Path
+
+
+@contextlib.contextmanager
+def _replacing(path, suffix=".tmp"):
+    """Yields a temporary path beside `path` to write; then moves it to `path` in one rename (or removes it on error)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+    os.close(fd)
+    try:
+        yield tmp
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; a plain open() would not
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def atomic_write(path, content):
@@ -13,19 +30,21 @@ def atomic_write(path, content):
 
     >>> atomic_write("results.json", json.dumps(rows).encode())
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(content)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; a plain open() would not
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with _replacing(path) as tmp, open(tmp, "wb") as f:
+        f.write(content)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def atomic_save(model, path):
+    """Saves a Keras model to the `.keras` file `path`, written once beside it and renamed: complete or not at all.
+
+    Example:
+
+    >>> atomic_save(small, "model.shrunk.keras")
+    """
+    with _replacing(path, suffix=".keras") as tmp:
+        model.save(tmp)
 
 
 def _umask():
