@@ -12,7 +12,7 @@ less sensitive to time stolen by neighbours than wall time is. tfmot runs on tf-
 `bench` extra; tfprune never imports it.
 
 Each backend and framework runs in a process of its own (`--backends B --framework F`), as Keras picks its
-backend when it is imported. tfmot and Taylor importance run under TensorFlow only.
+backend when it is imported. tfmot runs under TensorFlow only (tf-keras).
 
 Run: `make bench` or `python benchmarks/training_overhead.py [--rounds 8] [--epochs 3] [--backends jax]`.
 Writes benchmarks/results/training_overhead.json: per backend, framework, model and frequency, and a table of
@@ -35,7 +35,7 @@ DEFAULT_ROUNDS, DEFAULT_EPOCHS = 8, 3
 BACKENDS = ("tensorflow", "jax")
 FRAMEWORKS = ("tfprune", "tfmot", "channels_l2", "channels_taylor", "channels_group_lasso", "channels_l0",
               "tfprune_weight_rewinding")
-TENSORFLOW_ONLY = ("tfmot", "channels_taylor")  # tf-keras; gradients recorded with TensorFlow
+TENSORFLOW_ONLY = ("tfmot",)  # tf-keras
 ARCHITECTURES = ("lenet_300_100", "small_cnn")
 
 
