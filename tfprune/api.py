@@ -19,7 +19,8 @@ from tfprune import registry, schedules
 from tfprune.graph.rebuild import copy_layer, rebuild, same_layer
 from tfprune.policy import PruningPolicy
 from tfprune.weight_pruning import warn_if_m_by_n_ignores_schedule
-from tfprune.wrapper import SCOPES, PruneLowMagnitude, PruningWrapper, pruning_wrappers
+from tfprune.selection.allocation import check_scope
+from tfprune.wrapper import PruneLowMagnitude, PruningWrapper, pruning_wrappers
 
 
 def prune_low_magnitude(
@@ -80,8 +81,7 @@ def prune_low_magnitude(
     """
     pruning_schedule = pruning_schedule or schedules.ConstantSparsity(0.5, 0)
     masks_lib.Granularity(block_size, block_pooling_type, sparsity_m_by_n)  # validates early
-    if scope not in SCOPES:
-        raise ValueError(f"`scope` must be one of {SCOPES}, got {scope!r}.")
+    check_scope(scope)
     if scope == "global" and sparsity_m_by_n is not None:
         raise ValueError("N:M sparsity is local to groups of n weights; use scope='layer' with `sparsity_m_by_n`.")
     warn_if_m_by_n_ignores_schedule(pruning_schedule, sparsity_m_by_n)

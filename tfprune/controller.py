@@ -16,6 +16,7 @@ Example:
 """
 
 from tfprune.graph import compat
+from tfprune.selection.allocation import check_scope
 from tfprune.stateless import sync_variables
 from tfprune.structured.controller import ChannelController
 from tfprune.structured.wrapper import PruneChannels
@@ -92,6 +93,8 @@ class PruningController:
             scope: "layer" or "global" instead of the scope the layers were wrapped with.
             step: the pruning step to record; default the saved one.
         """
+        if scope is not None:
+            check_scope(scope)
         overrides = dict(overrides or {})
         self._check_overrides(overrides)
         step = self.step if step is None else step

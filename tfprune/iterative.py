@@ -38,7 +38,8 @@ from tfprune.rewinding import (
     learning_rate_schedule,
 )
 from tfprune.validation import is_integer
-from tfprune.wrapper import SCOPES, PruneLowMagnitude, pruning_wrappers, saved_step
+from tfprune.selection.allocation import check_scope
+from tfprune.wrapper import PruneLowMagnitude, pruning_wrappers, saved_step
 
 MODES = ("weights", "lr", "finetune")
 CONTROLS = (None, "reinit", "random_mask")
@@ -110,8 +111,7 @@ class IterativePruning:
         if not is_integer(rounds) or rounds < 1:
             raise ValueError(f"`rounds` must be an integer >= 1 (pruning rounds after the first training), got "
                              f"{rounds!r}.")
-        if scope not in SCOPES:
-            raise ValueError(f"`scope` must be one of {SCOPES}, got {scope!r}.")
+        check_scope(scope)
         if not is_integer(rewind_step) or rewind_step < 0:
             raise ValueError(f"`rewind_step` must be an integer >= 0, got {rewind_step!r}.")
         _check_rate("rate", rate)

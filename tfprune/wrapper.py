@@ -26,8 +26,8 @@ from tfprune.backend_calls import host_value, step_dtype
 from tfprune.criteria.importance import MAGNITUDE
 from tfprune.graph import compat
 from tfprune.graph.traverse import layers_in
+from tfprune.selection.allocation import check_scope
 
-SCOPES = ("layer", "global")
 GLOBAL_MAX_LAYER_SPARSITY = 0.99
 
 
@@ -202,8 +202,7 @@ class PruneLowMagnitude(PruningWrapper):
             raise ValueError(f"Layer '{layer.layer.name}' is already wrapped for pruning; do not prune it twice.")
         if not registry.is_supported(layer):
             raise ValueError(registry.unsupported_message(layer))
-        if scope not in SCOPES:
-            raise ValueError(f"`scope` must be one of {SCOPES}, got {scope!r}.")
+        check_scope(scope)
         kwargs.setdefault("name", f"prune_low_magnitude_{layer.name}")
         super().__init__(layer, **kwargs)
         if isinstance(pruning_schedule, dict):

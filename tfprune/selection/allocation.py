@@ -27,6 +27,12 @@ import numpy as np
 SCOPES = ("layer", "global")
 
 
+def check_scope(scope):
+    """Raises ValueError unless `scope` is one of `SCOPES`."""
+    if scope not in SCOPES:
+        raise ValueError(f"`scope` must be one of {SCOPES}, got {scope!r}.")
+
+
 def pruned_count(sparsity, units):
     """How many of `units` to prune at `sparsity`: tfmot keeps `round(units * (1 - sparsity))` (half to even,
     in float32).
@@ -129,8 +135,7 @@ def allocate(scores, sparsity, scope="layer", max_sparsity=None, round_to=None, 
     Returns:
         A list with a boolean keep-mask per group (all True for a group scored None).
     """
-    if scope not in SCOPES:
-        raise ValueError(f"`scope` must be one of {SCOPES}, got {scope!r}.")
+    check_scope(scope)
     overrides = overrides or {}
     scores = [None if s is None else _nan_highest(np.asarray(s).reshape(-1)) for s in scores]
     caps = [0 if s is None else most_prunable(s.size, max_sparsity) for s in scores]

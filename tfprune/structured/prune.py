@@ -14,7 +14,8 @@ from tfprune.structured import penalties as penalties_lib
 from tfprune.structured.analysis import ChannelAnalysis
 from tfprune.structured.controller import ChannelController, why_never_pruned
 from tfprune.structured.wrapper import PruneChannels
-from tfprune.wrapper import SCOPES, pruning_wrappers
+from tfprune.selection.allocation import check_scope
+from tfprune.wrapper import pruning_wrappers
 
 
 def prune_channels(model, pruning_schedule, importance="l2", scope="layer", round_to=None, ignored_layers=None,
@@ -117,8 +118,7 @@ def _checked_settings(pruning_schedule, importance, scope, round_to, max_sparsit
             "`pruning_schedule` must be a tfprune PruningSchedule such as ConstantSparsity or PolynomialDecay, "
             f"got {type(pruning_schedule).__name__}."
         )
-    if scope not in SCOPES:
-        raise ValueError(f"`scope` must be one of {SCOPES}, got {scope!r}.")
+    check_scope(scope)
     if round_to is not None and (isinstance(round_to, bool) or not isinstance(round_to, numbers.Integral)
                                  or round_to < 1):
         raise ValueError(f"`round_to` must be a positive integer (e.g. 8) or None, got {round_to!r}.")
