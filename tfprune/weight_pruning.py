@@ -53,7 +53,12 @@ class WeightPruning:
         masked = [w for w in wrappers if w.masks]
         self.layer_scoped = [w for w in masked if w.scope == "layer"]
         self.global_scoped = tuple(w for w in masked if w.scope == "global")
+        self.masked = [*self.layer_scoped, *self.global_scoped]
         _check_global_settings_agree(self.global_scoped)
+        # Layers usually share one schedule: it is asked once per step, not once per layer.
+        self._layer_scoped_by_schedule = {}
+        for w in self.layer_scoped:
+            self._layer_scoped_by_schedule.setdefault(mask_schedule(w), []).append(w)
         self._compiled = {}
         self._plan = None  # (step, {wrapper: sparsity} pruned alone, sparsity of the ranked ones) being run
 
@@ -62,10 +67,10 @@ class WeightPruning:
         if not update_masks:
             return False
         alone = {}
-        for w in self.layer_scoped:
-            should_update, sparsity = mask_schedule(w).decision(step)
+        for schedule, wrappers in self._layer_scoped_by_schedule.items():
+            should_update, sparsity = schedule.decision(step)
             if should_update:
-                alone[w] = sparsity
+                alone.update(dict.fromkeys(wrappers, sparsity))
         ranked, ranked_sparsity = (), None
         if self.global_scoped:
             should_update, sparsity = mask_schedule(self.global_scoped[0]).decision(step)
@@ -79,12 +84,11 @@ class WeightPruning:
     def prune_to(self, sparsity, *, step, overrides=None, scope=None):
         """Prunes every masked weight to `sparsity` now; see `PruningController.prune_to`."""
         overrides = overrides or {}
-        masked = [*self.layer_scoped, *self.global_scoped]
-        own = {w: overrides.get(w, overrides.get(w.layer.name)) for w in masked}
-        ranked = tuple(w for w in masked if (scope or w.scope) == "global" and own[w] is None
+        own = {w: overrides.get(w, overrides.get(w.layer.name)) for w in self.masked}
+        ranked = tuple(w for w in self.masked if (scope or w.scope) == "global" and own[w] is None
                        and not w.granularity.m_by_n)
         _check_global_settings_agree(ranked, ("granularity", "max_layer_sparsity"))
-        alone = {w: sparsity if own[w] is None else own[w] for w in masked if w not in ranked}
+        alone = {w: sparsity if own[w] is None else own[w] for w in self.masked if w not in ranked}
         self._run(step, alone, ranked, sparsity)
 
     def _run(self, step, alone, ranked, ranked_sparsity):
@@ -135,7 +139,7 @@ class WeightPruning:
 
     def reapply_masks(self):
         """Zeroes the pruned weights again, e.g. after the optimizer swapped in averaged (EMA) weights."""
-        for w in (*self.layer_scoped, *self.global_scoped):
+        for w in self.masked:
             w.apply_masks([m.value for m in w.masks], w.pruning_step.value)
 
     def shortfalls(self, last_step):
@@ -143,9 +147,11 @@ class WeightPruning:
 
         Empty when every schedule reaches its final sparsity (N:M layers reach their m/n at step 1).
         """
-        by_schedule = {}
-        for w in (*self.layer_scoped, *self.global_scoped):
-            by_schedule.setdefault(mask_schedule(w), []).append(w.layer.name)
+        by_schedule = {schedule: [w.layer.name for w in wrappers]
+                       for schedule, wrappers in self._layer_scoped_by_schedule.items()}
+        if self.global_scoped:
+            by_schedule.setdefault(mask_schedule(self.global_scoped[0]), []).extend(
+                w.layer.name for w in self.global_scoped)
         lines = (schedule.shortfall(names, last_step) for schedule, names in by_schedule.items())
         return [line for line in lines if line]
 
