@@ -234,7 +234,8 @@ class IterativePruning:
         overrides = {w: [1 - k.mean() * (1 - rate) for k in kept[w]] for w, rate in own_rates.items()}
         together = [k for w, ks in kept.items() if w not in overrides for k in ks]
         remaining = sum(int(k.sum()) for k in together) / max(1, sum(k.size for k in together))
-        values = {w: [host_value(v) for v in w.pruned_weights] for w in self.wrappers}
+        if self.control == "random_mask":  # the random masks' survivors keep these values
+            values = {w: [host_value(v) for v in w.pruned_weights] for w in self.wrappers}
         self.controller.prune_to(1 - remaining * (1 - self.rate), overrides, scope=self.scope)
         if self.control == "random_mask":  # as many per weight, chosen at random among the survivors
             rng = np.random.default_rng([self.seed, round_index])
@@ -243,7 +244,7 @@ class IterativePruning:
                                                    self.granularity, [a])[0]
                          for k, m, a in zip(kept[w], w.masks, w.weight_axes)]
                 for variable, value in zip(w.pruned_weights, values[w]):
-                    variable.assign(value)  # the survivors of the random masks keep their values
+                    variable.assign(value)
                 w.apply_masks(masks, w.pruning_step.value)
 
     def _reset(self, round_index):

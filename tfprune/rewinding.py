@@ -185,13 +185,11 @@ class _RewindPoint(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch=None, logs=None):
         self._step += 1
-        pruned_now = self._pruned_at == self._step
-        if pruned_now or self._step == self.rewind_step:
-            sync_variables(self.model)
         if self.captured_step is None:
             if self._step == self.rewind_step:
                 self._capture_now()
-        elif self._step > self.captured_step and pruned_now:
+        elif self._step > self.captured_step and self._pruned_at == self._step:
+            sync_variables(self.model)  # only where it acts: a sync makes JAX's fit gather its whole state again
             self._after_pruning()
 
     def on_epoch_end(self, epoch, logs=None):
@@ -207,6 +205,7 @@ class _RewindPoint(keras.callbacks.Callback):
                                "nothing was recorded or rewound.")
 
     def _capture_now(self):
+        sync_variables(self.model)
         self.captured_step = self._step
         self._capture()
 
