@@ -44,6 +44,7 @@ class UpdatePruningStep(keras.callbacks.Callback):
         self.controller = None
         self.step = 0
         self._warned = False
+        self._forecast = False
 
     def on_train_begin(self, logs=None):
         if not pruning_wrappers(self.model):  # tfmot's callback does nothing then: say so
@@ -55,13 +56,15 @@ class UpdatePruningStep(keras.callbacks.Callback):
         self.controller.set_step_driven(True)
         self.step = self.controller.step
         self._warned = not self.update_masks  # held masks fall short of no schedule
+        self._forecast = False
         # A fresh train step: one traced without this callback raised, and is unusable; under JAX the
         # optimizer runs statelessly, and the step applies the masks of the train state after it.
         retrace_train_step(self.model)
 
     def on_epoch_begin(self, epoch=None, logs=None):
         steps, epochs = (self.params or {}).get("steps"), (self.params or {}).get("epochs")
-        if self.controller and not self._warned and steps and epochs and epoch is not None:
+        if self.controller and not (self._warned or self._forecast) and steps and epochs and epoch is not None:
+            self._forecast = True  # the step this fit ends at is the same from every epoch: check it once
             self._warn_if_short(self.step + (epochs - epoch) * steps)
 
     def on_train_batch_begin(self, batch=None, logs=None):

@@ -44,9 +44,6 @@ class LayerKind:
     kept_because: str = None
     flops: object = None
 
-    def matches(self, layer):
-        return any(_is_instance(layer, cls) for cls in self.classes)
-
 
 def _is_instance(layer, cls):
     if isinstance(cls, type):
