@@ -66,8 +66,7 @@ def host_call(fn, tensors, outputs):
 
 
 class HostTotals:
-    """Taylor sums added on the host, where the backward pass sends them under JAX (its train step holds no
-    variables) and torch."""
+    """Taylor sums added on the host, where JAX's backward pass sends them (its train step holds no variables)."""
 
     def __init__(self, size):
         self._total, self._batches = np.zeros(size, np.float32), 0
@@ -78,19 +77,16 @@ class HostTotals:
 
     def read(self):
         """`(sum per channel, batches)`, once every callback that JAX has queued has run."""
-        _settle_host_callbacks()
-        return self._total.copy(), self._batches
-
-    def reset(self):
-        _settle_host_callbacks()
-        self._total[:], self._batches = 0.0, 0
-
-
-def _settle_host_callbacks():
-    if keras.backend.backend() == "jax":
         import jax
 
         jax.effects_barrier()
+        return self._total.copy(), self._batches
+
+    def reset(self):
+        import jax
+
+        jax.effects_barrier()
+        self._total[:], self._batches = 0.0, 0
 
 
 def record_taylor(outputs, total, batches, host_totals):
@@ -98,15 +94,20 @@ def record_taylor(outputs, total, batches, host_totals):
 
     That sum is the first-order Taylor estimate of the loss change when a channel is removed
     (Molchanov et al. 2019): the gradient of a unit gate on the channel. TensorFlow adds it to
-    the variables `total` and `batches` (the count of calls); JAX, whose train step is pure,
-    to `host_totals` (a `HostTotals`) through a host callback; torch through a gradient hook.
+    the variables `total` and `batches` (the count of calls), and so does torch from a gradient
+    hook; JAX, whose train step is pure, adds it to `host_totals` (a `HostTotals`) through a
+    host callback.
     """
     if keras.backend.backend() == "jax":
         return _record_taylor_on_host(outputs, host_totals)
     if keras.backend.backend() == "torch":  # eager autograd: a hook on the outputs sees their gradient
+        def add(upstream):  # on the device: no copy to the host per batch
+            contribution = (outputs.detach().float() * upstream.float()).sum(dim=tuple(range(outputs.dim() - 1)))
+            total.assign(total.value + contribution ** 2)
+            batches.assign(batches.value + 1.0)
+
         if outputs.requires_grad:
-            outputs.register_hook(lambda upstream: host_totals.add(
-                (outputs.detach().float() * upstream.float()).sum(dim=tuple(range(outputs.dim() - 1))).cpu().numpy()))
+            outputs.register_hook(add)
         return outputs
     import tensorflow as tf  # `prune_channels` refuses gradient-based importance on any other backend
 

@@ -83,7 +83,8 @@ class PruneChannels(PruningWrapper):
                                 trainable=False),
                 self.add_weight(name="taylor_batches", shape=(), initializer="zeros", trainable=False),
             )
-            self._taylor_on_host = HostTotals(self.channel_masks["output"].shape[0])
+            self._taylor_on_host = (HostTotals(self.channel_masks["output"].shape[0])
+                                    if keras.backend.backend() == "jax" else None)
         for role in self.gate_roles:
             self.log_alpha[role] = self.add_weight(
                 name=f"{role}_log_alpha", shape=self.channel_masks[role].shape,
@@ -152,14 +153,16 @@ class PruneChannels(PruningWrapper):
     def recorded_taylor(self):
         """Mean squared gate gradient per output channel since the last reset, or None before any batch."""
         total, batches = (host_value(v) for v in self.taylor)
-        on_host, batches_on_host = self._taylor_on_host.read()
-        total, batches = total + on_host, batches + batches_on_host
+        if self._taylor_on_host is not None:
+            on_host, batches_on_host = self._taylor_on_host.read()
+            total, batches = total + on_host, batches + batches_on_host
         return total / batches if batches > 0 else None
 
     def reset_taylor(self):
         for variable in self.taylor:
             variable.assign(keras.ops.zeros(variable.shape, variable.dtype))
-        self._taylor_on_host.reset()
+        if self._taylor_on_host is not None:
+            self._taylor_on_host.reset()
 
     def apply_masks(self, masks, step):
         """Stores `masks` ({role: bool array}), zeroes the pruned channels' weights and records `step`."""
