@@ -18,7 +18,8 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import tfprune  # noqa: E402
-from tfprune.wrapper import pruning_wrappers  # noqa: E402
+from tfprune.apply.wrapper import pruning_wrappers  # noqa: E402
+from tfprune.weight_pruning import layer_masks  # noqa: E402
 
 BATCH, EPOCHS, SPARSITY = 32, 3, 0.75
 rng = np.random.default_rng(0)
@@ -45,7 +46,7 @@ class RankGaps(keras.callbacks.Callback):
             if should_update:
                 self.model.jax_state_sync()  # the weights the update is about to rank
                 kernels = [keras.ops.convert_to_numpy(k) for k in wrapper.pruned_weights]
-                for kernel, mask in zip(kernels, wrapper.compute_masks(sparsity, kernels)):
+                for kernel, mask in zip(kernels, layer_masks(wrapper, sparsity, kernels)):
                     magnitude = np.abs(kernel)
                     if 0 < mask.sum() < mask.size:
                         self.gaps.append(float(magnitude[mask].min() - magnitude[~mask].max()))

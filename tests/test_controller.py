@@ -12,7 +12,7 @@ from tfprune.controller import on_masks_changed
 
 def _layer_sparsity(model):
     return {w.layer.name: round(1 - float(np.mean([m.numpy().mean() for m in w.masks])), 3)
-            for w in tfprune.wrapper.pruning_wrappers(model) if getattr(w, "masks", None)}
+            for w in tfprune.apply.wrapper.pruning_wrappers(model) if getattr(w, "masks", None)}
 
 
 def _names(model):
@@ -43,7 +43,7 @@ def test_prune_to_global_ranks_the_layers_without_an_override_together():
     sparsity = _layer_sparsity(pruned)
     assert sparsity[head] == 0.1
     assert sparsity[first] < 0.6 < sparsity[second]
-    weights = {w.layer.name: w.masks[0].numpy() for w in tfprune.wrapper.pruning_wrappers(pruned)}
+    weights = {w.layer.name: w.masks[0].numpy() for w in tfprune.apply.wrapper.pruning_wrappers(pruned)}
     kept = weights[first].sum() + weights[second].sum()
     assert kept == pytest.approx(0.4 * (weights[first].size + weights[second].size), abs=1)
 
@@ -55,7 +55,7 @@ def test_prune_to_channels_with_an_override_for_one_layers_outputs():
     pruned = tfprune.prune_channels(model, tfprune.ConstantSparsity(0.5, begin_step=1000))
     tfprune.PruningController(pruned).prune_to(0.5, overrides={"b": 0.25})
     kept = {w.layer.name: int(w.channel_masks["output"].numpy().sum())
-            for w in tfprune.wrapper.pruning_wrappers(pruned) if "output" in w.channel_masks}
+            for w in tfprune.apply.wrapper.pruning_wrappers(pruned) if "output" in w.channel_masks}
     assert kept["a"] == 16 and kept["b"] == 12
 
 

@@ -11,7 +11,7 @@ import tfprune
 from tests.conftest import mlp
 from tests.container_models import BlockNet, transformer_classifier
 from tfprune.graph.containers import user_weights
-from tfprune.wrapper import pruning_wrappers
+from tfprune.apply.wrapper import pruning_wrappers
 
 L = keras.layers
 

@@ -8,8 +8,8 @@ import pytest
 import tfprune
 from tests.container_models import BlockNet
 from tests.keras_io_vit import create_vit_classifier
-from tfprune.wrapper import pruning_wrappers
-from tfprune.wrapper import KeepPruned
+from tfprune.apply.wrapper import pruning_wrappers
+from tfprune.apply.constraint import KeepPruned
 
 
 @pytest.fixture(scope="module")

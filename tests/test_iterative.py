@@ -44,7 +44,7 @@ class RoundStarts(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         self.weights.append([v.numpy() for v in rewound_variables(self.model)])
-        self.masks.append([m.numpy() for w in tfprune.wrapper.pruning_wrappers(self.model) for m in w.masks])
+        self.masks.append([m.numpy() for w in tfprune.apply.wrapper.pruning_wrappers(self.model) for m in w.masks])
         self.learning_rates.append(float(self.model.optimizer.learning_rate))
 
 

@@ -139,7 +139,7 @@ def _fit(pruned, batches, callbacks=()):
 
 
 def _masked_wrappers(pruned):
-    return [w for w in tfprune.wrapper.pruning_wrappers(pruned) if w.masks]  # Flatten is wrapped too, as in tfmot
+    return [w for w in tfprune.apply.wrapper.pruning_wrappers(pruned) if w.masks]  # Flatten is wrapped too, as in tfmot
 
 
 def _zeroes_2_of_every_4_inputs(kernel):

@@ -140,7 +140,7 @@ def test_l0_gates_close_in_fit_fold_exactly_and_shrink_away(tmp_path):
 def test_strip_pruning_folds_unfolded_gates_so_the_plain_model_computes_the_same(activation):
     gated = _gated_mlp(activation)
     for layer in gated.layers:
-        for log_alpha in getattr(layer, "log_alpha", {}).values():
+        for log_alpha in (layer.gates.log_alpha.values() if getattr(layer, "gates", None) else ()):
             log_alpha.assign(np.linspace(-4.0, 4.0, log_alpha.shape[0]))  # some gates closed, some half open
     x = np.random.default_rng(0).normal(size=(5, 64)).astype("float32")
 
@@ -159,7 +159,7 @@ def test_each_gated_layer_draws_its_own_gate_noise_reproducibly():
                                   L.Dense(16, activation="relu", name="b"), L.Dense(2, name="out")])
         gated = tfprune.prune_channels(model, None, penalty=tfprune.L0Gates(1e-2))
         wrappers = [w for w in gated.layers if isinstance(w, tfprune.PruneChannels) and w.gate_roles]
-        return [keras.ops.convert_to_numpy(w.penalty.gates(w.log_alpha["output"], True, w._gate_seed))
+        return [keras.ops.convert_to_numpy(w.penalty.gates(w.gates.log_alpha["output"], True, w.gates.seed))
                 for w in wrappers]
 
     first, second = noise()

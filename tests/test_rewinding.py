@@ -36,7 +36,7 @@ def values(model):
 
 
 def masks_of(model):
-    return [m.numpy() for w in tfprune.wrapper.pruning_wrappers(model) for m in w.masks]
+    return [m.numpy() for w in tfprune.apply.wrapper.pruning_wrappers(model) for m in w.masks]
 
 
 def test_weights_rewind_to_the_start_after_pruning_and_keep_the_masks(xy):
@@ -144,7 +144,7 @@ def test_learning_rate_replays_the_schedule_and_leaves_weights_and_counters(xy):
     fit(model, xy, 2, tfprune.LearningRateRewinding(rewind_step=5, verbose=0))
     optimizer = model.optimizer
     assert int(optimizer.iterations.numpy()) == 20  # not disturbed
-    assert tfprune.wrapper.saved_step(tfprune.wrapper.pruning_wrappers(model)) == 20
+    assert tfprune.apply.wrapper.saved_step(tfprune.apply.wrapper.pruning_wrappers(model)) == 20
     # rewound at step 15 to optimizer step 5: after 5 more steps the rate is the schedule's at step 10
     np.testing.assert_allclose(float(optimizer.learning_rate), float(decay()(10)), rtol=1e-6)
     assert isinstance(optimizer._learning_rate, RewoundSchedule)

@@ -20,7 +20,7 @@ from tfprune.graph.rebuild import copy_layer, rebuild, same_layer
 from tfprune.policy import PruningPolicy
 from tfprune.weight_pruning import warn_if_m_by_n_ignores_schedule
 from tfprune.selection.allocation import check_scope
-from tfprune.wrapper import PruneLowMagnitude, PruningWrapper, pruning_wrappers
+from tfprune.apply.wrapper import PruneLowMagnitude, PruningWrapper, pruning_wrappers
 
 
 def prune_low_magnitude(

@@ -8,7 +8,7 @@ import keras
 from tfprune.controller import PruningController
 from tfprune.report import sparsity_report
 from tfprune.stateless import retrace_train_step, sync_variables
-from tfprune.wrapper import pruning_wrappers, saved_step
+from tfprune.apply.wrapper import pruning_wrappers, saved_step
 
 
 class UpdatePruningStep(keras.callbacks.Callback):

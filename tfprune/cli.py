@@ -127,7 +127,7 @@ def _export(args):
 
 def _report(args):
     model = _load_model(args.model, args.custom_objects)
-    from tfprune.wrapper import pruning_wrappers
+    from tfprune.apply.wrapper import pruning_wrappers
 
     print(tfprune.format_report(tfprune.sparsity_report(model)))
     if pruning_wrappers(model):

@@ -19,9 +19,9 @@ from tfprune.graph import compat
 from tfprune.selection.allocation import check_scope
 from tfprune.stateless import sync_variables
 from tfprune.structured.controller import ChannelController
-from tfprune.structured.wrapper import PruneChannels
+from tfprune.apply.wrapper import PruneChannels
 from tfprune.weight_pruning import WeightPruning
-from tfprune.wrapper import PruneLowMagnitude, check_built, pruning_wrappers, saved_step
+from tfprune.apply.wrapper import PruneLowMagnitude, check_built, pruning_wrappers, saved_step
 
 _PARTS = ((PruneLowMagnitude, WeightPruning), (PruneChannels, ChannelController))
 _LISTENERS = "_tfprune_masks_changed_listeners"  # held by the model itself, so they go with it

@@ -39,7 +39,7 @@ from tfprune.rewinding import (
 )
 from tfprune.validation import is_integer
 from tfprune.selection.allocation import check_scope
-from tfprune.wrapper import PruneLowMagnitude, pruning_wrappers, saved_step
+from tfprune.apply.wrapper import PruneLowMagnitude, pruning_wrappers, saved_step
 
 MODES = ("weights", "lr", "finetune")
 CONTROLS = (None, "reinit", "random_mask")

@@ -9,7 +9,7 @@ import keras
 from keras import layers
 
 from tfprune.graph import compat
-from tfprune.wrapper import PruneLowMagnitude
+from tfprune.apply.wrapper import PruneLowMagnitude
 
 
 class PruningPolicy:

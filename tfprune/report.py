@@ -14,8 +14,8 @@ from tfprune import registry
 from tfprune.backend_calls import host_value
 from tfprune.graph.traverse import outermost
 from tfprune.messages import first_names
-from tfprune.structured.wrapper import PruneChannels
-from tfprune.wrapper import PruneLowMagnitude, PruningWrapper, broadcast_mask
+from tfprune.apply.wrapper import PruneChannels
+from tfprune.apply.wrapper import PruneLowMagnitude, PruningWrapper
 
 
 def _prunable_layers(layer):
@@ -35,23 +35,11 @@ def _has_weights_to_report(layer):
 def _weights_and_masks(layer):
     """(variable path, value, mask or None, held at max_layer_sparsity?) per prunable weight."""
     if isinstance(layer, PruneLowMagnitude):
-        masks = [host_value(mask) for mask in layer.masks]
         return [(w.path, host_value(w), mask, _held_at_cap(layer, mask))
-                for w, mask in zip(layer.pruned_weights, masks)]
+                for w, mask in ((w, layer.weight_mask(w)) for w in layer.pruned_weights)]
     if isinstance(layer, PruneChannels):
-        return [(w.path, host_value(w), _channel_mask(layer, w), False)
-                for w in registry.prunable_weights(layer.layer)]
+        return [(w.path, host_value(w), layer.weight_mask(w), False) for w in registry.prunable_weights(layer.layer)]
     return [(w.path, host_value(w), None, False) for w in registry.prunable_weights(layer)]
-
-
-def _channel_mask(wrapper, variable):
-    """The channel masks of a `PruneChannels` wrapper spread over one of its layer's weights."""
-    mask = np.ones(variable.shape, bool)
-    for axis in wrapper.role_axes:
-        if axis.variable is variable:
-            kept = broadcast_mask(~wrapper.pruned(axis.role), axis.axis, axis.repeat, len(variable.shape))
-            mask = mask & host_value(kept)
-    return mask
 
 
 def _held_at_cap(wrapper, mask):

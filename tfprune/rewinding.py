@@ -26,7 +26,7 @@ from tfprune.files import atomic_write
 from tfprune.graph import compat
 from tfprune.stateless import retrace_train_step, sync_variables
 from tfprune.validation import is_integer
-from tfprune.wrapper import pruning_wrappers, saved_step
+from tfprune.apply.wrapper import pruning_wrappers, saved_step
 
 OPTIMIZER_STATES = ("reset", "keep")
 

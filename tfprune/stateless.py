@@ -9,7 +9,7 @@ the step was traced: pruned weights would grow back after every later mask updat
 
 import keras
 
-from tfprune.wrapper import KeepPruned
+from tfprune.apply.constraint import KeepPruned
 
 
 def apply_masks(model, trainable_values, non_trainable_values):

@@ -40,6 +40,21 @@ def warn_if_m_by_n_ignores_schedule(schedule, m_by_n):
     )
 
 
+def layer_masks(wrapper, sparsity, weights):
+    """New masks for one `PruneLowMagnitude` wrapper alone from its current masked `weights`, at `sparsity`
+    (ignored for N:M): one for all its weights, or a list with one per weight.
+
+    Scores are magnitudes, so already-pruned entries score 0 and stay pruned.
+    """
+    scores = [MAGNITUDE.entry_scores(w) for w in weights]
+    if wrapper.granularity.m_by_n:
+        m, n = wrapper.granularity.m_by_n
+        return [masks_lib.m_by_n_mask(s, m, n, axes) for s, axes in zip(scores, wrapper.weight_axes)]
+    per_weight = sparsity if isinstance(sparsity, (list, tuple)) else [sparsity] * len(scores)
+    return masks_lib.threshold_masks(scores, 0.0, wrapper.granularity, wrapper.weight_axes, scope="layer",
+                                     overrides=dict(enumerate(per_weight)))
+
+
 class WeightPruning:
     """Updates the weight masks of `wrappers` (a model's `PruneLowMagnitude` wrappers).
 
@@ -127,7 +142,7 @@ class WeightPruning:
         step, alone, ranked_sparsity = self._plan
         values = iter(values)
         per_wrapper = [[next(values) for _ in w.pruned_weights] for w in targets]
-        masks = [m for w, v in zip(targets[:alone_count], per_wrapper) for m in w.compute_masks(alone[w], v)]
+        masks = [m for w, v in zip(targets[:alone_count], per_wrapper) for m in layer_masks(w, alone[w], v)]
         ranked = targets[alone_count:]
         if ranked:
             scores = [MAGNITUDE.entry_scores(v) for layer_values in per_wrapper[alone_count:] for v in layer_values]
@@ -140,7 +155,7 @@ class WeightPruning:
     def reapply_masks(self):
         """Zeroes the pruned weights again, e.g. after the optimizer swapped in averaged (EMA) weights."""
         for w in self.masked:
-            w.apply_masks([m.value for m in w.masks], w.pruning_step.value)
+            w.reapply_masks()
 
     def shortfalls(self, last_step):
         """Why a run ending at `last_step` leaves layers short of their final sparsity, one line per schedule.

@@ -35,7 +35,7 @@ from tfprune.graph import compat
 from tfprune.graph.rebuild import copy_layer, rebuild
 from tfprune.graph.traverse import layers_in
 from tfprune.messages import first_names
-from tfprune.wrapper import pruning_wrappers
+from tfprune.apply.wrapper import pruning_wrappers
 
 QUANTIZE_MODES = (None, "dynamic", "float16", "int8")
 

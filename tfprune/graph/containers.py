@@ -12,7 +12,7 @@ import keras
 
 from tfprune import registry
 from tfprune.graph import compat
-from tfprune.wrapper import PruningWrapper, pruning_wrappers
+from tfprune.apply.wrapper import PruningWrapper, pruning_wrappers
 
 
 def is_graph_model(layer):

@@ -20,7 +20,7 @@ from tfprune.layers.table import rule_for
 from tfprune.messages import first_names
 from tfprune.structured.labels import Channels, LabelSets
 from tfprune.structured.rules import Boundary, channel_count, weights_by_name
-from tfprune.structured.wrapper import PruneChannels
+from tfprune.apply.wrapper import PruneChannels
 
 
 @dataclasses.dataclass(frozen=True)

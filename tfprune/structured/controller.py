@@ -29,8 +29,9 @@ from tfprune.selection.allocation import (
 )
 from tfprune.stateless import sync_variables
 from tfprune.structured.analysis import ChannelAnalysis
-from tfprune.structured.wrapper import PenaltyTerm, PruneChannels
-from tfprune.wrapper import check_built, pruning_wrappers, saved_step
+from tfprune.apply.penalties import PenaltyTerm
+from tfprune.apply.wrapper import PruneChannels
+from tfprune.apply.wrapper import check_built, pruning_wrappers, saved_step
 
 
 def _reader():
@@ -238,15 +239,15 @@ class ChannelController:
                     if wrapper is not None and role in masks[id(wrapper)]:
                         masks[id(wrapper)][role][indices[picked].reshape(-1)] = False
         for w in self.wrappers:
-            w.apply_masks(masks[id(w)], step)
+            w.apply_masks(list(masks[id(w)].values()), step)  # in the order of w.masks
             if w.taylor is not None:
-                w.reset_taylor()
+                w.taylor.reset()
 
     def _recorded_gradients(self):
         """{id(layer): mean squared gate gradient per output channel} for gradient-based importance."""
         if not self.importance.needs_gradients:
             return {}
-        recorded = {id(w.layer): w.recorded_taylor() for w in self.wrappers if w.taylor is not None}
+        recorded = {id(w.layer): w.taylor.mean() for w in self.wrappers if w.taylor is not None}
         if not any(value is not None for value in recorded.values()):
             raise ValueError(
                 f"{type(self.importance).__name__} importance has not seen a training batch yet: it scores channels "
@@ -287,7 +288,7 @@ class ChannelController:
     def reapply_masks(self):
         """Zeroes the pruned channels again, e.g. after the optimizer swapped in averaged (EMA) weights."""
         for w in self.wrappers:
-            w.apply_masks({role: ~w.pruned(role) for role in w.channel_masks}, w.pruning_step.value)
+            w.reapply_masks()
 
     def shortfalls(self, last_step):
         """Why a run ending at `last_step` stops short of the final sparsity (one line), or nothing."""

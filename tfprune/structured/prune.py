@@ -10,12 +10,12 @@ from tfprune.criteria import importance as importance_lib
 from tfprune.graph.rebuild import copy_layer, rebuild, same_layer
 from tfprune.layers.table import masked_roles
 from tfprune.messages import first_names
-from tfprune.structured import penalties as penalties_lib
+from tfprune.apply import penalties as penalties_lib
 from tfprune.structured.analysis import ChannelAnalysis
 from tfprune.structured.controller import ChannelController, why_never_pruned
-from tfprune.structured.wrapper import PruneChannels
+from tfprune.apply.wrapper import PruneChannels
 from tfprune.selection.allocation import check_scope
-from tfprune.wrapper import pruning_wrappers
+from tfprune.apply.wrapper import pruning_wrappers
 
 
 def prune_channels(model, pruning_schedule, importance="l2", scope="layer", round_to=None, ignored_layers=None,

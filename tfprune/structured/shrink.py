@@ -5,7 +5,7 @@ from tfprune.graph.rebuild import copy_layer, rebuild, same_layer
 from tfprune.layers.table import rule_for, why_nonzero
 from tfprune.structured.analysis import ChannelAnalysis
 from tfprune.structured.cost import model_cost
-from tfprune.wrapper import pruning_wrappers
+from tfprune.apply.wrapper import pruning_wrappers
 
 
 def shrink(model, ignored_layers=None, verbose=True, copy=True):

@@ -126,6 +126,27 @@ class L0Gates(Penalty):
         return {**super().get_config(), "per_weight": self.per_weight, "initial_drop_rate": self.initial_drop_rate}
 
 
+class PenaltyTerm:
+    """The weights of one set of channel groups, gathered per group inside the train step.
+
+    `slices` are (variable, axis, repeat, rows): `rows` (groups, k) index the variable's
+    channels along `axis` (each `repeat` entries wide); `sizes` are the weights per group.
+    """
+
+    def __init__(self, slices, sizes):
+        self.slices, self.sizes = slices, ops.convert_to_tensor(sizes, "float32")
+
+    def squared_norms(self):
+        """Squared L2 norm of each group: per-channel sums of squares first (no gather of whole weights)."""
+        total = 0.0
+        for variable, axis, repeat, rows in self.slices:
+            value = ops.convert_to_tensor(variable)
+            per_entry = ops.sum(ops.square(value), axis=[a for a in range(len(variable.shape)) if a != axis])
+            per_channel = ops.sum(ops.reshape(per_entry, (-1, repeat)), axis=1)
+            total = total + ops.sum(ops.take(per_channel, rows, axis=0), axis=1)
+        return total
+
+
 def get(identifier):
     """A `Penalty` from an instance, a serialized dict or None."""
     if identifier is None or isinstance(identifier, Penalty):
