@@ -25,7 +25,11 @@ demo: $(STAMP)
 	$(PY) examples/demo.py --out demo_output
 
 # The suite runs on both Keras backends it supports: TensorFlow, then JAX (TensorFlow-only tests skip with a reason).
+# As root it first installs qemu-user and gcc, with which tests count instructions under qemu (they skip, saying so,
+# where neither can be installed).
 test: $(STAMP)
+	@command -v qemu-x86_64 >/dev/null && command -v gcc >/dev/null || [ "$$(id -u)" != 0 ] || \
+		(apt-get update -q && apt-get install -y -q qemu-user gcc) >/dev/null || echo "could not install qemu-user/gcc"
 	KERAS_BACKEND=tensorflow $(PY) -m pytest -q -n 2 --durations=10 tests
 	KERAS_BACKEND=jax $(PY) -m pytest -q -n 2 --durations=10 -rs tests
 
@@ -41,11 +45,13 @@ bench: $(BENCH_STAMP)
 	$(PY) benchmarks/rewinding_modes.py
 	$(PY) benchmarks/rewinding_channels.py
 
-# aarch64 LiteRT under qemu-user vs x86 (correctness only). Installs qemu-user and enables arm64 in apt: needs root.
+# aarch64 LiteRT under qemu-user vs x86 (outputs), then aarch64 instructions per inference of the same models.
+# Installs qemu-user and gcc (for the counting plugin) and enables arm64 in apt: needs root.
 arm-check: $(STAMP)
-	command -v qemu-aarch64 >/dev/null || (apt-get update -q && apt-get install -y -q qemu-user)
+	command -v qemu-aarch64 >/dev/null && command -v gcc >/dev/null || (apt-get update -q && apt-get install -y -q qemu-user gcc)
 	dpkg --print-foreign-architectures | grep -qx arm64 || (dpkg --add-architecture arm64 && apt-get update -q)
 	$(PY) benchmarks/arm_parity.py --sysroot $(ARM_SYSROOT)
+	$(PY) benchmarks/arm_instructions.py --sysroot $(ARM_SYSROOT)
 
 clean:
 	rm -rf $(VENV) $(ARM_SYSROOT) demo_output .pytest_cache

@@ -162,9 +162,15 @@ def _bench(args):
     else:
         result = benchmark_tflite(args.models, num_threads=args.threads, runs=args.runs, warmup=args.warmup,
                                   use_xnnpack=not args.no_xnnpack)
+    if args.arm is not None:
+        from tfprune.deploy.instructions import add_instruction_counts
+
+        add_instruction_counts(result, args.arm, cpu=args.arm_cpu, use_xnnpack=not args.no_xnnpack)
     print(format_benchmark(result))
     if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+        from tfprune.files import atomic_write
+
+        atomic_write(args.json, (json.dumps(result, indent=2) + "\n").encode())
         print(f"json: {args.json}")
 
 
@@ -245,6 +251,11 @@ def build_parser():
     bench.add_argument("--no-xnnpack", action="store_true", help="disable the default XNNPack delegate")
     bench.add_argument("--adb", nargs="?", const="", metavar="SERIAL", help="run on an Android device over adb")
     bench.add_argument("--benchmark-binary", metavar="PATH", help="the benchmark_model binary to push to the device")
+    bench.add_argument("--arm", nargs="?", const=".arm64-sysroot", metavar="SYSROOT",
+                       help="also count the instructions aarch64 LiteRT executes per inference, under qemu-user, "
+                            "with this sysroot (make arm-check builds .arm64-sysroot); not a latency")
+    bench.add_argument("--arm-cpu", default="cortex-a76", choices=["cortex-a76", "cortex-a53"],
+                       help="the CPU qemu emulates for --arm: cortex-a76 (dot product) or cortex-a53 (none)")
     bench.add_argument("--json", help="write results as JSON here")
     bench.set_defaults(func=_bench)
     arm = sub.add_parser("arm-check", help="compare .tflite outputs on aarch64 LiteRT (under qemu-user) with x86",

@@ -1,4 +1,5 @@
-"""Deployment: TFLite export with verification, LiteRT and Android benchmarking, the aarch64 parity check.
+"""Deployment: TFLite export with verification, LiteRT and Android benchmarking, the aarch64 parity check and
+aarch64 instruction counts.
 
 Loaded on first use, so that benchmarking .tflite files does not import TensorFlow.
 """
@@ -9,6 +10,7 @@ _PUBLIC = {
     "ExportReport": "tfprune.deploy.export",
     "LiteRTModel": "tfprune.deploy.litert",
     "benchmark_tflite": "tfprune.deploy.bench",
+    "count_instructions": "tfprune.deploy.instructions",
     "export_tflite": "tfprune.deploy.export",
     "format_benchmark": "tfprune.deploy.bench",
 }

@@ -41,18 +41,25 @@ DEBIAN_PACKAGES = (
 )
 # qemu-user shows the guest the host's x86 /proc/cpuinfo, on which LiteRT's CPU detection (cpuinfo)
 # crashes at interpreter creation. qemu looks up guest paths under `-L` first, so the sysroot
-# carries an aarch64 /proc/cpuinfo of Cortex-A76 cores, the CPU that `LiteRTProcess.aarch64`
-# asks qemu to emulate by default.
+# carries an aarch64 /proc/cpuinfo of the emulated cores; XNNPack picks its kernels from it
+# (a Cortex-A53 given an A76's file would run dot-product instructions it lacks).
 CPUINFO_CORE = """processor\t: {index}
 BogoMIPS\t: 50.00
-Features\t: fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp cpuid asimdrdm lrcpc dcpop asimddp
+Features\t: {features}
 CPU implementer\t: 0x41
 CPU architecture: 8
-CPU variant\t: 0x4
-CPU part\t: 0xd0b
-CPU revision\t: 1
+CPU variant\t: {variant}
+CPU part\t: {part}
+CPU revision\t: {revision}
 
 """
+CPU_PROFILES = {  # qemu -cpu name: what its /proc/cpuinfo says (as on the real cores)
+    "cortex-a76": {"features": "fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp cpuid asimdrdm "
+                               "lrcpc dcpop asimddp", "variant": "0x4", "part": "0xd0b", "revision": "1"},
+    "cortex-a53": {"features": "fp asimd evtstrm aes pmull sha1 sha2 crc32 cpuid", "variant": "0x0",
+                   "part": "0xd03", "revision": "4"},
+}
+DEFAULT_CPU = "cortex-a76"  # the sysroot's own /proc/cpuinfo; other CPUs get a view of it (`cpu_view`)
 WHEEL_PLATFORMS = ["manylinux2014_aarch64"] + [f"manylinux_2_{minor}_aarch64" for minor in range(17, 37)]
 
 
@@ -72,14 +79,19 @@ class LiteRTProcess:
         """The aarch64 Python of a `build_sysroot` folder, run under qemu-user emulating `cpu`.
 
         The default, a Cortex-A76 (NEON with dot product, as in many Android phones), matches
-        the sysroot's /proc/cpuinfo. Avoid `cpu="max"` on qemu 7.2 (Debian 12): it enables SME,
-        whose emulation there makes XNNPack's int8 results wrong (qemu 10.0 gets them right).
+        the sysroot's /proc/cpuinfo; "cortex-a53" (no dot product: low-end phones) sees one of its
+        own. Avoid `cpu="max"` on qemu 7.2 (Debian 12): it enables SME, whose emulation there
+        makes XNNPack's int8 results wrong (qemu 10.0 gets them right).
         """
+        if cpu not in CPU_PROFILES:
+            raise ValueError(f"No /proc/cpuinfo profile for cpu={cpu!r}: use one of {sorted(CPU_PROFILES)} (qemu 7.2 "
+                             "emulates them; avoid 'max', whose SME makes XNNPack's INT8 results wrong on qemu 7.2).")
         sysroot = Path(sysroot).resolve()
         if not (sysroot / SYSROOT_PYTHON).is_file() or not (sysroot / "site").is_dir():
             raise FileNotFoundError(f"'{sysroot}' is not an aarch64 sysroot: build it with build_sysroot('{sysroot}').")
-        _require_tool(qemu, "apt-get install qemu-user")
-        return cls([qemu, "-cpu", cpu, "-L", sysroot, sysroot / SYSROOT_PYTHON],
+        require_tool(qemu, "apt-get install qemu-user")
+        root = cpu_view(sysroot, cpu)
+        return cls([qemu, "-cpu", cpu, "-L", root, root / SYSROOT_PYTHON],
                    env={"PYTHONPATH": str(sysroot / "site")}, name=f"aarch64 {cpu} (qemu-user)")
 
     def run(self, model_path, raw_inputs, use_xnnpack=True, timeout=1800):
@@ -139,7 +151,7 @@ def build_sysroot(dest, packages=DEBIAN_PACKAGES):
     if (dest / ".complete").is_file():
         return dest
     for tool in ("apt-get", "dpkg"):
-        _require_tool(tool, "use a Debian 12 machine (or build the sysroot on one)")
+        require_tool(tool, "use a Debian 12 machine (or build the sysroot on one)")
     arches = subprocess.run(["dpkg", "--print-foreign-architectures"], capture_output=True, text=True).stdout.split()
     if "arm64" not in arches:
         raise RuntimeError("apt cannot fetch arm64 packages yet. As root run: "
@@ -154,9 +166,7 @@ def build_sysroot(dest, packages=DEBIAN_PACKAGES):
         for deb in sorted(debs.glob("*.deb")):
             _run(["dpkg", "-x", str(deb), str(work)])
         shutil.rmtree(debs)
-        (work / "proc").mkdir()
-        cores = os.cpu_count() or 1  # qemu passes the host's /sys through: match its CPU count
-        (work / "proc" / "cpuinfo").write_text("".join(CPUINFO_CORE.format(index=i) for i in range(cores)))
+        _write_cpuinfo(work, DEFAULT_CPU)
         wheels = [f"ai-edge-litert=={importlib.metadata.version('ai-edge-litert')}", f"numpy=={np.__version__}"]
         print(f"installing aarch64 wheels: {' '.join(wheels)}", flush=True)
         platforms = [arg for tag in WHEEL_PLATFORMS for arg in ("--platform", tag)]
@@ -171,7 +181,31 @@ def build_sysroot(dest, packages=DEBIAN_PACKAGES):
     return dest
 
 
-def _require_tool(name, fix):
+def cpu_view(sysroot, cpu):
+    """The sysroot as `cpu` (one of `CPU_PROFILES`) sees it: itself for the default CPU, else a folder of links to
+    its entries with that CPU's /proc/cpuinfo."""
+    if cpu == DEFAULT_CPU:
+        return sysroot
+    view = sysroot / "cpus" / cpu
+    if not (view / "proc" / "cpuinfo").is_file():
+        (sysroot / "cpus").mkdir(exist_ok=True)
+        partial = Path(tempfile.mkdtemp(prefix=f".{cpu}.", dir=sysroot / "cpus"))
+        for entry in sysroot.iterdir():
+            if entry.name not in ("proc", "cpus"):
+                (partial / entry.name).symlink_to(entry)
+        _write_cpuinfo(partial, cpu)
+        partial.rename(view)
+    return view
+
+
+def _write_cpuinfo(root, cpu):
+    cores = os.cpu_count() or 1  # qemu passes the host's /sys through: match its CPU count
+    (root / "proc").mkdir()
+    (root / "proc" / "cpuinfo").write_text("".join(CPUINFO_CORE.format(index=i, **CPU_PROFILES[cpu])
+                                                   for i in range(cores)))
+
+
+def require_tool(name, fix):
     if shutil.which(name) is None:
         raise FileNotFoundError(f"'{name}' not found on PATH: {fix}.")
 

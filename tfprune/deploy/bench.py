@@ -28,7 +28,7 @@ def _percentile(values, q):
     return float(np.percentile(values, q))
 
 
-def _random_sample(model):
+def random_sample(model):
     """A random float input sample (a list of them for several inputs); integer ids get zeros, always valid."""
     rng = np.random.default_rng(0)
 
@@ -71,7 +71,7 @@ def benchmark_tflite(path_or_paths, num_threads=1, runs=200, warmup=20, use_xnnp
         before = _rss_bytes()
         model = LiteRTModel.load(path, num_threads=num_threads, use_xnnpack=use_xnnpack)
         after = _rss_bytes()
-        prepared = model.prepare(input_data if input_data is not None else _random_sample(model))
+        prepared = model.prepare(input_data if input_data is not None else random_sample(model))
         start = time.perf_counter()
         model.invoke(prepared)
         first = time.perf_counter() - start
@@ -100,9 +100,24 @@ def benchmark_tflite(path_or_paths, num_threads=1, runs=200, warmup=20, use_xnnp
 
 
 def format_benchmark(result):
-    """A text table of a `benchmark_tflite` (or Android) result."""
-    lines = [f"{'model':<40} {'bytes':>10} {'first ms':>9} {'median ms':>10} {'p90 ms':>8} {'p99 ms':>8}"]
-    for m in result["models"]:
-        lines.append(f"{Path(m['path']).name:<40} {m.get('file_bytes') or 0:>10,} {m['first_inference_ms']:>9.3f} "
-                     f"{m['median_ms']:>10.4f} {m.get('p90_ms') or float('nan'):>8.4f} {m.get('p99_ms') or float('nan'):>8.4f}")
+    """A text table of a `benchmark_tflite` (or Android) result, with each model's ratios to the first.
+
+    With aarch64 instruction counts (`instructions.add_instruction_counts`), two more columns and a note.
+    """
+    models = result["models"]
+    counted = all("aarch64_instructions" in m for m in models)
+    header = f"{'model':<40} {'bytes':>10} {'first ms':>9} {'median ms':>10} {'p90 ms':>8} {'p99 ms':>8} {'x first':>7}"
+    if counted:
+        header += f" {'aarch64 instr':>14} {'x first':>7}"
+    lines = [header]
+    for m in models:
+        line = (f"{Path(m['path']).name:<40} {m.get('file_bytes') or 0:>10,} {m['first_inference_ms']:>9.3f} "
+                f"{m['median_ms']:>10.4f} {m.get('p90_ms') or float('nan'):>8.4f} "
+                f"{m.get('p99_ms') or float('nan'):>8.4f} {m['median_ms'] / models[0]['median_ms']:>7.3f}")
+        if counted:
+            line += (f" {m['aarch64_instructions']:>14,.0f} "
+                     f"{m['aarch64_instructions'] / models[0]['aarch64_instructions']:>7.3f}")
+        lines.append(line)
+    if counted:
+        lines.append(f"{result['settings']['aarch64']['cpu']}: {result['settings']['aarch64']['note']}")
     return "\n".join(lines)

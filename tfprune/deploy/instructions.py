@@ -1,0 +1,152 @@
+"""How many instructions an aarch64 CPU executes per inference of a .tflite model, counted under qemu-user.
+
+No phone is needed: qemu-user runs LiteRT's real aarch64 kernels (XNNPack's NEON, dot-product
+or not, chosen for the emulated CPU) in an aarch64 sysroot (`aarch64.build_sysroot`), and a
+small TCG plugin (`qemu_plugin/count_instructions.c`, built here with gcc) counts every guest
+instruction. The child script (`instruction_runner.py`) marks windows of invokes with a system
+call the plugin records, so Python's start-up (about 1e9 instructions, varying by ±1M between
+runs) and the cost of marking are left out exactly.
+
+An instruction count is not a latency: emulation has no caches, memory bandwidth or pipelines,
+and real cores retire several instructions per cycle at rates that differ by kernel. It is an
+exact, repeatable measure of the work the kernels do on that CPU, which tracks latency where the
+work dominates (see BENCHMARKS.md for how it tracks x86 latency here).
+
+Example:
+
+```python
+sysroot = build_sysroot(".arm64-sysroot")
+counts = count_instructions("pruned_int8.tflite", sysroot, cpu="cortex-a53")
+counts["instructions_per_inference"], counts["spread"]
+```
+"""
+
+import os
+import statistics
+import subprocess
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from tfprune.deploy.aarch64 import LiteRTProcess, require_tool
+from tfprune.deploy.bench import random_sample
+from tfprune.deploy.litert import LiteRTModel
+from tfprune.deploy.versions import versions
+
+INSTRUCTIONS_ARE_NOT_LATENCY = ("aarch64 instructions are counted under qemu-user: not a latency (no caches, "
+                                "memory bandwidth or pipelines), the work the kernels do on that CPU.")
+PLUGIN_SOURCE = Path(__file__).with_name("qemu_plugin") / "count_instructions.c"
+RUNNER = Path(__file__).with_name("instruction_runner.py")  # run as a script by the guest's Python
+# getpriority's system call number on each guest, the call the runner marks windows with
+MARK_SYSCALLS = {"aarch64": 141, "x86_64": 140}
+
+
+def device_name(cpu):
+    """The name of the measuring device, as latency tables record it: instructions, not time."""
+    return f"aarch64-{cpu}-qemu-instructions"
+
+
+def build_plugin(dest_dir):
+    """Compiles the counting plugin into `dest_dir` (once; again when its source changes); returns its path."""
+    dest_dir = Path(dest_dir)
+    plugin = dest_dir / "count_instructions.so"
+    if plugin.is_file() and plugin.stat().st_mtime >= PLUGIN_SOURCE.stat().st_mtime:
+        return plugin
+    require_tool("gcc", "apt-get install gcc (make arm-check does)")
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    partial = dest_dir / f".count_instructions.{os.getpid()}.so"
+    done = subprocess.run(["gcc", "-shared", "-fPIC", "-O2", "-o", str(partial), str(PLUGIN_SOURCE)],
+                          capture_output=True, text=True)
+    if done.returncode:
+        partial.unlink(missing_ok=True)
+        raise RuntimeError(f"Building the qemu plugin failed:\n{done.stderr[-2000:]}")
+    partial.replace(plugin)
+    return plugin
+
+
+def check_plugin_support(qemu):
+    """Raises RuntimeError if the `qemu` user-mode binary cannot load TCG plugins."""
+    require_tool(qemu, "apt-get install qemu-user (make arm-check does)")
+    usage = subprocess.run([qemu, "-h"], capture_output=True, text=True).stdout
+    if "-plugin" not in usage:
+        raise RuntimeError(f"'{qemu}' was built without TCG plugin support, which counting instructions needs: "
+                           "install a qemu-user with plugins (Debian 12's qemu-user 7.2 has them).")
+
+
+def count_instructions(tflite_path, sysroot, cpu="cortex-a76", runs=None, windows=5, use_xnnpack=True,
+                       input_data=None, qemu="qemu-aarch64", timeout=3600):
+    """Instructions executed per inference of a .tflite model by LiteRT on an emulated aarch64 `cpu`.
+
+    Args:
+        tflite_path: the model.
+        sysroot: an aarch64 sysroot made by `tfprune.deploy.aarch64.build_sysroot`.
+        cpu: the qemu CPU: "cortex-a76" (dot product: mid and high-end phones) or "cortex-a53"
+            (no dot product: low-end phones). Not "max": on qemu 7.2 its SME makes XNNPack's
+            INT8 results wrong.
+        runs: invokes per counted window; None picks as many as fit in about 0.2 s of emulation
+            (at least 1), after a warm-up window of as many.
+        windows: counted windows; their spread says how repeatable the count is.
+        use_xnnpack: False counts LiteRT's built-in kernels instead of the XNNPack delegate.
+        input_data: one float sample (no batch axis; a list for several inputs); the same random
+            sample as `benchmark_tflite` otherwise.
+
+    Returns:
+        A JSON-able dict: "instructions_per_inference" (the median over windows), "spread"
+        ((max - min) / median over windows), "windows" (per-inference count of each), "runs",
+        "marking_instructions" and "call_instructions" (what marking a window and calling
+        native code from Python cost, both left out), "cpu", "device", "model", "xnnpack",
+        "versions".
+    """
+    if windows < 1 or (runs is not None and runs < 1):
+        raise ValueError(f"need windows >= 1 and runs >= 1 or None (got windows={windows}, runs={runs}).")
+    process = LiteRTProcess.aarch64(sysroot, qemu=qemu, cpu=cpu)
+    check_plugin_support(qemu)
+    plugin = build_plugin(Path(sysroot) / "plugins")
+    counted = _run_counted(process, plugin, MARK_SYSCALLS["aarch64"], tflite_path, input_data, runs, windows,
+                           use_xnnpack, timeout)
+    return {"model": os.fspath(tflite_path), "cpu": cpu, "device": device_name(cpu), "xnnpack": use_xnnpack,
+            **counted, "versions": versions()}
+
+
+def _run_counted(process, plugin, mark_syscall, tflite_path, input_data, runs, windows, use_xnnpack, timeout):
+    """Runs the child script under `process` (a qemu command) with the plugin; returns the counts."""
+    model = LiteRTModel.load(tflite_path, use_xnnpack=False)
+    prepared = model.prepare(random_sample(model) if input_data is None else input_data)
+    with tempfile.TemporaryDirectory(prefix="tfprune_count_") as tmp:
+        inputs, counts = Path(tmp) / "inputs.npz", Path(tmp) / "counts.txt"
+        tensors = prepared if isinstance(prepared, list) else [prepared]
+        np.savez(inputs, **{str(detail["index"]): t for detail, t in zip(model.inputs, tensors)})
+        qemu, *rest = process.command
+        cmd = [qemu, "-plugin", f"{plugin},out={counts},mark={mark_syscall}", *rest, str(RUNNER),
+               os.fspath(tflite_path), str(inputs), str(runs or 0), str(windows),
+               *([] if use_xnnpack else ["--no-xnnpack"])]
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env={**os.environ, **process.env})
+        if done.returncode:
+            raise RuntimeError(f"LiteRT on {process.name} could not run '{tflite_path}' (exit {done.returncode}):\n"
+                               f"{done.stderr[-2000:]}")
+        marks = [int(line.split()[1]) for line in counts.read_text().splitlines() if line.startswith("mark ")]
+    runs = int(done.stdout.split("runs=")[-1].split()[0])
+    if len(marks) != windows + 3:
+        raise RuntimeError(f"The counting plugin recorded {len(marks)} marks, expected {windows + 3}: is the plugin "
+                           f"the one built from {PLUGIN_SOURCE}?")
+    marking = marks[1] - marks[0]
+    call = (marks[2] - marks[1] - marking) / runs
+    per_window = [(end - start - marking) / runs - call for start, end in zip(marks[2:], marks[3:])]
+    median = statistics.median(per_window)
+    return {"instructions_per_inference": median, "spread": (max(per_window) - min(per_window)) / median,
+            "windows": per_window, "runs": runs, "marking_instructions": marking, "call_instructions": call}
+
+
+def add_instruction_counts(result, sysroot, cpu="cortex-a76", use_xnnpack=True):
+    """Adds "aarch64_instructions" (and its "aarch64_spread") to every model of a `benchmark_tflite` result.
+
+    Counts each model with `count_instructions` on the same random sample as the benchmark, printing
+    progress; records the CPU in the result's settings.
+    """
+    for entry in result["models"]:
+        print(f"counting aarch64 instructions ({cpu}, qemu): {Path(entry['path']).name}", flush=True)
+        counted = count_instructions(entry["path"], sysroot, cpu=cpu, use_xnnpack=use_xnnpack)
+        entry.update(aarch64_instructions=counted["instructions_per_inference"], aarch64_spread=counted["spread"])
+    result["settings"]["aarch64"] = {"cpu": cpu, "device": device_name(cpu), "sysroot": os.fspath(sysroot),
+                                     "note": INSTRUCTIONS_ARE_NOT_LATENCY}
