@@ -105,8 +105,8 @@ class PruningController:
     def reapply_masks(self):
         """Zeroes the pruned weights again, e.g. after the optimizer swapped in averaged (EMA) weights."""
         sync_variables(self.model)
-        for part in self.parts:
-            part.reapply_masks()
+        for w in self.wrappers:
+            w.reapply_masks()
 
     def shortfalls(self, last_step):
         """Why a run ending at `last_step` leaves layers short of their final sparsity, one line per schedule."""

@@ -34,11 +34,10 @@ def _has_weights_to_report(layer):
 
 def _weights_and_masks(layer):
     """(variable path, value, mask or None, held at max_layer_sparsity?) per prunable weight."""
-    if isinstance(layer, PruneLowMagnitude):
-        return [(w.path, host_value(w), mask, _held_at_cap(layer, mask))
-                for w, mask in ((w, layer.weight_mask(w)) for w in layer.pruned_weights)]
-    if isinstance(layer, PruneChannels):
-        return [(w.path, host_value(w), layer.weight_mask(w), False) for w in registry.prunable_weights(layer.layer)]
+    if isinstance(layer, PruningWrapper):
+        capped = isinstance(layer, PruneLowMagnitude)  # global weight ranking's max_layer_sparsity
+        return [(w.path, host_value(w), mask, capped and _held_at_cap(layer, mask))
+                for w, mask in ((w, layer.weight_mask(w)) for w in registry.prunable_weights(layer.layer))]
     return [(w.path, host_value(w), None, False) for w in registry.prunable_weights(layer)]
 
 

@@ -63,7 +63,6 @@ class WeightPruning:
 
     def __init__(self, model, wrappers):
         self.model = model
-        self.wrappers = wrappers
         # Wrappers of weightless layers (Dropout, Flatten, ... as tfmot wraps them) only carry the step.
         masked = [w for w in wrappers if w.masks]
         self.layer_scoped = [w for w in masked if w.scope == "layer"]
@@ -151,11 +150,6 @@ class WeightPruning:
                                                [a for w in ranked for a in w.weight_axes],
                                                max_sparsity=first.max_layer_sparsity)
         return [*masks, np.asarray(step, dtype=step_dtype())]
-
-    def reapply_masks(self):
-        """Zeroes the pruned weights again, e.g. after the optimizer swapped in averaged (EMA) weights."""
-        for w in self.masked:
-            w.reapply_masks()
 
     def shortfalls(self, last_step):
         """Why a run ending at `last_step` leaves layers short of their final sparsity, one line per schedule.

@@ -3,8 +3,9 @@
 A `MaskedWeight` is a weight of a wrapped layer and a mask on it: entry-wise (weight
 pruning: the mask has the weight's shape), or one entry per channel along an axis
 (channel pruning: each channel `repeat` entries wide). `KeepPruned` is the variable
-constraint `w -> inner(w) * mask` that keeps the pruned entries at zero after every
-optimizer step; a weight masked twice (along two channel axes) carries two, chained.
+constraint `w -> inner(w) * masks` that keeps the pruned entries at zero after every
+optimizer step: one per weight, holding every mask on it (a weight masked along two
+channel axes has two), set by `keep_pruned`.
 
 Example:
 
@@ -26,7 +27,8 @@ from keras import ops
 class MaskedWeight:
     """`mask` on `variable`: of its shape (`axis` None), or one entry per channel along `axis`, `repeat` wide.
 
-    `role` names the channel role the mask belongs to (None for a weight mask). Not a tuple, so that a
+    `role` names the channel role the mask belongs to; a weight mask has none, and `axes` instead,
+    the weight's `WeightAxes` (what its blocks and N:M groups run along). Not a tuple, so that a
     wrapper holding it does not track its variables as its own.
     """
 
@@ -35,6 +37,7 @@ class MaskedWeight:
     axis: int = None
     repeat: int = 1
     role: str = None
+    axes: object = None
 
     def full_mask(self, mask=None, dtype=None):
         """`mask` (default the mask variable's value) shaped to multiply the weight, in `dtype` (the weight's)."""
@@ -43,15 +46,25 @@ class MaskedWeight:
             return mask
         return broadcast_mask(mask, self.axis, self.repeat, len(self.variable.shape))
 
-    def keep_pruned(self):
-        """Sets `KeepPruned` on the weight, on top of the constraint it has."""
-        self.variable.constraint = KeepPruned(self, self.variable.constraint)
+    def multiply_weight(self, mask=None):
+        """Multiplies the weight in place by `mask` (default the mask variable's value), shaped to it."""
+        self.variable.assign(ops.multiply(self.variable.value, self.full_mask(mask)))
+
+
+def keep_pruned(masked):
+    """Sets one `KeepPruned` on each weight of the `MaskedWeight`s `masked`, on top of its own constraint."""
+    by_variable = {}
+    for m in masked:
+        by_variable.setdefault(id(m.variable), []).append(m)
+    for on_one in by_variable.values():
+        variable = on_one[0].variable
+        variable.constraint = KeepPruned(tuple(on_one), variable.constraint)
 
 
 class KeepPruned:
-    """The variable constraint `w -> inner(w) * mask` that keeps pruned entries at zero after optimizer steps.
+    """The variable constraint `w -> inner(w) * masks` that keeps pruned entries at zero after optimizer steps.
 
-    Set on top of the variable's own constraint (`inner`) by `MaskedWeight.keep_pruned`.
+    `masked` are the `MaskedWeight`s of one weight; `inner` is the constraint the weight had.
     """
 
     # True while JAX's train step is traced (`stateless.masked_train_step`): the step's masks are arrays of
@@ -62,18 +75,15 @@ class KeepPruned:
         self.masked, self.inner = masked, inner
 
     def __call__(self, value):
-        own = self.inner
-        while isinstance(own, KeepPruned):  # a weight masked along two channel axes carries two
-            own = own.inner
-        if own is not None:
-            value = own(value)
+        if self.inner is not None:
+            value = self.inner(value)
         return value if self.deferred else self.apply_mask(value)
 
     def apply_mask(self, value):
-        """`value` with the pruned entries zeroed, by the current values of this mask and of the `KeepPruned`
-        constraints under it."""
-        value = ops.multiply(value, self.masked.full_mask(dtype=value.dtype))
-        return self.inner.apply_mask(value) if isinstance(self.inner, KeepPruned) else value
+        """`value` with the pruned entries zeroed, by the current values of the masks."""
+        for m in self.masked:
+            value = ops.multiply(value, m.full_mask(dtype=value.dtype))
+        return value
 
 
 def broadcast_mask(mask, axis, repeat, rank):

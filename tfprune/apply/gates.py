@@ -66,7 +66,7 @@ class ChannelGates:
         """Multiplies the gated weights by the inference gates; returns the gates."""
         gates = self.inference()
         for m in self.masked:
-            m.variable.assign(ops.multiply(m.variable.value, m.full_mask(gates[m.role])))
+            m.multiply_weight(gates[m.role])
         return gates
 
 

@@ -31,7 +31,7 @@ from keras import ops
 from tfprune import masks as masks_lib
 from tfprune import registry, schedules
 from tfprune.apply import penalties as penalties_lib
-from tfprune.apply.constraint import KeepPruned, MaskedWeight
+from tfprune.apply.constraint import KeepPruned, MaskedWeight, keep_pruned
 from tfprune.apply.gates import ChannelGates
 from tfprune.apply.taylor import TaylorRecorder
 from tfprune.backend_calls import host_value, step_dtype
@@ -70,7 +70,7 @@ class PruningWrapper(keras.layers.Wrapper):
 
     Attributes (once built):
         masked: the `MaskedWeight`s, one per weight and mask.
-        masks: the mask variables, each once (a channel mask may cover several weights).
+        masks: the mask variables, each once (a channel mask may cover several weights), derived from `masked`.
         pruning_step: training steps taken, as in tfmot: -1 until the first fit, the first batch is step 1.
         gates, taylor, penalty_terms: the L0 gates (`ChannelGates`), the Taylor recorder
             (`TaylorRecorder`) and the penalties the channel controller attached, or None / [].
@@ -84,8 +84,8 @@ class PruningWrapper(keras.layers.Wrapper):
         # Set by UpdatePruningStep (or a custom loop calling it); checked when a train step is traced.
         self.step_driven = False
         self.supports_masking = getattr(layer, "supports_masking", False)
-        self.masked, self.masks = [], []
-        self.gates, self.taylor, self.gates_folded, self.penalty = None, None, False, None
+        self.masked = []
+        self.gates, self.taylor, self.penalty = None, None, None
         self.penalty_terms = []  # set by the channel controller: the channel sets whose penalty this wrapper adds
 
     def build(self, input_shape=None):
@@ -94,14 +94,21 @@ class PruningWrapper(keras.layers.Wrapper):
         if not self.layer.built:
             self.layer.build(input_shape)
         self.masked = self._mask_weights()
-        self.masks = list({id(m.mask): m.mask for m in self.masked}.values())
         self.pruning_step = self.add_weight(
             name="pruning_step", shape=(), dtype=step_dtype(), initializer=keras.initializers.Constant(-1),
             trainable=False
         )
         self._add_pieces()
-        for m in self.masked:
-            m.keep_pruned()
+        keep_pruned(self.masked)
+
+    @property
+    def masks(self):
+        return list({id(m.mask): m.mask for m in self.masked}.values())
+
+    @property
+    def active_gates(self):
+        """The L0 gates while they act (not yet folded into the weights), or None."""
+        return None if self.gates is None or self.gates_folded else self.gates
 
     def _mask_weights(self):
         """Creates the mask variables; returns the `MaskedWeight`s."""
@@ -140,7 +147,7 @@ class PruningWrapper(keras.layers.Wrapper):
                 return self.layer(*args, **kwargs)
             return self.layer(inputs, *args, **kwargs)
 
-        if self.gates is not None and not self.gates_folded:
+        if self.active_gates is not None:
             outputs, loss = self.gates.call(layer_call, training, self._penalty_strength())
             self.add_loss(loss)
         else:
@@ -173,13 +180,14 @@ class PruningWrapper(keras.layers.Wrapper):
         """
         for mask, new in zip(self.masks, new_masks):
             mask.assign(ops.cast(new, mask.dtype))
-        for m in self.masked:
-            m.variable.assign(ops.multiply(m.variable.value, m.full_mask()))
+        self.reapply_masks()
         self.pruning_step.assign(step)
 
     def reapply_masks(self):
-        """Zeroes the pruned entries again, e.g. after the optimizer swapped in averaged (EMA) weights."""
-        self.apply_masks([m.value for m in self.masks], self.pruning_step.value)
+        """Zeroes the pruned entries of the weights by the current masks, e.g. after the optimizer swapped in
+        averaged (EMA) weights."""
+        for m in self.masked:
+            m.multiply_weight()
 
     def fold_gates(self):
         """Multiplies the gated weights by the inference gates and turns the gates off; returns the gates."""
@@ -199,7 +207,7 @@ class PruningWrapper(keras.layers.Wrapper):
         """The inner layer's weights (in `layer.weights` order) as inference uses them: pruned entries zeroed,
         L0 gates not yet folded multiplied in."""
         values = {id(v): host_value(v) for v in self.layer.weights}
-        gates = self.gates.inference() if self.gates is not None and not self.gates_folded else {}
+        gates = self.active_gates.inference() if self.active_gates is not None else {}
         for m in self.masked:
             factor = host_value(m.mask) * gates.get(m.role, 1.0)
             values[id(m.variable)] = values[id(m.variable)] * host_value(m.full_mask(factor))
@@ -212,7 +220,7 @@ class PruningWrapper(keras.layers.Wrapper):
         """
         values = self.masked_values()
         for variable in self.layer.weights:
-            while isinstance(variable.constraint, KeepPruned):
+            if isinstance(variable.constraint, KeepPruned):
                 variable.constraint = variable.constraint.inner
         self.layer.set_weights(values)
 
@@ -272,7 +280,7 @@ class PruneLowMagnitude(PruningWrapper):
         self.granularity = masks_lib.Granularity(block_size, block_pooling_type, sparsity_m_by_n)
         self.scope = scope
         self.max_layer_sparsity = _checked_max_layer_sparsity(max_layer_sparsity, scope, self.pruning_schedule)
-        self.pruned_weights, self.weight_axes = [], []
+        self.pruned_weights = []
 
     # tfmot's attribute names for the granularity
     @property
@@ -287,18 +295,23 @@ class PruneLowMagnitude(PruningWrapper):
     def sparsity_m_by_n(self):
         return self.granularity.m_by_n
 
+    @property
+    def weight_axes(self):
+        """The `WeightAxes` of each masked weight, in the order of `masks`."""
+        return [m.axes for m in self.masked]
+
     def _mask_weights(self):
         described = registry.describe_weights(self.layer)
         if not described and not registry.is_dense_by_design(self.layer):
             raise ValueError(registry.unsupported_message(self.layer))
         # An attribute, so the wrapper also saves these weights as its own (the layout of every .keras file so far).
         self.pruned_weights = [p.variable for p in described]
-        self.weight_axes = [p.axes for p in described]
         for p in described:
             self.granularity.check_fits(p.axes, p.variable.shape, f"'{self.layer.name}/{p.variable.name}'")
-        return [MaskedWeight(w, self.add_weight(name=f"{w.name}_mask", shape=w.shape, dtype=w.dtype,
-                                                initializer="ones", trainable=False))
-                for w in self.pruned_weights]
+        return [MaskedWeight(p.variable, self.add_weight(name=f"{p.variable.name}_mask", shape=p.variable.shape,
+                                                         dtype=p.variable.dtype, initializer="ones", trainable=False),
+                             axes=p.axes)
+                for p in described]
 
     def get_config(self):
         config = super().get_config()
@@ -351,7 +364,6 @@ class PruneChannels(PruningWrapper):
         self.ignored_layers = tuple(ignored_layers)
         self.penalty = penalties_lib.get(penalty)
         self.gate_roles, self.gates_folded = tuple(gate_roles), bool(gates_folded)
-        self.channel_masks = {}
 
     @property
     def settings(self):
@@ -359,16 +371,20 @@ class PruneChannels(PruningWrapper):
         return (self.pruning_schedule, self.importance, self.scope, self.round_to, self.max_sparsity,
                 self.ignored_layers, self.penalty)
 
+    @property
+    def channel_masks(self):
+        """{role: its mask variable}."""
+        return {m.role: m.mask for m in self.masked}
+
     def _mask_weights(self):
-        masked = []
+        masked, by_role = [], {}
         for axis in rule_by_class(self.layer)[0].axes(self.layer):
             if not axis.masked:
                 continue
-            if axis.role not in self.channel_masks:
-                self.channel_masks[axis.role] = self.add_weight(
-                    name=f"{axis.role}_mask", shape=(axis.size,), initializer="ones", trainable=False)
-            masked.append(MaskedWeight(axis.variable, self.channel_masks[axis.role], axis.axis, axis.repeat,
-                                       axis.role))
+            if axis.role not in by_role:
+                by_role[axis.role] = self.add_weight(name=f"{axis.role}_mask", shape=(axis.size,), initializer="ones",
+                                                     trainable=False)
+            masked.append(MaskedWeight(axis.variable, by_role[axis.role], axis.axis, axis.repeat, axis.role))
         return masked
 
     def _add_pieces(self):

@@ -212,7 +212,7 @@ class ChannelController:
 
         Groups pruned before stay pruned.
         """
-        gates = {id(w.layer): w.fold_gates() for w in self.wrappers if w.gate_roles and not w.gates_folded}
+        gates = {id(w.layer): w.fold_gates() for w in self.wrappers if w.active_gates is not None}
         if not gates:
             raise ValueError("The model has no L0 gates to fold: prune it with penalty=tfprune.L0Gates(...) first, "
                              "or its gates are folded already.")
@@ -284,11 +284,6 @@ class ChannelController:
             if wrapper is not None and role in wrapper.channel_masks:
                 return wrapper.pruned(role)[indices[:, 0]]
         return np.zeros(channel_set.size, bool)
-
-    def reapply_masks(self):
-        """Zeroes the pruned channels again, e.g. after the optimizer swapped in averaged (EMA) weights."""
-        for w in self.wrappers:
-            w.reapply_masks()
 
     def shortfalls(self, last_step):
         """Why a run ending at `last_step` stops short of the final sparsity (one line), or nothing."""
