@@ -26,7 +26,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
-from structured_latency import ROUND_TO, mnist_cnn  # noqa: E402
+from deploy_lenet import lenet  # noqa: E402
+from structured_latency import ROUND_TO, mnist_cnn, one_shot_to_flops  # noqa: E402
 
 import tfprune  # noqa: E402
 from tfprune.deploy import count_instructions, export_tflite  # noqa: E402
@@ -36,28 +37,6 @@ from tfprune.deploy.instructions import INSTRUCTIONS_ARE_NOT_LATENCY  # noqa: E4
 
 RESULTS = Path(__file__).parent / "results"
 CPUS = ("cortex-a76", "cortex-a53")
-L = keras.layers
-
-
-def lenet():
-    return keras.Sequential([keras.Input((784,)), L.Dense(300, activation="relu"), L.Dense(100, activation="relu"),
-                             L.Dense(10)], name="lenet")
-
-
-def channel_pruned_to_flops(model, flops_ratio, round_to):
-    """`model` channel-pruned at once (L2) to about `flops_ratio` of its FLOPs (bisection on sparsity), shrunk."""
-    target = flops_ratio * tfprune.model_cost(model).flops
-    low, high, best = 0.0, 0.85, None
-    for _ in range(7):
-        sparsity = (low + high) / 2
-        pruned = tfprune.prune_channels(model, tfprune.ConstantSparsity(sparsity, 0), round_to=round_to,
-                                        max_sparsity=0.9)
-        tfprune.PruningController(pruned).prune_to(sparsity, step=0)
-        small = tfprune.shrink(pruned, verbose=False)
-        flops = tfprune.model_cost(small).flops
-        best = small if best is None or abs(flops - target) < abs(tfprune.model_cost(best).flops - target) else best
-        low, high = (sparsity, high) if flops > target else (low, sparsity)
-    return best
 
 
 def unstructured(model, sparsity):
@@ -73,21 +52,20 @@ def studies():
                                                                        input_shape=(96, 96, 3), classes=10), lenet())
     return {
         "lenet": {"dense": mlp, "unstructured_85": unstructured(mlp, 0.85),
-                  "channels_50": channel_pruned_to_flops(mlp, 0.5, 8)},
-        "mnist_cnn": {"dense": cnn, "flops_50": channel_pruned_to_flops(cnn, 0.5, ROUND_TO["mnist_cnn"]),
-                      "flops_25": channel_pruned_to_flops(cnn, 0.25, ROUND_TO["mnist_cnn"])},
-        "mobilenet_v2": {"dense": mobilenet,
-                         "flops_50": channel_pruned_to_flops(mobilenet, 0.5, ROUND_TO["mobilenet_v2"])},
+                  "channels_50": one_shot_to_flops(mlp, 0.5, round_to=8)},
+        "mnist_cnn": {"dense": cnn, "flops_50": one_shot_to_flops(cnn, 0.5, round_to=ROUND_TO["mnist_cnn"]),
+                      "flops_25": one_shot_to_flops(cnn, 0.25, round_to=ROUND_TO["mnist_cnn"])},
+        "mobilenet_v2": {"dense": mobilenet, "flops_50": one_shot_to_flops(mobilenet, 0.5)},
     }
 
 
-def measure(models, tmp, sysroot, runs):
+def measure(study, models, tmp, sysroot, runs):
     rng = np.random.default_rng(0)
     paths = {}
     for name, model in models.items():
         shape = (64, *model.input_shape[1:])
         calibration = rng.uniform(0, 1, shape).astype("float32")
-        paths[name] = tmp / f"{model.name}_{name}.tflite"
+        paths[name] = tmp / f"{study}_{name}.tflite"
         export_tflite(model, paths[name], quantize="int8", representative_data=calibration,
                       parity_data=calibration[:16])
     bench = benchmark_tflite(list(paths.values()), num_threads=1, runs=runs, warmup=runs // 10)
@@ -99,7 +77,7 @@ def measure(models, tmp, sysroot, runs):
             counted = count_instructions(path, sysroot, cpu=cpu)
             row[f"{cpu}_instructions"] = counted["instructions_per_inference"]
             row[f"{cpu}_spread"] = counted["spread"]
-            print(f"{models[name].name:>12} {name:<16} {cpu}: {counted['instructions_per_inference']:>14,.0f} "
+            print(f"{study:>12} {name:<16} {cpu}: {counted['instructions_per_inference']:>14,.0f} "
                   f"instructions (spread {counted['spread']:.2%})", flush=True)
         rows[name] = row
     dense = rows["dense"]
@@ -121,7 +99,7 @@ def main():
               "machine": {"platform": platform.platform(), "cpus": os.cpu_count()}, "studies": {}}
     with tempfile.TemporaryDirectory() as tmp:
         for study, models in studies().items():
-            result["studies"][study] = measure(models, Path(tmp), sysroot, args.runs)
+            result["studies"][study] = measure(study, models, Path(tmp), sysroot, args.runs)
     pruned = [row for rows in result["studies"].values() for name, row in rows.items() if name != "dense"]
     x86 = np.array([row["x86_latency_ratio"] for row in pruned])
     result["tracking"] = {

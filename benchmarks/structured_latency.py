@@ -73,18 +73,19 @@ def channel_pruned(dense, sparsity, x, y, epochs):
     return tfprune.shrink(pruned, verbose=False)
 
 
-def one_shot_to_flops(model, flops_ratio):
+def one_shot_to_flops(model, flops_ratio, round_to=ROUND_TO["mobilenet_v2"]):
     """`model` channel-pruned at once (L2) to about `flops_ratio` of its FLOPs (bisection on sparsity), shrunk."""
     target = flops_ratio * tfprune.model_cost(model).flops
-    low, high, best = 0.0, 0.85, None
+    low, high, best, best_flops = 0.0, 0.85, None, None
     for _ in range(7):
         sparsity = (low + high) / 2
-        pruned = tfprune.prune_channels(model, tfprune.ConstantSparsity(sparsity, 0),
-                                        round_to=ROUND_TO["mobilenet_v2"], max_sparsity=0.9)
+        pruned = tfprune.prune_channels(model, tfprune.ConstantSparsity(sparsity, 0), round_to=round_to,
+                                        max_sparsity=0.9)
         tfprune.PruningController(pruned).prune_to(sparsity, step=0)
         small = tfprune.shrink(pruned, verbose=False)
         flops = tfprune.model_cost(small).flops
-        best = small if best is None or abs(flops - target) < abs(tfprune.model_cost(best).flops - target) else best
+        if best is None or abs(flops - target) < abs(best_flops - target):
+            best, best_flops = small, flops
         low, high = (sparsity, high) if flops > target else (low, sparsity)
     return best
 

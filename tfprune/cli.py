@@ -163,9 +163,10 @@ def _bench(args):
         result = benchmark_tflite(args.models, num_threads=args.threads, runs=args.runs, warmup=args.warmup,
                                   use_xnnpack=not args.no_xnnpack)
     if args.arm is not None:
+        from tfprune.deploy.aarch64 import build_sysroot
         from tfprune.deploy.instructions import add_instruction_counts
 
-        add_instruction_counts(result, args.arm, cpu=args.arm_cpu, use_xnnpack=not args.no_xnnpack)
+        add_instruction_counts(result, build_sysroot(args.arm), cpu=args.arm_cpu, use_xnnpack=not args.no_xnnpack)
     print(format_benchmark(result))
     if args.json:
         from tfprune.files import atomic_write
@@ -188,7 +189,9 @@ def _arm_check(args):
               f"top-1 agreement {result['top1_agreement']:.2%}")
         results.append(result)
     if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+        from tfprune.files import atomic_write
+
+        atomic_write(args.json, (json.dumps(results, indent=2) + "\n").encode())
         print(f"json: {args.json}")
     if any(r["top1_agreement"] < 1.0 for r in results):
         raise RuntimeError("aarch64 and x86 disagree on some samples (see above).")
@@ -253,7 +256,7 @@ def build_parser():
     bench.add_argument("--benchmark-binary", metavar="PATH", help="the benchmark_model binary to push to the device")
     bench.add_argument("--arm", nargs="?", const=".arm64-sysroot", metavar="SYSROOT",
                        help="also count the instructions aarch64 LiteRT executes per inference, under qemu-user, "
-                            "with this sysroot (make arm-check builds .arm64-sysroot); not a latency")
+                            "with this aarch64 sysroot, built when missing (as make arm-check does); not a latency")
     bench.add_argument("--arm-cpu", default="cortex-a76", choices=["cortex-a76", "cortex-a53"],
                        help="the CPU qemu emulates for --arm: cortex-a76 (dot product) or cortex-a53 (none)")
     bench.add_argument("--json", help="write results as JSON here")

@@ -56,6 +56,8 @@ def _umask():
 def publish_directory(staging, path):
     """Moves the finished folder `staging` to `path` in one rename (replacing a stale `path`), with the user's umask.
 
+    If another process publishes `path` at the same moment, its folder is kept and `staging` removed.
+
     Example:
 
     >>> staging = tempfile.mkdtemp(dir=run_dir)   # write everything there, then:
@@ -64,4 +66,9 @@ def publish_directory(staging, path):
     os.chmod(staging, 0o777 & ~_umask())  # mkdtemp makes 0700 folders
     if os.path.exists(path):
         shutil.rmtree(path)
-    os.replace(staging, path)
+    try:
+        os.replace(staging, path)
+    except OSError:
+        if not os.path.isdir(path):
+            raise
+        shutil.rmtree(staging)

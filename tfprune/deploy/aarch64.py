@@ -32,6 +32,7 @@ import numpy as np
 from tfprune.deploy import litert_runner
 from tfprune.deploy.litert import LiteRTModel
 from tfprune.deploy.versions import versions
+from tfprune.files import publish_directory
 
 RUNNER = Path(litert_runner.__file__)
 SYSROOT_PYTHON = "usr/bin/python3.11"  # Debian 12's Python, matching the cp311 wheels below
@@ -91,8 +92,23 @@ class LiteRTProcess:
             raise FileNotFoundError(f"'{sysroot}' is not an aarch64 sysroot: build it with build_sysroot('{sysroot}').")
         require_tool(qemu, "apt-get install qemu-user")
         root = cpu_view(sysroot, cpu)
+        # OPENBLAS_NUM_THREADS: numpy's OpenBLAS would start guest threads of its own
         return cls([qemu, "-cpu", cpu, "-L", root, root / SYSROOT_PYTHON],
-                   env={"PYTHONPATH": str(sysroot / "site")}, name=f"aarch64 {cpu} (qemu-user)")
+                   env={"PYTHONPATH": str(sysroot / "site"), "OPENBLAS_NUM_THREADS": "1"},
+                   name=f"aarch64 {cpu} (qemu-user)")
+
+    def run_script(self, script, args, timeout, emulator_options=()):
+        """Runs the Python `script` with `args`; returns its `subprocess.CompletedProcess`.
+
+        `emulator_options` go right after the first word of a command that starts with qemu (its own
+        options, e.g. a plugin). A failure raises RuntimeError with the end of its stderr.
+        """
+        first, *rest = self.command
+        cmd = [first, *emulator_options, *rest, os.fspath(script), *(os.fspath(a) for a in args)]
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env={**os.environ, **self.env})
+        if done.returncode:
+            raise RuntimeError(f"LiteRT on {self.name} failed (exit {done.returncode}):\n{done.stderr[-2000:]}")
+        return done
 
     def run(self, model_path, raw_inputs, use_xnnpack=True, timeout=1800):
         """Raw outputs of the model for each raw input sample; returns (outputs, machine name)."""
@@ -100,11 +116,7 @@ class LiteRTProcess:
             inputs, outputs = Path(tmp) / "inputs.npy", Path(tmp) / "outputs.npz"
             np.save(inputs, raw_inputs)
             flags = [] if use_xnnpack else ["--no-xnnpack"]
-            cmd = [*self.command, str(RUNNER), os.fspath(model_path), str(inputs), str(outputs), *flags]
-            done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
-                                  env={**os.environ, **self.env})
-            if done.returncode:
-                raise RuntimeError(f"LiteRT on {self.name} failed (exit {done.returncode}):\n{done.stderr[-2000:]}")
+            self.run_script(RUNNER, [model_path, inputs, outputs, *flags], timeout)
             with np.load(outputs) as result:
                 return result["outputs"], str(result["machine"])
 
@@ -166,16 +178,15 @@ def build_sysroot(dest, packages=DEBIAN_PACKAGES):
         for deb in sorted(debs.glob("*.deb")):
             _run(["dpkg", "-x", str(deb), str(work)])
         shutil.rmtree(debs)
-        _write_cpuinfo(work, DEFAULT_CPU)
+        (work / "proc").mkdir()
+        (work / "proc" / "cpuinfo").write_text(_cpuinfo(DEFAULT_CPU))
         wheels = [f"ai-edge-litert=={importlib.metadata.version('ai-edge-litert')}", f"numpy=={np.__version__}"]
         print(f"installing aarch64 wheels: {' '.join(wheels)}", flush=True)
         platforms = [arg for tag in WHEEL_PLATFORMS for arg in ("--platform", tag)]
         _run([sys.executable, "-m", "pip", "install", "--quiet", "--target", str(work / "site"), *platforms,
               "--python-version", "3.11", "--implementation", "cp", "--only-binary=:all:", *wheels])
         (work / ".complete").write_text(" ".join(wheels) + "\n")
-        if dest.exists():
-            shutil.rmtree(dest)
-        work.rename(dest)
+        publish_directory(work, dest)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return dest
@@ -186,23 +197,26 @@ def cpu_view(sysroot, cpu):
     its entries with that CPU's /proc/cpuinfo."""
     if cpu == DEFAULT_CPU:
         return sysroot
-    view = sysroot / "cpus" / cpu
-    if not (view / "proc" / "cpuinfo").is_file():
-        (sysroot / "cpus").mkdir(exist_ok=True)
-        partial = Path(tempfile.mkdtemp(prefix=f".{cpu}.", dir=sysroot / "cpus"))
+    view, cpuinfo = sysroot / "cpus" / cpu, _cpuinfo(cpu)
+    if (view / "proc" / "cpuinfo").is_file() and (view / "proc" / "cpuinfo").read_text() == cpuinfo:
+        return view
+    (sysroot / "cpus").mkdir(exist_ok=True)
+    partial = Path(tempfile.mkdtemp(prefix=f".{cpu}.", dir=sysroot / "cpus"))
+    try:
         for entry in sysroot.iterdir():
             if entry.name not in ("proc", "cpus"):
                 (partial / entry.name).symlink_to(entry)
-        _write_cpuinfo(partial, cpu)
-        partial.rename(view)
+        (partial / "proc").mkdir()
+        (partial / "proc" / "cpuinfo").write_text(cpuinfo)
+        publish_directory(partial, view)
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
     return view
 
 
-def _write_cpuinfo(root, cpu):
+def _cpuinfo(cpu):
     cores = os.cpu_count() or 1  # qemu passes the host's /sys through: match its CPU count
-    (root / "proc").mkdir()
-    (root / "proc" / "cpuinfo").write_text("".join(CPUINFO_CORE.format(index=i, **CPU_PROFILES[cpu])
-                                                   for i in range(cores)))
+    return "".join(CPUINFO_CORE.format(index=i, **CPU_PROFILES[cpu]) for i in range(cores))
 
 
 def require_tool(name, fix):

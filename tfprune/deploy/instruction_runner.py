@@ -20,7 +20,7 @@ import sys
 import time
 
 import numpy as np
-from litert_runner import op_resolver
+from litert_runner import interpreter_for
 
 MARK_WHO = 0x7F1C0DE  # must match count_instructions.c; above any pid, so the call fails harmlessly
 WINDOW_SECONDS = 0.2
@@ -37,12 +37,8 @@ def mark():
 
 
 def main(argv):
-    from ai_edge_litert.interpreter import Interpreter
-
     model_path, inputs_path, runs, windows, *flags = argv
-    interpreter = Interpreter(model_path=model_path, num_threads=1,
-                              experimental_op_resolver_type=op_resolver("--no-xnnpack" not in flags))
-    interpreter.allocate_tensors()
+    interpreter = interpreter_for(model_path, use_xnnpack="--no-xnnpack" not in flags)
     with np.load(inputs_path) as inputs:  # by tensor index
         for index in inputs.files:
             interpreter.set_tensor(int(index), inputs[index])

@@ -21,7 +21,11 @@ counts["instructions_per_inference"], counts["spread"]
 ```
 """
 
+import functools
+import hashlib
 import os
+import re
+import shutil
 import statistics
 import subprocess
 import tempfile
@@ -48,30 +52,36 @@ def device_name(cpu):
 
 
 def build_plugin(dest_dir):
-    """Compiles the counting plugin into `dest_dir` (once; again when its source changes); returns its path."""
-    dest_dir = Path(dest_dir)
-    plugin = dest_dir / "count_instructions.so"
-    if plugin.is_file() and plugin.stat().st_mtime >= PLUGIN_SOURCE.stat().st_mtime:
+    """Compiles the counting plugin into `dest_dir`, once per version of its source; returns its path."""
+    source = PLUGIN_SOURCE.read_bytes()
+    plugin = Path(dest_dir) / f"count_instructions-{hashlib.sha256(source).hexdigest()[:12]}.so"
+    if plugin.is_file():
         return plugin
     require_tool("gcc", "apt-get install gcc (make arm-check does)")
-    dest_dir.mkdir(parents=True, exist_ok=True)
-    partial = dest_dir / f".count_instructions.{os.getpid()}.so"
-    done = subprocess.run(["gcc", "-shared", "-fPIC", "-O2", "-o", str(partial), str(PLUGIN_SOURCE)],
-                          capture_output=True, text=True)
-    if done.returncode:
+    plugin.parent.mkdir(parents=True, exist_ok=True)
+    partial = plugin.with_name(f".{plugin.name}.{os.getpid()}")
+    try:
+        done = subprocess.run(["gcc", "-shared", "-fPIC", "-O2", "-o", str(partial), str(PLUGIN_SOURCE)],
+                              capture_output=True, text=True)
+        if done.returncode:
+            raise RuntimeError(f"Building the qemu plugin failed:\n{done.stderr[-2000:]}")
+        partial.replace(plugin)
+    finally:
         partial.unlink(missing_ok=True)
-        raise RuntimeError(f"Building the qemu plugin failed:\n{done.stderr[-2000:]}")
-    partial.replace(plugin)
     return plugin
 
 
 def check_plugin_support(qemu):
-    """Raises RuntimeError if the `qemu` user-mode binary cannot load TCG plugins."""
+    """Raises RuntimeError if the `qemu` user-mode binary cannot load TCG plugins (asked once per binary)."""
     require_tool(qemu, "apt-get install qemu-user (make arm-check does)")
-    usage = subprocess.run([qemu, "-h"], capture_output=True, text=True).stdout
-    if "-plugin" not in usage:
+    if not _lists_plugin_option(shutil.which(qemu)):
         raise RuntimeError(f"'{qemu}' was built without TCG plugin support, which counting instructions needs: "
                            "install a qemu-user with plugins (Debian 12's qemu-user 7.2 has them).")
+
+
+@functools.cache
+def _lists_plugin_option(qemu_path):
+    return "-plugin" in subprocess.run([qemu_path, "-h"], capture_output=True, text=True).stdout
 
 
 def count_instructions(tflite_path, sysroot, cpu="cortex-a76", runs=None, windows=5, use_xnnpack=True,
@@ -115,21 +125,28 @@ def _run_counted(process, plugin, mark_syscall, tflite_path, input_data, runs, w
     prepared = model.prepare(random_sample(model) if input_data is None else input_data)
     with tempfile.TemporaryDirectory(prefix="tfprune_count_") as tmp:
         inputs, counts = Path(tmp) / "inputs.npz", Path(tmp) / "counts.txt"
+        if "," in f"{plugin}{counts}":
+            raise ValueError(f"qemu's -plugin option cannot take the paths '{plugin}' and '{counts}', which hold a "
+                             "comma: use a sysroot and TMPDIR without one.")
         tensors = prepared if isinstance(prepared, list) else [prepared]
         np.savez(inputs, **{str(detail["index"]): t for detail, t in zip(model.inputs, tensors)})
-        qemu, *rest = process.command
-        cmd = [qemu, "-plugin", f"{plugin},out={counts},mark={mark_syscall}", *rest, str(RUNNER),
-               os.fspath(tflite_path), str(inputs), str(runs or 0), str(windows),
-               *([] if use_xnnpack else ["--no-xnnpack"])]
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env={**os.environ, **process.env})
-        if done.returncode:
-            raise RuntimeError(f"LiteRT on {process.name} could not run '{tflite_path}' (exit {done.returncode}):\n"
-                               f"{done.stderr[-2000:]}")
-        marks = [int(line.split()[1]) for line in counts.read_text().splitlines() if line.startswith("mark ")]
-    runs = int(done.stdout.split("runs=")[-1].split()[0])
-    if len(marks) != windows + 3:
-        raise RuntimeError(f"The counting plugin recorded {len(marks)} marks, expected {windows + 3}: is the plugin "
-                           f"the one built from {PLUGIN_SOURCE}?")
+        args = [tflite_path, inputs, runs or 0, windows, *([] if use_xnnpack else ["--no-xnnpack"])]
+        try:
+            done = process.run_script(RUNNER, [str(a) for a in args], timeout,
+                                      emulator_options=["-plugin", f"{plugin},out={counts},mark={mark_syscall}"])
+        except RuntimeError as error:
+            if "Could not load plugin" in str(error):
+                raise RuntimeError(f"qemu could not load the counting plugin, written for qemu's plugin API version 1 "
+                                   f"(qemu 7.2, as in Debian 12): {error}") from error
+            raise RuntimeError(f"Counting '{tflite_path}': {error}") from error
+        marks = ([int(line.split()[1]) for line in counts.read_text().splitlines() if line.startswith("mark ")]
+                 if counts.is_file() else [])
+    found = re.search(r"^runs=(\d+)$", done.stdout, re.M)
+    if found is None or len(marks) != windows + 3:
+        raise RuntimeError(f"Counting '{tflite_path}': the plugin recorded {len(marks)} marks (expected {windows + 3}) "
+                           f"and the runner {'said' if found else 'did not say'} how many runs; its stderr:\n"
+                           f"{done.stderr[-2000:]}")
+    runs = int(found.group(1))
     marking = marks[1] - marks[0]
     call = (marks[2] - marks[1] - marking) / runs
     per_window = [(end - start - marking) / runs - call for start, end in zip(marks[2:], marks[3:])]

@@ -21,9 +21,15 @@ def op_resolver(use_xnnpack):
     return OpResolverType.AUTO if use_xnnpack else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
 
 
-def run(model_path, inputs, use_xnnpack=True):
+def interpreter_for(model_path, use_xnnpack=True):
+    """A one-thread interpreter of the model, its tensors allocated."""
     interpreter = Interpreter(model_path=model_path, num_threads=1, experimental_op_resolver_type=op_resolver(use_xnnpack))
     interpreter.allocate_tensors()
+    return interpreter
+
+
+def run(model_path, inputs, use_xnnpack=True):
+    interpreter = interpreter_for(model_path, use_xnnpack)
     input_index = interpreter.get_input_details()[0]["index"]
     output_index = interpreter.get_output_details()[0]["index"]
     outputs = []

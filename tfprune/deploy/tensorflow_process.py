@@ -7,7 +7,8 @@ so the result is the file TensorFlow would write for the same weights. The child
 modules of the model's custom objects (layers, activations, initializers) and passes them to
 `load_model`; objects defined in the running script (`__main__`) or inside a function cannot
 be imported there and are refused. The child's Keras model must give the outputs the caller's
-model gives on the parity inputs, or nothing is written.
+model gives on the parity inputs, or nothing is converted or written (a file already at the path
+stays as it was).
 
 Run as `python -m tfprune.deploy.tensorflow_process SPEC.json` by `export_in_tensorflow`.
 """
@@ -77,10 +78,10 @@ def export_in_tensorflow(model, path, calibration, x_parity, inputs, expected, *
         arrays = {f"{kind}/{spec.keras_name}": values
                   for kind, samples in (("calibration", calibration), ("parity", x_parity))
                   for spec, values in zip(inputs, samples or ())}
+        arrays.update({f"expected/{i}": output for i, output in enumerate(expected or ())})
         np.savez(folder / "inputs.npz", **arrays)
         spec = {"model": str(folder / "model.keras"), "inputs": str(folder / "inputs.npz"), "path": str(path),
-                "report": str(folder / "report.json"), "outputs": str(folder / "outputs.npz"),
-                "objects": _custom_objects(model), "settings": settings}
+                "report": str(folder / "report.json"), "objects": _custom_objects(model), "settings": settings}
         (folder / "spec.json").write_text(json.dumps(spec))
         env = {**os.environ, "KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": "",
                "PYTHONPATH": _search_path()}
@@ -95,9 +96,6 @@ def export_in_tensorflow(model, path, calibration, x_parity, inputs, expected, *
             raise RuntimeError(f"The TensorFlow process that converts the model failed: {run.stderr[-3000:]}")
         if "error" in answer:  # said as export_tflite says it under TensorFlow
             raise _ERRORS.get(answer["error"]["type"], RuntimeError)(answer["error"]["message"])
-        if expected is not None:
-            with np.load(folder / "outputs.npz") as reloaded:
-                _check_same_outputs(expected, [reloaded[f"o{i}"] for i in range(len(reloaded.files))], path)
         report = ExportReport(**answer)
     if report.parity and not report.parity.get("passed", True):
         warnings.warn(report.notes[-1], stacklevel=3)  # on_parity_failure="warn": the child wrote it anyway
@@ -105,12 +103,12 @@ def export_in_tensorflow(model, path, calibration, x_parity, inputs, expected, *
 
 
 def _check_same_outputs(expected, reloaded, path):
-    """Raises ValueError (and removes `path`) unless the model TensorFlow converted computes what the caller's did."""
+    """Raises ValueError unless the model reloaded under TensorFlow computes what the caller's did; run before
+    converting, so that nothing is written to `path`."""
     for index, (mine, theirs) in enumerate(zip(expected, reloaded)):
         scale = max(float(np.max(np.abs(mine))), 1e-6)
         difference = float(np.max(np.abs(np.asarray(mine, np.float64) - theirs))) / scale
         if difference > 1e-3:
-            Path(path).unlink(missing_ok=True)
             raise ValueError(
                 f"Output {index} of the model reloaded under TensorFlow differs from this model's by {difference:.2e} "
                 "of its scale: its .keras file does not hold all it computes with (a layer's get_config or state). "
@@ -141,13 +139,13 @@ def _main(spec_path):
             for key in stored.files:
                 kind, name = key.split("/", 1)
                 by_kind.setdefault(kind, {})[name] = stored[key]
+        if "expected" in by_kind:  # parity inputs saved in input order: what the parent's model computed them on
+            expected = [by_kind["expected"][str(i)] for i in range(len(by_kind["expected"]))]
+            _check_same_outputs(expected, _keras_outputs(model, list(by_kind["parity"].values())), spec["path"])
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # a parity warning comes back in the report
             report = export_tflite(model, spec["path"], representative_data=by_kind.get("calibration"),
                                    parity_data=by_kind.get("parity"), **spec["settings"])
-        if "parity" in by_kind:  # saved in input order: what the parent's model computed them on
-            outputs = _keras_outputs(model, list(by_kind["parity"].values()))
-            np.savez(spec["outputs"], **{f"o{i}": output for i, output in enumerate(outputs)})
     except Exception as error:  # the parent raises it again, with its type where export_tflite raises it
         Path(spec["report"]).write_text(json.dumps({"error": {"type": type(error).__name__, "message": str(error)}}))
         return

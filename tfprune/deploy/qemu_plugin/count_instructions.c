@@ -73,6 +73,9 @@ static void write_counts(qemu_plugin_id_t id, void *userdata)
     (void)id; (void)userdata;
     FILE *out = out_path[0] ? fopen(out_path, "w") : NULL;
     char line[64];
+    if (out_path[0] && !out) {
+        qemu_plugin_outs("count_instructions: cannot open the out= file; the counts follow here\n");
+    }
     snprintf(line, sizeof line, "total %" PRIu64 "\n", executed);
     if (out) fputs(line, out); else qemu_plugin_outs(line);
     for (size_t i = 0; i < mark_count; i++) {
