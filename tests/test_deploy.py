@@ -16,7 +16,7 @@ import tfprune
 from tests.conftest import compile_classifier, mlp, prepare_tiny_tfds_dataset
 from tfprune import cli
 from tfprune.deploy import LiteRTModel, benchmark_tflite, export_tflite
-from tfprune.deploy.aarch64 import SYSROOT_PYTHON, LiteRTProcess, build_sysroot, compare_with_host
+from tfprune.deploy.aarch64 import SYSROOT_PYTHON, LiteRTProcess, build_sysroot, compare_with_host, find_sysroot
 from tfprune.deploy.android import AdbBenchmark, parse_benchmark_output
 
 DATA = Path(__file__).parent / "data"
@@ -298,6 +298,53 @@ def test_aarch64_runtime_needs_a_sysroot_and_qemu(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
     with pytest.raises(FileNotFoundError, match="'qemu-aarch64' not found on PATH: apt-get install qemu-user"):
         LiteRTProcess.aarch64(tmp_path)
+
+
+def _xnnpack_sparse_net(head):
+    """A network XNNPack runs sparsely on ARM (stride-2 stem to global pooling), its 1x1 convolutions 90% zero."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((32, 32, 3))
+    x = keras.layers.ZeroPadding2D(1)(inputs)
+    x = keras.layers.Conv2D(16, 3, strides=2, activation="relu")(x)
+    for _ in range(2):
+        x = keras.layers.DepthwiseConv2D(3, padding="same", activation="relu")(x)
+        x = keras.layers.Conv2D(64, 1, activation="relu")(x)
+    if head == "conv":  # the head aarch64 XNNPack cannot prepare sparsely
+        x = keras.layers.Reshape((10,))(keras.layers.Conv2D(10, 1)(keras.layers.GlobalAveragePooling2D(keepdims=True)(x)))
+    else:
+        x = keras.layers.Dense(10)(keras.layers.GlobalAveragePooling2D()(x))
+    pruned = tfprune.prune_low_magnitude(keras.Model(inputs, x), tfprune.ConstantSparsity(0.9, 0),
+                                         pruning_policy=tfprune.PruneForLatencyOnXNNPack())
+    tfprune.PruningController(pruned).prune_to(0.9)
+    return pruned
+
+
+needs_aarch64 = pytest.mark.skipif(find_sysroot("auto") is None,
+                                   reason="no aarch64 sysroot (./.arm64-sysroot) or qemu-aarch64: make test builds "
+                                          "them as root, as make arm-check does")
+
+
+@needs_aarch64
+def test_a_sparse_export_that_aarch64_cannot_run_is_refused_naming_the_reason(tmp_path):
+    x = np.random.default_rng(0).uniform(0, 1, (8, 32, 32, 3)).astype("float32")
+    refused = export_tflite(_xnnpack_sparse_net("conv"), tmp_path / "conv.tflite", sparse_encoding=True, parity_data=x)
+    assert refused.sparse_encoding == "dropped (fails on aarch64 LiteRT)"
+    assert "cannot run it" in refused.notes[0] and "failed to prepare" in refused.notes[0]
+    assert LiteRTModel.load(tmp_path / "conv.tflite").smoke_test()  # the dense encoding was written instead
+    kept = export_tflite(_xnnpack_sparse_net("dense"), tmp_path / "dense.tflite", sparse_encoding=True, parity_data=x)
+    assert kept.sparse_encoding == "on" and kept.file_bytes < 0.6 * refused.file_bytes
+    assert kept.notes == [next(n for n in kept.notes if n.startswith("sparse encoding runs on aarch64 cortex-a76"))]
+
+
+def test_a_sparse_export_without_an_aarch64_sysroot_says_it_was_checked_on_x86_only(tmp_path, monkeypatch):
+    monkeypatch.setenv("TFPRUNE_ARM_SYSROOT", str(tmp_path / "none"))
+    report = export_tflite(_xnnpack_sparse_net("dense"), tmp_path / "m.tflite", sparse_encoding=True)
+    assert report.sparse_encoding == "on"
+    assert any("checked on x86 only" in note and "make arm-check" in note for note in report.notes)
+    with pytest.raises(FileNotFoundError, match="not an aarch64 sysroot: build it with build_sysroot"):
+        export_tflite(_xnnpack_sparse_net("dense"), tmp_path / "asked.tflite", sparse_encoding=True,
+                      arm_sysroot=tmp_path / "none")
+    assert not (tmp_path / "asked.tflite").exists()
 
 
 @pytest.mark.parametrize(

@@ -118,6 +118,7 @@ def _export(args):
     output = args.output or Path(args.model).with_suffix(".tflite")
     report = export_tflite(model, output, quantize=quantize, representative_data=calibration,
                            sparse_encoding=args.sparse, float_io=args.float_io, select_tf_ops=args.select_tf_ops,
+                           arm_sysroot=args.arm_sysroot,
                            on_parity_failure="warn" if args.allow_mismatch else "raise")
     print(report.summary())
     if args.report:
@@ -238,6 +239,9 @@ def build_parser():
                         "inputs, for several), 'digits', 'mnist' or a TFDS dataset prepared on this machine, "
                         "tfds:NAME[:SPLIT] (int8 needs it)")
     export.add_argument("--sparse", action="store_true", help="use TFLite sparse encoding where it loads and helps")
+    export.add_argument("--arm-sysroot", default="auto", metavar="SYSROOT",
+                        help="with --sparse: the aarch64 sysroot to run the sparse file in (XNNPack's sparse path "
+                             "runs on ARM only); default: $TFPRUNE_ARM_SYSROOT or ./.arm64-sysroot if built")
     export.add_argument("--float-io", action="store_true", help="int8 model with float32 inputs/outputs")
     export.add_argument("--select-tf-ops", action="store_true",
                         help="keep ops without a TFLite kernel as TensorFlow ops (needs the Flex delegate; "

@@ -31,6 +31,7 @@ import numpy as np
 
 from tfprune.deploy import litert_runner
 from tfprune.deploy.litert import LiteRTModel
+from tfprune.deploy.parity import output_metrics
 from tfprune.deploy.versions import versions
 from tfprune.files import publish_directory
 
@@ -61,6 +62,7 @@ CPU_PROFILES = {  # qemu -cpu name: what its /proc/cpuinfo says (as on the real 
                    "part": "0xd03", "revision": "4"},
 }
 DEFAULT_CPU = "cortex-a76"  # the sysroot's own /proc/cpuinfo; other CPUs get a view of it (`cpu_view`)
+DEFAULT_SYSROOT = ".arm64-sysroot"  # where `make arm-check` builds it
 WHEEL_PLATFORMS = ["manylinux2014_aarch64"] + [f"manylinux_2_{minor}_aarch64" for minor in range(17, 37)]
 
 
@@ -87,9 +89,7 @@ class LiteRTProcess:
         if cpu not in CPU_PROFILES:
             raise ValueError(f"No /proc/cpuinfo profile for cpu={cpu!r}: use one of {sorted(CPU_PROFILES)} (qemu 7.2 "
                              "emulates them; avoid 'max', whose SME makes XNNPack's INT8 results wrong on qemu 7.2).")
-        sysroot = Path(sysroot).resolve()
-        if not (sysroot / SYSROOT_PYTHON).is_file() or not (sysroot / "site").is_dir():
-            raise FileNotFoundError(f"'{sysroot}' is not an aarch64 sysroot: build it with build_sysroot('{sysroot}').")
+        sysroot = check_sysroot(sysroot)
         require_tool(qemu, "apt-get install qemu-user")
         root = cpu_view(sysroot, cpu)
         # OPENBLAS_NUM_THREADS: numpy's OpenBLAS would start guest threads of its own
@@ -121,12 +121,31 @@ class LiteRTProcess:
                 return result["outputs"], str(result["machine"])
 
 
+def find_sysroot(sysroot="auto"):
+    """The aarch64 sysroot to run on, or None: for "auto", $TFPRUNE_ARM_SYSROOT or ./.arm64-sysroot if it is a
+    complete `build_sysroot` folder and qemu-aarch64 is on PATH; None stays None; a path is returned as given."""
+    if sysroot != "auto":
+        return None if sysroot is None else Path(sysroot)
+    found = Path(os.environ.get("TFPRUNE_ARM_SYSROOT", DEFAULT_SYSROOT))
+    return found if (found / ".complete").is_file() and shutil.which("qemu-aarch64") else None
+
+
+def check_sysroot(sysroot):
+    """The resolved path of `sysroot`; FileNotFoundError naming the fix unless it is a `build_sysroot` folder."""
+    sysroot = Path(sysroot).resolve()
+    if not (sysroot / SYSROOT_PYTHON).is_file() or not (sysroot / "site").is_dir():
+        raise FileNotFoundError(f"'{sysroot}' is not an aarch64 sysroot: build it with build_sysroot('{sysroot}') "
+                                "or make arm-check.")
+    return sysroot
+
+
 def compare_with_host(model_path, x, runtime, use_xnnpack=True):
     """Runs float samples `x` through the host's LiteRT and through `runtime`; compares the outputs.
 
     Returns a JSON-able dict: both machines, the sample count, the share of samples whose raw
     outputs are bit-identical, the largest raw difference (in quantized steps for integer
-    outputs), the largest dequantized difference and the top-1 agreement.
+    outputs), the largest dequantized difference, the top-1 agreement and `parity.output_metrics`
+    of the other machine's outputs against the host's ("metrics").
     """
     host = LiteRTModel.load(model_path, use_xnnpack=use_xnnpack)
     raw_inputs = np.concatenate([host.prepare(sample) for sample in np.asarray(x)])
@@ -149,6 +168,7 @@ def compare_with_host(model_path, x, runtime, use_xnnpack=True):
         "max_raw_diff": float(raw_diff.max()),
         "max_abs_diff": float(np.max(np.abs(host_out - other_out))),
         "top1_agreement": float(np.mean(np.argmax(host_out, -1) == np.argmax(other_out, -1))),
+        "metrics": output_metrics(host_out, other_out, host.output["quantization"][0]),
         "versions": versions(),
     }
 

@@ -9,7 +9,10 @@ quantized (the converter crashes), plain ops can. Under other Keras backends the
 converted in a TensorFlow process (`tensorflow_process`): the same file, the same checks.
 Sparse encoding is only kept when the result loads in the default LiteRT interpreter:
 XNNPack rejects sparse INT8 and dynamic-range weights, and then tfprune falls back to
-dense storage and says so. Parity is judged by `tfprune.deploy.parity`.
+dense storage and says so. XNNPack's sparse inference runs only on ARM (x86 CPUs with AVX
+switch it off), so a sparse file is also run by aarch64 LiteRT under qemu where an aarch64
+sysroot exists (`aarch64.find_sysroot`), and refused if it fails there. Parity is judged by
+`tfprune.deploy.parity`.
 """
 
 import dataclasses
@@ -25,7 +28,9 @@ import numpy as np
 import tensorflow as tf
 
 from tfprune.api import strip_pruning
+from tfprune.deploy import aarch64
 from tfprune.deploy import parity as parity_lib
+from tfprune.deploy.bench import random_sample
 from tfprune.deploy.flatbuffer import inspect_tflite
 from tfprune.deploy.litert import LiteRTModel
 from tfprune.deploy.tensorflow_process import export_in_tensorflow
@@ -386,6 +391,7 @@ def export_tflite(
     on_parity_failure="raise",
     num_calibration_samples=200,
     select_tf_ops=False,
+    arm_sysroot="auto",
 ):
     """Converts a Keras 3 model (pruned or plain) to .tflite, verifies it and writes it atomically.
 
@@ -399,6 +405,8 @@ def export_tflite(
             by their keys.
         sparse_encoding: store pruned weights in TFLite's sparse format when the result still
             loads in the default LiteRT interpreter and is smaller; otherwise fall back (see report notes).
+            Where XNNPack's sparse path runs (aarch64), it must also run and reproduce the x86 outputs:
+            see `arm_sysroot`.
         float_io: for "int8", keep float32 inputs/outputs instead of int8. Integer inputs
             (token ids) are never quantized, in any mode.
         parity_data: inputs to compare Keras and TFLite outputs on; defaults to the calibration data.
@@ -410,6 +418,10 @@ def export_tflite(
         select_tf_ops: keep ops that have no TFLite kernel as TensorFlow ops. Such a model needs the
             Flex delegate, which the LiteRT interpreter here lacks: it is then written unverified, and
             the report says so.
+        arm_sysroot: where a sparse encoding is checked on aarch64 LiteRT (Cortex-A76 under qemu-user), the
+            only place XNNPack runs sparse kernels: "auto" uses $TFPRUNE_ARM_SYSROOT or ./.arm64-sysroot
+            when `make arm-check` has built it (else the report notes the file was checked on x86 only),
+            a path requires that sysroot, None skips the check.
 
     Returns:
         An `ExportReport`.
@@ -432,6 +444,8 @@ def export_tflite(
         raise ValueError(f"export_tflite expects a Keras 3 model, got {type(model).__name__}.")
     path = Path(path)
     _check_writable(path)
+    if sparse_encoding and arm_sysroot not in ("auto", None):
+        aarch64.check_sysroot(arm_sysroot)
     if pruning_wrappers(model):
         model = strip_pruning(model)
     inputs = model_inputs(model)
@@ -449,7 +463,8 @@ def export_tflite(
         return export_in_tensorflow(model, path, calibration, x_parity, inputs, expected, quantize=quantize,
                                     sparse_encoding=sparse_encoding, float_io=float_io, min_agreement=min_agreement,
                                     min_sqnr_db=min_sqnr_db, on_parity_failure=on_parity_failure,
-                                    num_calibration_samples=num_calibration_samples, select_tf_ops=select_tf_ops)
+                                    num_calibration_samples=num_calibration_samples, select_tf_ops=select_tf_ops,
+                                    arm_sysroot=None if arm_sysroot is None else os.fspath(arm_sysroot))
     notes = []
     exportable, signature = _exportable(model, inputs, quantize, notes)
     with tempfile.TemporaryDirectory() as saved_model_dir:
@@ -466,7 +481,7 @@ def export_tflite(
         sparse_state = "off"
         if sparse_encoding and not flex_ops:
             sparse_content = _convert(saved_model_dir, quantize, calibration, True, float_io, inputs)
-            content, sparse_state = _choose_sparse(content, sparse_content, notes)
+            content, sparse_state = _choose_sparse(content, sparse_content, notes, quantize, x_parity, arm_sysroot)
             if sparse_state == "on":
                 info = inspect_tflite(content)
         if flex_ops:
@@ -516,8 +531,8 @@ def _advice(quantize, calibration, saved_model_dir, inputs, expected, x_parity, 
             f"it {verdict}.")
 
 
-def _choose_sparse(dense_content, sparse_content, notes):
-    """Keeps the sparse encoding only if it is smaller and loads in the default interpreter."""
+def _choose_sparse(dense_content, sparse_content, notes, quantize, x_parity, arm_sysroot):
+    """Keeps the sparse encoding only if it is smaller, loads in the default interpreter and runs on aarch64."""
     if len(sparse_content) >= len(dense_content):
         notes.append(f"sparse encoding not smaller ({len(sparse_content):,} vs {len(dense_content):,} bytes): dropped.")
         return dense_content, "dropped (not smaller)"
@@ -530,4 +545,42 @@ def _choose_sparse(dense_content, sparse_content, notes):
             "wrote the dense encoding. Gzip the file for transfer instead: pruned zeros compress well."
         )
         return dense_content, "dropped (default interpreter cannot load it)"
+    refusal = _check_on_aarch64(sparse_content, quantize, x_parity, arm_sysroot, notes)
+    if refusal:
+        notes.append(f"sparse encoding refused: {refusal}; wrote the dense encoding, which runs everywhere.")
+        return dense_content, "dropped (fails on aarch64 LiteRT)"
     return sparse_content, "on"
+
+
+AARCH64_SAMPLES = 16  # parity samples run under emulation: enough to compare, quick to emulate
+
+
+def _check_on_aarch64(content, quantize, x_parity, arm_sysroot, notes):
+    """Why aarch64 LiteRT refuses the sparse file (or None): it must run there and reproduce the host's outputs."""
+    sysroot = aarch64.find_sysroot(arm_sysroot)
+    if sysroot is None:
+        notes.append("sparse encoding checked on x86 only, where XNNPack's sparse path is off: it runs on ARM, so "
+                     "build the aarch64 sysroot (`make arm-check`) and export again to check it there.")
+        return None
+    lite = LiteRTModel(content, name="sparse candidate")
+    if len(lite.inputs) != 1:
+        notes.append("sparse encoding not checked on aarch64: that check runs one-input models only.")
+        return None
+    samples = x_parity[0][:AARCH64_SAMPLES] if x_parity else np.stack([random_sample(lite)] * 2)
+    runtime = aarch64.LiteRTProcess.aarch64(sysroot)
+    with tempfile.TemporaryDirectory(prefix="tfprune_sparse_") as folder:
+        candidate = Path(folder) / "sparse.tflite"
+        candidate.write_bytes(content)
+        try:
+            result = aarch64.compare_with_host(candidate, samples, runtime)
+        except RuntimeError as error:
+            lines = [line for line in str(error).splitlines() if line.strip()]
+            return f"aarch64 LiteRT (XNNPack's sparse path) cannot run it: {lines[-1][:200]}"
+    floor = parity_lib.sqnr_floor(quantize)
+    metrics = result["metrics"]
+    if parity_lib.sqnr_rule(metrics, floor) == "below floor":
+        return (f"aarch64 LiteRT's outputs differ from x86's (SQNR {metrics['sqnr_db']:.1f} dB, below the "
+                f"{floor:.0f} dB floor of quantize={quantize!r})")
+    notes.append(f"sparse encoding runs on {runtime.name} LiteRT, {result['samples']} samples: "
+                 f"{parity_lib.summary_line({'output_0': metrics}, floor)} against x86.")
+    return None
