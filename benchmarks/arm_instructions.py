@@ -4,8 +4,8 @@ Instruction counts are not latencies (no caches, memory bandwidth or pipelines u
 this measures how well their ratios track the x86 latency ratios measured here, for the models of
 structured_latency.py, rebuilt untrained (INT8 dense kernels do the same work whatever the weights):
 the MNIST CNN dense and channel-pruned in one shot to about 50% and 25% of its FLOPs, and
-MobileNetV2 (alpha 0.35, 96x96) dense and at about 50% of its FLOPs, all shrunk and exported to
-INT8. Each model is counted on a Cortex-A76 (dot product) and a Cortex-A53 (none), and timed on
+MobileNetV2 (alpha 0.35 and 1.0) and EfficientNetB0 (96x96) dense and at about 50% of their FLOPs,
+all shrunk and exported to INT8. Each model is counted on a Cortex-A76 (dot product) and a Cortex-A53 (none), and timed on
 this machine with 1 thread, interleaved. Also LeNet-300-100 dense, 85% unstructured (INT8 has no
 sparse path: about the dense count) and channel-pruned.
 
@@ -48,14 +48,18 @@ def unstructured(model, sparsity):
 def studies():
     """{study: {name: Keras model}}, dense first."""
     keras.utils.set_random_seed(0)
-    cnn, mobilenet, mlp = (mnist_cnn(), keras.applications.MobileNetV2(weights=None, alpha=0.35,
-                                                                       input_shape=(96, 96, 3), classes=10), lenet())
+    cnn, mlp = mnist_cnn(), lenet()
+    mobilenet, mobilenet_a1 = (keras.applications.MobileNetV2(weights=None, alpha=alpha, input_shape=(96, 96, 3),
+                                                              classes=10) for alpha in (0.35, 1.0))
+    efficientnet = keras.applications.EfficientNetB0(weights=None, input_shape=(96, 96, 3), classes=10)
     return {
         "lenet": {"dense": mlp, "unstructured_85": unstructured(mlp, 0.85),
                   "channels_50": one_shot_to_flops(mlp, 0.5, round_to=8)},
         "mnist_cnn": {"dense": cnn, "flops_50": one_shot_to_flops(cnn, 0.5, round_to=ROUND_TO["mnist_cnn"]),
                       "flops_25": one_shot_to_flops(cnn, 0.25, round_to=ROUND_TO["mnist_cnn"])},
         "mobilenet_v2": {"dense": mobilenet, "flops_50": one_shot_to_flops(mobilenet, 0.5)},
+        "mobilenet_v2_a1": {"dense": mobilenet_a1, "flops_50": one_shot_to_flops(mobilenet_a1, 0.5)},
+        "efficientnet_b0": {"dense": efficientnet, "flops_50": one_shot_to_flops(efficientnet, 0.5)},
     }
 
 
@@ -90,7 +94,7 @@ def measure(study, models, tmp, sysroot, runs):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sysroot", default=".arm64-sysroot")
+    parser.add_argument("--sysroot", default=Path(__file__).parent.parent / ".arm64-sysroot")
     parser.add_argument("--runs", type=int, default=300, help="timed x86 invokes per model, interleaved")
     args = parser.parse_args()
     started = time.time()

@@ -28,7 +28,7 @@ from tfprune.deploy.aarch64 import LiteRTProcess, build_sysroot, compare_with_ho
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sysroot", default=".arm64-sysroot")
+    parser.add_argument("--sysroot", default=Path(__file__).parent.parent / ".arm64-sysroot")
     parser.add_argument("--samples", type=int, default=10000)
     parser.add_argument("--cpu", default="cortex-a76")
     args = parser.parse_args()

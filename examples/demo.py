@@ -4,6 +4,8 @@ train dense -> prune to 85% (PolynomialDecay) -> fine-tune -> strip -> export de
 pruned INT8 .tflite (verified) -> benchmark side by side -> comparison table.
 The same dense model is also channel-pruned (half of every set of channels) and shrunk:
 unstructured sparsity makes the file smaller, removing channels makes the model faster.
+Where the aarch64 sysroot exists (`make arm-check` builds it), the table also gives the
+instructions a Cortex-A76 executes per inference, counted under qemu-user.
 
 Run: `make demo` (or `python examples/demo.py --out demo_output`).
 Writes comparison.md, comparison.json and comparison.png to the output folder.
@@ -23,7 +25,9 @@ import numpy as np  # noqa: E402
 import tfprune  # noqa: E402
 from tfprune.data import load_digits  # noqa: E402
 from tfprune.deploy import LiteRTModel, export_tflite  # noqa: E402
+from tfprune.deploy.aarch64 import find_sysroot  # noqa: E402
 from tfprune.deploy.bench import benchmark_tflite  # noqa: E402
+from tfprune.deploy.instructions import INSTRUCTIONS_ARE_NOT_LATENCY, add_instruction_counts  # noqa: E402
 
 BATCH = 32
 
@@ -112,6 +116,13 @@ def main():
     step(float_report.summary())
 
     bench = benchmark_tflite([out / f"{name}.tflite" for name in exports], runs=300, warmup=30)
+    sysroot = find_sysroot("auto")
+    if sysroot:
+        step("counting aarch64 instructions per inference (Cortex-A76 under qemu-user)")
+        add_instruction_counts(bench, sysroot)
+    else:
+        step("no aarch64 sysroot here: `make arm-check` (as root) builds one, and this table gains an aarch64 "
+             "instructions column")
     latency = {Path(m["path"]).stem: m for m in bench["models"]}
     rows = []
     for name, (model, keras_accuracy) in models.items():
@@ -130,17 +141,20 @@ def main():
             "top1_agreement": exports[name].parity["outputs"]["output_0"]["top1_agreement"],
             "median_latency_ms": latency[name]["median_ms"],
             "p90_latency_ms": latency[name]["p90_ms"],
+            "aarch64_instructions": latency[name].get("aarch64_instructions"),
         })
     write_outputs(out, rows, float_report, bench)
 
 
 def write_outputs(out, rows, float_report, bench):
+    counted = rows[0]["aarch64_instructions"] is not None
     header = ("| model | Keras acc | TFLite acc | params | non-zero (prunable) | sparsity | FLOPs | .tflite bytes "
-              "| gzip bytes | Keras/TFLite agreement | median latency ms |\n"
-              "|---|---|---|---|---|---|---|---|---|---|---|\n")
+              "| gzip bytes | Keras/TFLite agreement | median latency ms |" + (" aarch64 instr (A76) |" * counted)
+              + "\n|---|---|---|---|---|---|---|---|---|---|---|" + "---|" * counted + "\n")
     lines = [f"| {r['model']} | {r['keras_accuracy']:.2%} | {r['tflite_accuracy']:.2%} | {r['params']:,} | "
              f"{r['prunable_nonzeros']:,} | {r['sparsity']:.1%} | {r['flops']:,} | {r['tflite_bytes']:,} | "
-             f"{r['gzip_bytes']:,} | {r['top1_agreement']:.2%} | {r['median_latency_ms']:.4f} |" for r in rows]
+             f"{r['gzip_bytes']:,} | {r['top1_agreement']:.2%} | {r['median_latency_ms']:.4f} |"
+             + (f" {r['aarch64_instructions']:,.0f} |" if counted else "") for r in rows]
     dense, pruned, channels = rows
     summary = (f"\nDense float32 .tflite: {float_report.file_bytes:,} bytes ({float_report.gzip_bytes:,} gzipped). "
                f"Pruned INT8 gzip is 1/{float_report.file_bytes / pruned['gzip_bytes']:.1f} of it. "
@@ -149,6 +163,11 @@ def write_outputs(out, rows, float_report, bench):
                "(unstructured sparsity saves bytes, not time, on x86 XNNPack). "
                f"Channel-pruned and shrunk INT8: {channels['median_latency_ms'] / dense['median_latency_ms']:.2f}x "
                f"the dense latency at {channels['flops'] / dense['flops']:.2f}x its FLOPs.\n")
+    if counted:
+        summary += (f"\nOn a Cortex-A76 (aarch64 LiteRT under qemu-user): pruned/dense instructions "
+                    f"{pruned['aarch64_instructions'] / dense['aarch64_instructions']:.2f}x, channel-pruned/dense "
+                    f"{channels['aarch64_instructions'] / dense['aarch64_instructions']:.2f}x. "
+                    f"{INSTRUCTIONS_ARE_NOT_LATENCY}\n")
     markdown = "# tfprune demo: dense vs pruned vs channel-pruned INT8\n\n" + header + "\n".join(lines) + "\n" + summary
     (out / "comparison.md").write_text(markdown)
     (out / "comparison.json").write_text(json.dumps({"rows": rows, "dense_float32_bytes": float_report.file_bytes,

@@ -18,6 +18,7 @@ from tfprune import cli
 from tfprune.deploy import LiteRTModel, benchmark_tflite, export_tflite
 from tfprune.deploy.aarch64 import SYSROOT_PYTHON, LiteRTProcess, build_sysroot, compare_with_host, find_sysroot
 from tfprune.deploy.android import AdbBenchmark, parse_benchmark_output
+from tfprune.deploy.devices import AndroidDevice
 
 DATA = Path(__file__).parent / "data"
 
@@ -215,6 +216,16 @@ def test_adb_runner_pushes_runs_and_parses(fake_adb, exported):
         assert flag in run
     assert result["machine"]["abi"] == "arm64-v8a"
     assert result["models"][0]["median_ms"] == pytest.approx(0.151)
+
+
+def test_an_android_device_measures_median_milliseconds_with_benchmark_model(fake_adb, exported):
+    log, binary = fake_adb
+    path, _ = exported
+    device = AndroidDevice(binary, serial="R58M123", num_threads=2, runs=40)
+    (measured,) = device.measure([path])
+    assert device.name == "android-R58M123-benchmark_model" and device.unit == "ms"
+    assert measured.cost == pytest.approx(0.151) and measured.spread > 0  # as benchmark_model reported
+    assert "--enable_op_profiling=false" in log.read_text() and "--num_threads=2" in log.read_text()
 
 
 def test_adb_device_not_found(fake_adb):

@@ -7,6 +7,7 @@ and LiteRT: the same plugin, marks and arithmetic as for aarch64, without an aar
 
 import ctypes
 import os
+import platform
 import shutil
 import sys
 
@@ -14,8 +15,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfprune.deploy.aarch64 import SYSROOT_PYTHON, LiteRTProcess
+from tfprune.deploy.aarch64 import SYSROOT_PYTHON, LiteRTProcess, find_sysroot
 from tfprune.deploy.bench import benchmark_tflite, format_benchmark
+from tfprune.deploy.devices import LocalLiteRT, QemuInstructions
 from tfprune.deploy.instructions import MARK_SYSCALLS, _run_counted, build_plugin, check_plugin_support
 
 needs_qemu = pytest.mark.skipif(shutil.which("qemu-x86_64") is None,
@@ -128,3 +130,20 @@ def test_the_bench_table_shows_instructions_beside_latency_with_ratios_and_the_c
     assert "aarch64 instr" in table[0]
     assert table[2].split()[-2:] == ["3,000", "3.000"]
     assert table[-1] == "cortex-a53: not a latency"
+
+
+def test_the_local_device_measures_milliseconds_that_grow_with_the_work(models):
+    device = LocalLiteRT(runs=30, warmup=3)
+    small, large = device.measure([models[16], models[512]])
+    assert device.unit == "ms" and device.name.startswith(f"{platform.machine()}-")
+    assert 0 < small.cost < large.cost and small.spread >= 0
+    assert device.settings["num_threads"] == 1 and device.settings["ai_edge_litert"]
+
+
+@pytest.mark.skipif(find_sysroot("auto") is None, reason="no aarch64 sysroot (./.arm64-sysroot) or qemu-aarch64: "
+                                                         "make test builds them as root, as make arm-check does")
+def test_the_qemu_device_counts_aarch64_instructions_under_its_own_name(models):
+    device = QemuInstructions(find_sysroot("auto"), cpu="cortex-a53")
+    small, large = device.measure([models[16], models[512]])
+    assert device.name == "aarch64-cortex-a53-qemu-instructions" and device.unit == "instructions"
+    assert large.cost > 5 * small.cost > 0 and small.spread < 0.01

@@ -1,5 +1,5 @@
 """Deployment: TFLite export with verification, LiteRT and Android benchmarking, the aarch64 parity check and
-aarch64 instruction counts.
+aarch64 instruction counts, and the devices that measure a model's cost (`devices`).
 
 Loaded on first use, so that benchmarking .tflite files does not import TensorFlow.
 """
@@ -7,6 +7,9 @@ Loaded on first use, so that benchmarking .tflite files does not import TensorFl
 from tfprune.lazy import attribute_loader
 
 _PUBLIC = {
+    "AndroidDevice": "tfprune.deploy.devices",
+    "LocalLiteRT": "tfprune.deploy.devices",
+    "QemuInstructions": "tfprune.deploy.devices",
     "ExportReport": "tfprune.deploy.export",
     "LiteRTModel": "tfprune.deploy.litert",
     "benchmark_tflite": "tfprune.deploy.bench",
