@@ -21,6 +21,8 @@ __version__ = "0.1.0"
 
 _PUBLIC = {
     "ConstantSparsity": "tfprune.schedules",
+    "FlopsBudget": "tfprune.selection.budget",
+    "ParamsBudget": "tfprune.selection.budget",
     "GroupLasso": "tfprune.apply.penalties",
     "Importance": "tfprune.criteria.importance",
     "Penalty": "tfprune.apply.penalties",
@@ -48,6 +50,7 @@ _PUBLIC = {
     "prune_channels": "tfprune.structured.prune",
     "prune_groups_below": "tfprune.structured.prune",
     "prune_low_magnitude": "tfprune.api",
+    "prune_to_budget": "tfprune.structured.prune",
     "prune_scope": "tfprune.api",
     "register_layer": "tfprune.layers.table",
     "shrink": "tfprune.structured.shrink",

@@ -39,6 +39,7 @@ from tfprune.criteria import importance as importance_lib
 from tfprune.graph import compat
 from tfprune.graph.traverse import layers_in
 from tfprune.layers.table import rule_by_class
+from tfprune.selection import budget as budgets
 from tfprune.selection.allocation import check_scope
 
 GLOBAL_MAX_LAYER_SPARSITY = 0.99
@@ -346,12 +347,14 @@ class PruneChannels(PruningWrapper):
         max_sparsity: the most any set of coupled channels is pruned.
         ignored_layers: names of the layers whose channels are kept.
         penalty: a `Penalty` on the channel groups (group lasso, L0 gates), or None.
+        budget: a `Budget` (`FlopsBudget`, `ParamsBudget`) the channel counts are chosen to meet, or None.
         gate_roles: the roles whose channels carry this layer's L0 gates.
         gates_folded: True once `fold_gates` has folded the gates into the weights.
     """
 
     def __init__(self, layer, pruning_schedule=None, importance="l2", scope="layer", round_to=None,
-                 max_sparsity=0.9, ignored_layers=(), penalty=None, gate_roles=(), gates_folded=False, **kwargs):
+                 max_sparsity=0.9, ignored_layers=(), penalty=None, budget=None, gate_roles=(), gates_folded=False,
+                 **kwargs):
         kwargs.setdefault("name", f"prune_channels_{layer.name}")
         super().__init__(layer, **kwargs)
         if isinstance(pruning_schedule, dict):
@@ -363,13 +366,14 @@ class PruneChannels(PruningWrapper):
         self.max_sparsity = max_sparsity
         self.ignored_layers = tuple(ignored_layers)
         self.penalty = penalties_lib.get(penalty)
+        self.budget = budgets.get(budget)
         self.gate_roles, self.gates_folded = tuple(gate_roles), bool(gates_folded)
 
     @property
     def settings(self):
         """What every wrapper of one `prune_channels` call shares."""
         return (self.pruning_schedule, self.importance, self.scope, self.round_to, self.max_sparsity,
-                self.ignored_layers, self.penalty)
+                self.ignored_layers, self.penalty, self.budget)
 
     @property
     def channel_masks(self):
@@ -410,6 +414,7 @@ class PruneChannels(PruningWrapper):
             "max_sparsity": self.max_sparsity,
             "ignored_layers": list(self.ignored_layers),
             "penalty": penalties_lib.serialize(self.penalty),
+            "budget": budgets.serialize(self.budget),
             "gate_roles": list(self.gate_roles),
             "gates_folded": self.gates_folded,
         })

@@ -9,8 +9,8 @@ It calls the interpreter's native `Invoke` (not the Python wrapper's `invoke()`,
 thousands of instructions per call) and marks, in order: an empty window (two marks in a row:
 what marking costs), a window of RUNS calls of a native method that does nothing (`NumSubgraphs`:
 what a call from Python costs), then WINDOWS windows of RUNS invokes, the inputs set once; and
-prints `runs=RUNS`. Before that, it warms up with at least `WARMUP` of each call (the first invoke
-prepares XNNPack, and Python specializes a loop after a few runs). RUNS 0 picks as many invokes
+prints `runs=RUNS`. Before that, it warms up with `WARMUP` no-op calls and RUNS + 2 invokes (the
+first invoke prepares XNNPack, and Python specializes a call after a few runs). RUNS 0 picks as many invokes
 as take about `WINDOW_SECONDS` here. The plugin (`qemu_plugin/count_instructions.c`) records its
 instruction counter at every mark.
 """
@@ -48,9 +48,10 @@ def main(argv):
     start = time.perf_counter()
     invoke()
     runs = int(runs) or min(MAX_RUNS, max(1, round(WINDOW_SECONDS / (time.perf_counter() - start))))
-    for _ in range(max(runs, WARMUP)):
-        invoke()
+    for _ in range(WARMUP):
         do_nothing()
+    for _ in range(runs):  # a model slow enough for few runs has little to gain from more
+        invoke()
     mark()
     mark()
     for _ in range(runs):

@@ -27,8 +27,10 @@ from tfprune.selection.allocation import (
     pruned_count,
     rounded_count,
 )
+from tfprune.selection.budget import allocate_to_budget
 from tfprune.stateless import sync_variables
 from tfprune.structured.analysis import ChannelAnalysis
+from tfprune.structured.channel_cost import ChannelCost
 from tfprune.apply.penalties import PenaltyTerm
 from tfprune.apply.wrapper import PruneChannels
 from tfprune.apply.wrapper import check_built, pruning_wrappers, saved_step
@@ -102,6 +104,8 @@ class ChannelController:
                 )
         self.schedule, self.importance = first.pruning_schedule, first.importance
         self.scope, self.round_to, self.max_sparsity = first.scope, first.round_to, first.max_sparsity
+        self.budget = first.budget
+        self._cost = None  # the budget's ChannelCost, made on first use
         with warnings.catch_warnings():  # prune_channels has already warned about layers it keeps
             warnings.simplefilter("ignore")
             analysis = ChannelAnalysis(model, first.ignored_layers, assume_pruned=True)
@@ -185,7 +189,30 @@ class ChannelController:
                              "ignored): their sparsity cannot be set. Leave them out.")
         return by_set
 
+    def prune_to_budget(self, *, step, progress=1.0):
+        """Prunes now so that the model costs `progress` of the way from dense to the budget (1: the budget)."""
+        if self.budget is None:
+            raise ValueError("This model was pruned without a budget: use prune_to(sparsity), or prune it with "
+                             "tfprune.prune_channels(..., budget=...) or tfprune.prune_to_budget.")
+        sync_variables(self.model)
+        self._prune_to_cost(progress, step)
+
+    def _prune_to_cost(self, progress, step):
+        if self._cost is None:
+            self._cost = ChannelCost.for_budget(self.budget, self.model, self.sets)
+        read, recorded = _reader(), self._recorded_gradients()
+        scores = [self._scores(s, read, recorded) for s in self.sets]
+        target = self._cost.dense - progress * (self._cost.dense - self.budget.target(self._cost.dense))
+        keep = allocate_to_budget(scores, self._cost, target, self.max_sparsity, self.round_to, what=repr(self.budget))
+        self._apply([np.flatnonzero(~k) for k in keep], step)
+
     def _prune(self, sparsity, step, by_set, scope):
+        if self.budget is not None:
+            if by_set:
+                raise ValueError("`overrides` set sparsities per layer, which a budget chooses: give one or the other.")
+            final = self.schedule.final_sparsity if self.schedule is not None else 1.0
+            self._prune_to_cost(min(1.0, float(sparsity) / final), step)
+            return
         recorded = self._recorded_gradients()
         read = _reader()
         scores = [self._scores(s, read, recorded) for s in self.sets]

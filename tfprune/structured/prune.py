@@ -14,12 +14,13 @@ from tfprune.apply import penalties as penalties_lib
 from tfprune.structured.analysis import ChannelAnalysis
 from tfprune.structured.controller import ChannelController, why_never_pruned
 from tfprune.apply.wrapper import PruneChannels
+from tfprune.selection import budget as budgets
 from tfprune.selection.allocation import check_scope
 from tfprune.apply.wrapper import pruning_wrappers
 
 
 def prune_channels(model, pruning_schedule, importance="l2", scope="layer", round_to=None, ignored_layers=None,
-                   max_sparsity=0.9, penalty=None, copy=True):
+                   max_sparsity=0.9, penalty=None, budget=None, copy=True):
     """Wraps `model` so that `fit` prunes whole channels (units, filters, attention heads) by a schedule.
 
     Channels that must stay aligned (see `channel_groups`) are pruned together. A pruned
@@ -39,6 +40,11 @@ def prune_channels(model, pruning_schedule, importance="l2", scope="layer", roun
         max_sparsity: the most any set of coupled channels is pruned, in (0, 1).
         penalty: `tfprune.GroupLasso(strength, warmup_steps)` to add a group-lasso loss over the
             same channel groups during `fit`, or None.
+        budget: `tfprune.FlopsBudget(ratio)` or `tfprune.ParamsBudget(ratio)`: how far to prune, as a
+            cost, instead of a sparsity. The schedule then says when: at each update the model is
+            pruned s(t) / s(end) of the way from dense to the budget (`PolynomialDecay(0, 0.5, ...)`
+            reaches the budget at its end_step), each set keeping the channel count that
+            `tfprune.selection.budget.allocate_to_budget` chooses (`scope` is not used).
         copy: False wraps your model's own layers instead of copies, sharing them and their weights
             (for layers that cannot be re-created from their config); then `shrink(model, copy=False)`.
 
@@ -55,7 +61,7 @@ def prune_channels(model, pruning_schedule, importance="l2", scope="layer", roun
     small = tfprune.shrink(pruned)
     ```
     """
-    settings = _checked_settings(pruning_schedule, importance, scope, round_to, max_sparsity, penalty)
+    settings = _checked_settings(pruning_schedule, importance, scope, round_to, max_sparsity, penalty, budget)
     if pruning_wrappers(model):
         raise ValueError(
             f"Model '{model.name}' is already pruned. Channel pruning starts from a plain model: "
@@ -109,10 +115,10 @@ def _gate_roles(channel_sets):
     return roles
 
 
-def _checked_settings(pruning_schedule, importance, scope, round_to, max_sparsity, penalty):
-    penalty = penalties_lib.get(penalty)
-    if pruning_schedule is None and penalty is None:
-        raise ValueError("prune_channels needs a pruning_schedule, a penalty, or both; got neither.")
+def _checked_settings(pruning_schedule, importance, scope, round_to, max_sparsity, penalty, budget):
+    penalty, budget = penalties_lib.get(penalty), budgets.get(budget)
+    if pruning_schedule is None and penalty is None and budget is None:
+        raise ValueError("prune_channels needs a pruning_schedule, a penalty or a budget; got none of them.")
     if pruning_schedule is not None and not isinstance(pruning_schedule, schedules.PruningSchedule):
         raise ValueError(
             "`pruning_schedule` must be a tfprune PruningSchedule such as ConstantSparsity or PolynomialDecay, "
@@ -126,7 +132,10 @@ def _checked_settings(pruning_schedule, importance, scope, round_to, max_sparsit
         raise ValueError(
             f"`max_sparsity` must be in (0, 1): the most of a set of channels that may be pruned; got {max_sparsity!r}."
         )
-    if pruning_schedule is not None and pruning_schedule.final_sparsity > max_sparsity:
+    if budget is not None and pruning_schedule is not None and pruning_schedule.final_sparsity == 0:
+        raise ValueError("With a budget the schedule says when to prune, as the fraction s(t) / s(end) of the way "
+                         "to the budget: give it a final sparsity above 0, e.g. PolynomialDecay(0, 0.5, ...).")
+    if budget is None and pruning_schedule is not None and pruning_schedule.final_sparsity > max_sparsity:
         raise ValueError(
             f"The schedule's final sparsity {pruning_schedule.final_sparsity:g} exceeds max_sparsity="
             f"{max_sparsity:g}, the most of any set of channels that may be pruned: raise max_sparsity or lower "
@@ -140,7 +149,7 @@ def _checked_settings(pruning_schedule, importance, scope, round_to, max_sparsit
         )
     return {"pruning_schedule": pruning_schedule, "importance": importance, "scope": scope,
             "round_to": None if round_to is None else int(round_to), "max_sparsity": float(max_sparsity),
-            "penalty": penalty}
+            "penalty": penalty, "budget": budget}
 
 
 def _warn_about_blocked_groups(analysis, prunable):
@@ -161,7 +170,7 @@ def _warn_about_blocked_groups(analysis, prunable):
 def _warn_about_sets_never_pruned(channel_sets, settings):
     """Warns about the sets of coupled channels that round_to, max_sparsity or their size keep whole."""
     schedule = settings["pruning_schedule"]
-    if schedule is None or schedule.final_sparsity == 0:
+    if schedule is None or schedule.final_sparsity == 0 or settings["budget"] is not None:
         return
     by_reason = {}
     for channel_set in channel_sets:
@@ -180,6 +189,41 @@ def _warn_about_sets_never_pruned(channel_sets, settings):
         + ". Choose a round_to that divides their sizes, raise max_sparsity or the sparsity, or accept them whole.",
         stacklevel=3,
     )
+
+
+def prune_to_budget(model, budget, importance="l2", round_to=None, ignored_layers=None, max_sparsity=0.9,
+                    copy=True):
+    """Channel-prunes `model` at once so that it fits `budget`, keeping the most important channels.
+
+    Args:
+        model: a built Sequential or Functional model (it is copied, not modified).
+        budget: `tfprune.FlopsBudget(ratio)` or `tfprune.ParamsBudget(ratio)`.
+        importance: "l2", "l1", "bn_scale" or a `tfprune.Importance` that needs no gradients (for
+            "taylor", prune during fit: `prune_channels(model, schedule, budget=...)`).
+        round_to, ignored_layers, max_sparsity, copy: as in `prune_channels`.
+
+    Returns:
+        The masked model (`PruneChannels` wrappers): fine-tune it with `UpdatePruningStep`, or
+        `tfprune.shrink` it right away.
+
+    Raises:
+        ValueError: if the budget cannot be reached (the error gives the lowest reachable cost).
+
+    Example:
+
+    ```python
+    pruned = tfprune.prune_to_budget(model, tfprune.FlopsBudget(0.5), round_to=8)
+    small = tfprune.shrink(pruned)
+    tfprune.model_cost(small).flops / tfprune.model_cost(model).flops   # <= 0.5
+    ```
+    """
+    budget = budgets.get(budget)
+    if budget is None:
+        raise ValueError("prune_to_budget needs a budget, e.g. tfprune.FlopsBudget(0.5).")
+    pruned = prune_channels(model, None, importance, round_to=round_to, ignored_layers=ignored_layers,
+                            max_sparsity=max_sparsity, budget=budget, copy=copy)
+    ChannelController(pruned).prune_to_budget(step=0)
+    return pruned
 
 
 def prune_groups_below(model, threshold):
