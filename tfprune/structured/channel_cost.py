@@ -104,19 +104,19 @@ class ChannelCost:
 
 
 def _owners(sets):
-    """{(id(layer), role): (channels of the role, [(set index, channels per group)])}."""
+    """{(id(layer), role): (channels of the role, [(set index, channels per group)])} for the roles along weights
+    (a role without one, such as a Multiply's, costs nothing here)."""
     owners = {}
     for s, channel_set in enumerate(sets):
         for layer, role, indices in channel_set.members:
             key = (id(layer), role)
             if key not in owners:
-                owners[key] = (_role_size(layer, role), [])
+                size = next((axis.size for axis in rule_by_class(layer)[0].axes(layer) if axis.role == role), None)
+                if size is None:
+                    continue
+                owners[key] = (size, [])
             owners[key][1].append((s, indices.shape[1]))
     return owners
-
-
-def _role_size(layer, role):
-    return next(axis.size for axis in rule_by_class(layer)[0].axes(layer) if axis.role == role)
 
 
 def _variable_roles(layer, owners, every_weight=False):
