@@ -39,6 +39,8 @@ _PUBLIC = {
     "channel_groups": "tfprune.structured.analysis",
     "IterativePruning": "tfprune.iterative",
     "L0Gates": "tfprune.apply.penalties",
+    "LatencyBudget": "tfprune.selection.budget",
+    "LatencyTable": "tfprune.structured.latency_table",
     "LearningRateRewinding": "tfprune.rewinding",
     "WeightRewinding": "tfprune.rewinding",
     "apply_masks": "tfprune.stateless",

@@ -91,6 +91,64 @@ class ParamsBudget(Budget):
     kind = "parameters"
 
 
+@keras.saving.register_keras_serializable(package="tfprune")
+class LatencyBudget(Budget):
+    """At most `ratio` of the dense model's latency (or `ms` milliseconds), as a `LatencyTable` predicts it.
+
+    The table (`tfprune.LatencyTable.measure(model, device)`, or the path of a saved one) holds what
+    each layer costs on the device at each channel count; pruning searches on it. A model saved
+    during gradual pruning refers to the table by its path.
+
+    Example:
+
+    >>> table = tfprune.LatencyTable.measure(model, tfprune.deploy.LocalLiteRT(), round_to=8)
+    >>> pruned = tfprune.prune_to_budget(model, tfprune.LatencyBudget(0.5, table=table), round_to=8)
+    """
+
+    kind = "latency"
+
+    def __init__(self, ratio=None, ms=None, table=None):
+        if (ratio is None) == (ms is None):
+            raise ValueError("LatencyBudget takes a ratio of the dense model's latency (e.g. 0.5) or ms=..., one of "
+                             f"them; got ratio={ratio!r}, ms={ms!r}.")
+        if ratio is not None:
+            super().__init__(ratio)
+        elif isinstance(ms, bool) or not isinstance(ms, numbers.Real) or not ms > 0:
+            raise ValueError(f"LatencyBudget's ms must be a positive number of milliseconds, got {ms!r}.")
+        else:
+            self.ratio = None
+        self.ms = None if ms is None else float(ms)
+        if table is None:
+            raise ValueError("LatencyBudget needs the latency table to plan with: table=tfprune.LatencyTable.measure("
+                             "model, device), or the path of a saved one.")
+        from tfprune.structured.latency_table import LatencyTable  # tables are measured on structured models
+
+        self.table = table if isinstance(table, LatencyTable) else LatencyTable.load(table)
+
+    def target(self, dense_cost):
+        if self.ms is None:
+            return self.ratio * dense_cost
+        if self.table.unit != "ms":
+            raise ValueError(f"LatencyBudget(ms={self.ms:g}) needs a table measured in ms; this one counts "
+                             f"{self.table.unit}: give a ratio instead.")
+        return self.ms
+
+    def get_config(self):
+        if self.table.path is None:
+            raise ValueError("A LatencyBudget is saved with the path of its table: save the table first "
+                             "(table.save(path)) or measure it with cache=True.")
+        return {"ratio": self.ratio, "ms": self.ms, "table": self.table.path}
+
+    def __eq__(self, other):
+        return type(self) is type(other) and (self.ratio, self.ms, self.table) == (other.ratio, other.ms, other.table)
+
+    def __hash__(self):
+        return hash((type(self).__name__, self.ratio, self.ms))
+
+    def __repr__(self):
+        return f"LatencyBudget({f'{self.ratio:g}' if self.ms is None else f'ms={self.ms:g}'})"
+
+
 def get(identifier):
     """A `Budget` from an instance, a serialized dict or None."""
     if identifier is None or isinstance(identifier, Budget):

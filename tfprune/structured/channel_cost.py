@@ -19,6 +19,7 @@ cost.total(cost.sizes // 2)                # every set at half its groups
 
 import math
 
+import keras
 import numpy as np
 
 from tfprune.apply.wrapper import pruning_wrappers
@@ -30,7 +31,9 @@ class ChannelCost:
     """A model's cost as a function of the groups each channel set keeps.
 
     Args:
-        items: `(cost, roles)` pairs: the item's dense cost and the role keys it scales with.
+        items: `(cost, roles)` pairs: the role keys an item depends on, and its cost: a number (the
+            dense cost, which scales with the kept fraction of each role) or a function of the kept
+            channels of each role (a latency table's).
         owners: {role key: (channels of the role, [(set index, channels per group)])}.
         total_cost: the dense model's whole cost (items and the rest).
         sizes: groups per set.
@@ -39,9 +42,10 @@ class ChannelCost:
     def __init__(self, items, owners, total_cost, sizes):
         self.sizes = np.asarray(sizes, dtype=np.int64)
         self.dense = float(total_cost)
-        self._items = [(float(cost), tuple(roles)) for cost, roles in items]
         self._owners = owners
-        self._rest = self.dense - sum(cost for cost, _ in self._items)
+        self._items = [(cost if callable(cost) else _Scaled(cost, [owners[r][0] for r in roles]), tuple(roles))
+                       for cost, roles in items]
+        self._rest = self.dense - sum(self._item_cost(i, self.sizes) for i in range(len(self._items)))
         self._items_of_set = [[] for _ in self.sizes]  # item indices each set touches
         for index, (_, roles) in enumerate(self._items):
             for s in sorted({s for role in roles for s, _ in owners[role][1]}):
@@ -71,8 +75,34 @@ class ChannelCost:
         return cls(items, owners, model.count_params() - wrapping, [s.size for s in sets])
 
     @classmethod
+    def latency(cls, model, sets, table):
+        """The latency (in `table.unit`) of `model` with its channel `sets` pruned, from a `LatencyTable`."""
+        table.check_model(model)
+        owners = _owners(sets)
+        calls = _traced_calls(model)
+        items, elements = [], []
+        for call in calls:
+            layer, name = call.layer, call.layer.name
+            owned = sorted(role for layer_id, role in owners if layer_id == id(layer))
+            entry = table.layers.get(name, {"roles": []})
+            missing = sorted(set(owned) - set(entry["roles"]))
+            if missing:
+                raise ValueError(f"The latency table has no {missing} channels of layer '{name}', which this pruning "
+                                 "may remove (was it measured with other ignored_layers?): measure it with the same "
+                                 "settings.")
+            if owned:
+                items.append((_TableCost(table, name, owned), [(id(layer), role) for role in owned]))
+            role = _output_role(layer, owned)
+            elements.append((math.prod(call.output.shape[1:]), [(id(layer), role)] if role else []))
+        # The rest (additions, padding, pooling: element-wise work) follows the activations' sizes.
+        items += [(table.rest_per_element * count, roles) for count, roles in elements]
+        return cls(items, owners, table.dense, [s.size for s in sets])
+
+    @classmethod
     def for_budget(cls, budget, model, sets):
-        """The cost a `Budget` counts: FLOPs or parameters."""
+        """The cost a `Budget` counts: FLOPs, parameters or latency."""
+        if budget.kind == "latency":
+            return cls.latency(model, sets, budget.table)
         return {"FLOPs": cls.flops, "parameters": cls.params}[budget.kind](model, sets)
 
     @property
@@ -96,11 +126,46 @@ class ChannelCost:
 
     def _item_cost(self, index, kept):
         cost, roles = self._items[index]
-        for role in roles:
-            channels, owned = self._owners[role]
-            pruned = sum((self.sizes[s] - kept[s]) * width for s, width in owned)
-            cost *= (channels - pruned) / channels
-        return cost
+        return cost([self.channels(role, kept) for role in roles])
+
+    def channels(self, role, kept):
+        """The channels a role keeps when set i keeps `kept[i]` of its groups."""
+        channels, owned = self._owners[role]
+        return channels - sum((self.sizes[s] - kept[s]) * width for s, width in owned)
+
+
+class _TableCost:
+    """A layer's cost from a latency table, given the kept channels of its `owned` roles (the others whole)."""
+
+    def __init__(self, table, name, owned):
+        entry = table.layers[name]
+        self.table, self.name, self.full = table, name, dict(zip(entry["roles"], entry["channels"]))
+        self.owned = owned
+
+    @property
+    def dense(self):
+        return self([self.full[role] for role in self.owned])
+
+    def __call__(self, kept):
+        channels = {**self.full, **dict(zip(self.owned, kept))}
+        return self.table.layer_cost(self.name, [channels[role] for role in self.table.layers[self.name]["roles"]])
+
+
+def _output_role(layer, owned):
+    """The owned role along a layer's output channels: "output", or a depthwise convolution's "input"."""
+    if "output" in owned:
+        return "output"
+    return "input" if "input" in owned and isinstance(layer, keras.layers.DepthwiseConv2D) else None
+
+
+class _Scaled:
+    """A cost proportional to the kept fraction of each of its roles' channels."""
+
+    def __init__(self, dense, channels):
+        self.dense, self.channels = float(dense), channels
+
+    def __call__(self, kept):
+        return self.dense * math.prod(k / c for k, c in zip(kept, self.channels))
 
 
 def _owners(sets):

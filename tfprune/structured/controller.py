@@ -305,6 +305,10 @@ class ChannelController:
         scores[self._already_pruned(channel_set)] = -np.inf
         return scores
 
+    def kept_groups(self):
+        """How many groups each set keeps now (in `self.sets` order)."""
+        return np.array([s.size - int(self._already_pruned(s).sum()) for s in self.sets])
+
     def _already_pruned(self, channel_set):
         for layer, role, indices in channel_set.members:
             wrapper = self._wrapper_of.get(id(layer))

@@ -1,0 +1,99 @@
+"""Latency tables measured with LiteRT on this machine, and pruning to a latency budget planned on them.
+
+Timings are not asserted (they are noisy here): what is checked is what the table holds, how it is
+cached and refused, and that the budget's search meets its target on the table's own predictions.
+"""
+
+import json
+
+import keras
+import numpy as np
+import pytest
+
+import tfprune
+from tfprune.deploy.devices import LocalLiteRT
+from tfprune.structured.channel_cost import ChannelCost
+from tfprune.structured.controller import ChannelController
+
+L = keras.layers
+
+
+def small_cnn(width=32, seed=0):
+    keras.utils.set_random_seed(seed)
+    return keras.Sequential([
+        keras.Input((16, 16, 3)), L.Conv2D(width, 3, padding="same", activation="relu", name="conv1"),
+        L.Conv2D(width, 3, padding="same", activation="relu", name="conv2"), L.GlobalAveragePooling2D(),
+        L.Dense(10, name="out")], name="small_cnn")
+
+
+@pytest.fixture(scope="module")
+def table(tmp_path_factory):
+    path = tmp_path_factory.mktemp("tables") / "small_cnn.json"
+    return tfprune.LatencyTable.measure(small_cnn(), LocalLiteRT(runs=20, warmup=2), round_to=8, levels=3, cache=path,
+                                        verbose=False)
+
+
+def test_a_table_holds_every_prunable_layer_over_a_grid_of_round_to_multiples(table):
+    assert table.unit == "ms" and table.dense > table.overhead > 0
+    assert table.layers["conv1"]["roles"] == ["output"] and table.layers["conv2"]["roles"] == ["input", "output"]
+    assert table.layers["out"]["roles"] == ["input"]
+    grid = table.probes[table.layers["conv2"]["probe"]]["grid"]
+    assert grid == [[8, 24, 32], [8, 24, 32]]  # 3 of the multiples of 8 from the fewest max_sparsity leaves to all
+    values = np.array(table.probes[table.layers["conv2"]["probe"]]["values"])
+    assert values.shape == (3, 3) and (values >= 0).all()
+    assert table.layer_cost("conv2", [16, 32]) == pytest.approx((values[0, 2] + values[1, 2]) / 2)
+    assert [c["sparsity"] for c in table.calibration] == [0.3, 0.6] and table.rest_per_element >= 0
+
+
+def test_a_second_measure_reads_the_cache_and_another_device_or_model_measures_again(table, tmp_path):
+    path = tmp_path / "copy.json"
+    table.save(path)
+    again = tfprune.LatencyTable.measure(small_cnn(), LocalLiteRT(runs=20, warmup=2), round_to=8, levels=3,
+                                         cache=path, verbose=False)
+    assert again.probes == table.probes and again.path == str(path)
+    other = tfprune.LatencyTable.measure(small_cnn(), LocalLiteRT(num_threads=2, runs=5, warmup=1), round_to=8,
+                                         levels=2, cache=path, verbose=False)
+    assert other.key["settings"]["num_threads"] == 2 and json.loads(path.read_text())["key"] == other.key
+    with pytest.raises(ValueError, match="measured for another model"):
+        table.check_model(small_cnn(width=24))
+
+
+def test_pruning_to_a_latency_budget_meets_it_on_the_tables_predictions(table):
+    dense = small_cnn()
+    pruned = tfprune.prune_to_budget(dense, tfprune.LatencyBudget(0.6, table=table), round_to=8)
+    controller = ChannelController(pruned)
+    cost = ChannelCost.latency(pruned, controller.sets, table)
+    assert cost.total(cost.sizes) == pytest.approx(table.dense)
+    assert cost.total(controller.kept_groups()) <= 0.6 * table.dense
+    assert controller.kept_groups().min() < cost.sizes.max()  # something was pruned
+    small = tfprune.shrink(pruned, verbose=False)
+    np.testing.assert_allclose(small.predict(np.ones((2, 16, 16, 3)), verbose=0),
+                               pruned.predict(np.ones((2, 16, 16, 3)), verbose=0), atol=1e-4)
+
+
+def test_a_gradual_run_with_a_latency_budget_saves_the_tables_path_and_resumes(table, tmp_path):
+    schedule = tfprune.ConstantSparsity(0.5, 0)
+    pruned = tfprune.prune_channels(small_cnn(), schedule, round_to=8, budget=tfprune.LatencyBudget(ms=table.dense * 0.7,
+                                                                                                    table=table))
+    pruned.save(tmp_path / "run.keras")
+    loaded = tfprune.load_model(tmp_path / "run.keras")
+    budget = next(w for w in loaded.layers if isinstance(w, tfprune.PruneChannels)).budget
+    assert budget.ms == pytest.approx(table.dense * 0.7) and budget.table.path == table.path
+
+
+def test_bad_latency_budgets_and_tables_say_what_to_do(table, tmp_path):
+    with pytest.raises(ValueError, match="needs the latency table to plan with"):
+        tfprune.LatencyBudget(0.5)
+    with pytest.raises(ValueError, match="a ratio of the dense model's latency .* or ms=..., one of them"):
+        tfprune.LatencyBudget(0.5, ms=3.0, table=table)
+    (tmp_path / "broken.json").write_text("{not json")
+    with pytest.raises(ValueError, match="broken.json' is not a tfprune latency table"):
+        tfprune.LatencyBudget(0.5, table=tmp_path / "broken.json")
+    instructions = tfprune.LatencyTable(table.key, "instructions", 1e6, 1e3, table.layers, table.probes)
+    with pytest.raises(ValueError, match="needs a table measured in ms; this one counts instructions"):
+        tfprune.LatencyBudget(ms=1.0, table=instructions).target(1e6)
+    with pytest.raises(ValueError, match="save the table first"):
+        tfprune.LatencyBudget(0.5, table=instructions).get_config()
+    with pytest.raises(ValueError, match="is already pruned: measure its latency table on the model before"):
+        tfprune.LatencyTable.measure(tfprune.prune_channels(small_cnn(), tfprune.ConstantSparsity(0.5, 0)),
+                                     LocalLiteRT())
