@@ -111,10 +111,10 @@ def main():
               "median_abs_ratio_difference": float(np.median(np.abs(x86 - [r[f"{cpu}_ratio"] for r in pruned])))}
         for cpu in CPUS}
     result["seconds"] = time.time() - started
-    print(f"\n{'study':<13}{'model':<16}{'FLOPs':>7}{'x86 lat':>9}" + "".join(f"{cpu:>12}" for cpu in CPUS))
+    print(f"\n{'study':<17}{'model':<16}{'FLOPs':>7}{'x86 lat':>9}" + "".join(f"{cpu:>12}" for cpu in CPUS))
     for study, rows in result["studies"].items():
         for name, row in rows.items():
-            print(f"{study:<13}{name:<16}{row['flops_ratio']:>7.3f}{row['x86_latency_ratio']:>9.3f}"
+            print(f"{study:<17}{name:<16}{row['flops_ratio']:>7.3f}{row['x86_latency_ratio']:>9.3f}"
                   + "".join(f"{row[f'{cpu}_ratio']:>12.3f}" for cpu in CPUS))
     print(json.dumps(result["tracking"], indent=2))
     print(INSTRUCTIONS_ARE_NOT_LATENCY)
