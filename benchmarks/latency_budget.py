@@ -47,8 +47,8 @@ def random_configuration(model, rng):
     """`model` channel-pruned to a random multiple of ROUND_TO channels in every set (at most 90% pruned)."""
     pruned = tfprune.prune_channels(model, tfprune.ConstantSparsity(0.5, 0), round_to=ROUND_TO)
     controller = ChannelController(pruned)
-    controller._apply([rng.choice(s.size, (rng.integers(0, int(0.9 * s.size) + 1) // ROUND_TO) * ROUND_TO,
-                                  replace=False) for s in controller.sets], step=0)
+    controller.keep_counts([s.size - (rng.integers(0, int(0.9 * s.size) + 1) // ROUND_TO) * ROUND_TO
+                            for s in controller.sets], step=0)
     return pruned
 
 

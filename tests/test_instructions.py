@@ -103,8 +103,8 @@ def test_another_cpu_sees_the_sysroot_through_a_view_with_its_own_cpuinfo(tmp_pa
 @needs_qemu
 def test_counts_per_inference_are_repeatable_and_grow_with_the_work(models, plugin):
     host_under_qemu = LiteRTProcess(["qemu-x86_64", sys.executable], name="x86_64 (qemu-user)")
-    small, large = (_run_counted(host_under_qemu, plugin, MARK_SYSCALLS["x86_64"], models[width], None, None, 3,
-                                 True, 600) for width in (16, 512))
+    small, large = _run_counted(host_under_qemu, plugin, MARK_SYSCALLS["x86_64"], [models[16], models[512]], None,
+                                None, 3, True, 600)  # one emulated process for both
     for counted in (small, large):
         assert len(counted["windows"]) == 3 and counted["runs"] >= 1
         assert counted["spread"] < 0.01
@@ -117,7 +117,7 @@ def test_counts_per_inference_are_repeatable_and_grow_with_the_work(models, plug
 @needs_qemu
 def test_runs_and_windows_are_as_asked(models, plugin):
     host_under_qemu = LiteRTProcess(["qemu-x86_64", sys.executable])
-    counted = _run_counted(host_under_qemu, plugin, MARK_SYSCALLS["x86_64"], models[16], None, 4, 2, False, 600)
+    (counted,) = _run_counted(host_under_qemu, plugin, MARK_SYSCALLS["x86_64"], [models[16]], None, 4, 2, False, 600)
     assert counted["runs"] == 4 and len(counted["windows"]) == 2 and counted["instructions_per_inference"] > 0
 
 

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 import tfprune
-from tfprune.deploy.devices import LocalLiteRT
+from tfprune.deploy.aarch64 import find_sysroot
+from tfprune.deploy.devices import LocalLiteRT, QemuInstructions
 from tfprune.structured.channel_cost import ChannelCost
 from tfprune.structured.controller import ChannelController
 
@@ -42,7 +43,8 @@ def test_a_table_holds_every_prunable_layer_over_a_grid_of_round_to_multiples(ta
     values = np.array(table.probes[table.layers["conv2"]["probe"]]["values"])
     assert values.shape == (3, 3) and (values >= 0).all()
     assert table.layer_cost("conv2", [16, 32]) == pytest.approx((values[0, 2] + values[1, 2]) / 2)
-    assert [c["sparsity"] for c in table.calibration] == [0.3, 0.6] and table.rest_per_element >= 0
+    assert [c["copy"] for c in table.calibration] == ["uniform 0.3", "uniform 0.6", "random", "random"]
+    assert table.probe_scale > 0 and table.rest_per_element >= 0
 
 
 def test_a_second_measure_reads_the_cache_and_another_device_or_model_measures_again(table, tmp_path):
@@ -55,7 +57,14 @@ def test_a_second_measure_reads_the_cache_and_another_device_or_model_measures_a
                                          levels=2, cache=path, verbose=False)
     assert other.key["settings"]["num_threads"] == 2 and json.loads(path.read_text())["key"] == other.key
     with pytest.raises(ValueError, match="measured for another model"):
-        table.check_model(small_cnn(width=24))
+        table.check_model(keras.Sequential([keras.Input((8, 8, 3)), *small_cnn().layers]))
+    with pytest.raises(ValueError, match=r"'conv1' has \[40\] channels, more than the \[32\]"):
+        table.predict(small_cnn(width=40))
+    narrower = small_cnn(width=24)  # a model like a pruned copy: predicted, and planned for from its own cost
+    assert table.predict(narrower) < table.dense
+    measured = tfprune.LatencyTable.measure(narrower, LocalLiteRT(runs=5, warmup=1), round_to=8, levels=2,
+                                            cache=path, verbose=False)
+    assert measured.layers["conv1"]["channels"] == [24]  # its own table: the cache is keyed by channel counts too
 
 
 def test_pruning_to_a_latency_budget_meets_it_on_the_tables_predictions(table):
@@ -97,3 +106,30 @@ def test_bad_latency_budgets_and_tables_say_what_to_do(table, tmp_path):
     with pytest.raises(ValueError, match="is already pruned: measure its latency table on the model before"):
         tfprune.LatencyTable.measure(tfprune.prune_channels(small_cnn(), tfprune.ConstantSparsity(0.5, 0)),
                                      LocalLiteRT())
+
+
+@pytest.mark.skipif(find_sysroot("auto") is None, reason="no aarch64 sysroot (./.arm64-sysroot) or qemu-aarch64: "
+                                                         "make test builds them as root, as make arm-check does")
+def test_a_table_counted_on_an_emulated_arm_core_plans_a_budget_in_instructions(tmp_path):
+    device = QemuInstructions(find_sysroot("auto"), cpu="cortex-a53")
+    table = tfprune.LatencyTable.measure(small_cnn(), device, round_to=8, levels=2, cache=tmp_path / "arm.json",
+                                         verbose=False)
+    assert table.unit == "instructions" and table.key["device"] == "aarch64-cortex-a53-qemu-instructions"
+    values = np.array(table.probes[table.layers["conv2"]["probe"]]["values"])
+    assert values[1, 1] > 4 * values[0, 0] > 0  # 32x32 channels against 8x8: far more work
+    pruned = tfprune.prune_to_budget(small_cnn(), tfprune.LatencyBudget(0.5, table=table), round_to=8)
+    controller = ChannelController(pruned)
+    assert ChannelCost.latency(pruned, controller.sets, table).total(controller.kept_groups()) <= 0.5 * table.dense
+
+
+def test_model_cost_and_the_shrink_summary_predict_the_latency_of_the_shrunk_model(table, capsys):
+    dense = small_cnn()
+    assert tfprune.model_cost(dense, latency_table=table).latency == pytest.approx(table.dense)
+    pruned = tfprune.prune_to_budget(dense, tfprune.LatencyBudget(0.6, table=table), round_to=8)
+    controller = ChannelController(pruned)
+    searched = ChannelCost.latency(pruned, controller.sets, table).total(controller.kept_groups())
+    small = tfprune.shrink(pruned)
+    assert tfprune.model_cost(small, latency_table=table).latency == pytest.approx(searched)  # both paths agree
+    summary = capsys.readouterr().out
+    assert f"predicted latency {table.dense:.3f} ms -> {searched:.3f} ms" in summary and table.key["device"] in summary
+    assert "(predicted)" in str(tfprune.model_cost(small, latency_table=table))

@@ -116,8 +116,8 @@ class QemuInstructions:
         return {"use_xnnpack": self.use_xnnpack, "ai_edge_litert": versions()["ai_edge_litert"]}
 
     def measure(self, paths):
-        counted = [instructions.count_instructions(path, self.sysroot, cpu=self.cpu, use_xnnpack=self.use_xnnpack)
-                   for path in paths]
+        counted = instructions.count_instructions_of(list(paths), self.sysroot, cpu=self.cpu,
+                                                     use_xnnpack=self.use_xnnpack)
         return [Measurement(c["instructions_per_inference"], c["spread"]) for c in counted]
 
 

@@ -108,29 +108,41 @@ def count_instructions(tflite_path, sysroot, cpu="cortex-a76", runs=None, window
         native code from Python cost, both left out), "cpu", "device", "model", "xnnpack",
         "versions".
     """
+    return count_instructions_of([tflite_path], sysroot, cpu, runs, windows, use_xnnpack, input_data, qemu,
+                                 timeout)[0]
+
+
+def count_instructions_of(tflite_paths, sysroot, cpu="cortex-a76", runs=None, windows=5, use_xnnpack=True,
+                          input_data=None, qemu="qemu-aarch64", timeout=3600):
+    """`count_instructions` of several models, counted one after the other in one emulated process (Python's
+    start-up under qemu, about 1e9 instructions, is paid once); returns one dict per model."""
     if windows < 1 or (runs is not None and runs < 1):
         raise ValueError(f"need windows >= 1 and runs >= 1 or None (got windows={windows}, runs={runs}).")
     process = LiteRTProcess.aarch64(sysroot, qemu=qemu, cpu=cpu)
     check_plugin_support(qemu)
     plugin = build_plugin(Path(sysroot) / "plugins")
-    counted = _run_counted(process, plugin, MARK_SYSCALLS["aarch64"], tflite_path, input_data, runs, windows,
+    counted = _run_counted(process, plugin, MARK_SYSCALLS["aarch64"], tflite_paths, input_data, runs, windows,
                            use_xnnpack, timeout)
-    return {"model": os.fspath(tflite_path), "cpu": cpu, "device": device_name(cpu), "xnnpack": use_xnnpack,
-            **counted, "versions": versions()}
+    return [{"model": os.fspath(path), "cpu": cpu, "device": device_name(cpu), "xnnpack": use_xnnpack, **found,
+             "versions": versions()} for path, found in zip(tflite_paths, counted)]
 
 
-def _run_counted(process, plugin, mark_syscall, tflite_path, input_data, runs, windows, use_xnnpack, timeout):
-    """Runs the child script under `process` (a qemu command) with the plugin; returns the counts."""
-    model = LiteRTModel.load(tflite_path, use_xnnpack=False)
-    prepared = model.prepare(random_sample(model) if input_data is None else input_data)
+def _run_counted(process, plugin, mark_syscall, tflite_paths, input_data, runs, windows, use_xnnpack, timeout):
+    """Runs the child script under `process` (a qemu command) with the plugin; returns the counts per model."""
     with tempfile.TemporaryDirectory(prefix="tfprune_count_") as tmp:
-        inputs, counts = Path(tmp) / "inputs.npz", Path(tmp) / "counts.txt"
+        counts = Path(tmp) / "counts.txt"
         if "," in f"{plugin}{counts}":
             raise ValueError(f"qemu's -plugin option cannot take the paths '{plugin}' and '{counts}', which hold a "
                              "comma: use a sysroot and TMPDIR without one.")
-        tensors = prepared if isinstance(prepared, list) else [prepared]
-        np.savez(inputs, **{str(detail["index"]): t for detail, t in zip(model.inputs, tensors)})
-        args = [tflite_path, inputs, runs or 0, windows, *([] if use_xnnpack else ["--no-xnnpack"])]
+        models = []
+        for index, path in enumerate(tflite_paths):
+            model = LiteRTModel.load(path, use_xnnpack=False)
+            prepared = model.prepare(random_sample(model) if input_data is None else input_data)
+            tensors = prepared if isinstance(prepared, list) else [prepared]
+            inputs = Path(tmp) / f"inputs{index}.npz"
+            np.savez(inputs, **{str(detail["index"]): t for detail, t in zip(model.inputs, tensors)})
+            models += [os.fspath(path), str(inputs)]
+        args = [runs or 0, windows, *([] if use_xnnpack else ["--no-xnnpack"]), *models]
         try:
             done = process.run_script(RUNNER, [str(a) for a in args], timeout,
                                       emulator_options=["-plugin", f"{plugin},out={counts},mark={mark_syscall}"])
@@ -138,15 +150,20 @@ def _run_counted(process, plugin, mark_syscall, tflite_path, input_data, runs, w
             if "Could not load plugin" in str(error):
                 raise RuntimeError(f"qemu could not load the counting plugin, written for qemu's plugin API version 1 "
                                    f"(qemu 7.2, as in Debian 12): {error}") from error
-            raise RuntimeError(f"Counting '{tflite_path}': {error}") from error
+            raise RuntimeError(f"Counting {', '.join(map(os.fspath, tflite_paths))}: {error}") from error
         marks = ([int(line.split()[1]) for line in counts.read_text().splitlines() if line.startswith("mark ")]
                  if counts.is_file() else [])
-    found = re.search(r"^runs=(\d+)$", done.stdout, re.M)
-    if found is None or len(marks) != windows + 3:
-        raise RuntimeError(f"Counting '{tflite_path}': the plugin recorded {len(marks)} marks (expected {windows + 3}) "
-                           f"and the runner {'said' if found else 'did not say'} how many runs; its stderr:\n"
-                           f"{done.stderr[-2000:]}")
-    runs = int(found.group(1))
+    said = [int(found) for found in re.findall(r"^runs=(\d+)$", done.stdout, re.M)]
+    per_model = windows + 3
+    if len(said) != len(tflite_paths) or len(marks) != per_model * len(tflite_paths):
+        raise RuntimeError(f"Counting {len(tflite_paths)} model(s): the plugin recorded {len(marks)} marks (expected "
+                           f"{per_model * len(tflite_paths)}) and the runner said the runs of {len(said)}; its stderr:"
+                           f"\n{done.stderr[-2000:]}")
+    return [_per_inference(marks[i * per_model:(i + 1) * per_model], runs) for i, runs in enumerate(said)]
+
+
+def _per_inference(marks, runs):
+    """Instructions per inference from one model's marks: empty window, call window, then the counted windows."""
     marking = marks[1] - marks[0]
     call = (marks[2] - marks[1] - marking) / runs
     per_window = [(end - start - marking) / runs - call for start, end in zip(marks[2:], marks[3:])]
@@ -161,9 +178,11 @@ def add_instruction_counts(result, sysroot, cpu="cortex-a76", use_xnnpack=True):
     Counts each model with `count_instructions` on the same random sample as the benchmark, printing
     progress; records the CPU in the result's settings.
     """
-    for entry in result["models"]:
-        print(f"counting aarch64 instructions ({cpu}, qemu): {Path(entry['path']).name}", flush=True)
-        counted = count_instructions(entry["path"], sysroot, cpu=cpu, use_xnnpack=use_xnnpack)
-        entry.update(aarch64_instructions=counted["instructions_per_inference"], aarch64_spread=counted["spread"])
+    names = ", ".join(Path(entry["path"]).name for entry in result["models"])
+    print(f"counting aarch64 instructions ({cpu}, qemu): {names}", flush=True)
+    counted = count_instructions_of([entry["path"] for entry in result["models"]], sysroot, cpu=cpu,
+                                    use_xnnpack=use_xnnpack)
+    for entry, found in zip(result["models"], counted):
+        entry.update(aarch64_instructions=found["instructions_per_inference"], aarch64_spread=found["spread"])
     result["settings"]["aarch64"] = {"cpu": cpu, "device": device_name(cpu), "sysroot": os.fspath(sysroot),
                                      "note": INSTRUCTIONS_ARE_NOT_LATENCY}

@@ -42,7 +42,7 @@ class ChannelCost:
     def __init__(self, items, owners, total_cost, sizes):
         self.sizes = np.asarray(sizes, dtype=np.int64)
         self.dense = float(total_cost)
-        self._owners = owners
+        self.role_owners = owners
         self._items = [(cost if callable(cost) else _Scaled(cost, [owners[r][0] for r in roles]), tuple(roles))
                        for cost, roles in items]
         self._rest = self.dense - sum(self._item_cost(i, self.sizes) for i in range(len(self._items)))
@@ -54,7 +54,7 @@ class ChannelCost:
     @classmethod
     def flops(cls, model, sets):
         """FLOPs (as `tfprune.model_cost` counts them) of `model` with its channel `sets` pruned."""
-        owners = _owners(sets)
+        owners = role_owners(sets)
         items = []
         for call in _traced_calls(model):
             items.append((_call_flops(call), _kernel_roles(call.layer, owners)))
@@ -63,7 +63,7 @@ class ChannelCost:
     @classmethod
     def params(cls, model, sets):
         """Parameters of `model` with its channel `sets` pruned."""
-        owners = _owners(sets)
+        owners = role_owners(sets)
         items, seen = [], set()
         for channel_set in sets:
             for layer, _, _ in channel_set.members:
@@ -78,7 +78,7 @@ class ChannelCost:
     def latency(cls, model, sets, table):
         """The latency (in `table.unit`) of `model` with its channel `sets` pruned, from a `LatencyTable`."""
         table.check_model(model)
-        owners = _owners(sets)
+        owners = role_owners(sets)
         calls = _traced_calls(model)
         items, elements = [], []
         for call in calls:
@@ -96,7 +96,7 @@ class ChannelCost:
             elements.append((math.prod(call.output.shape[1:]), [(id(layer), role)] if role else []))
         # The rest (additions, padding, pooling: element-wise work) follows the activations' sizes.
         items += [(table.rest_per_element * count, roles) for count, roles in elements]
-        return cls(items, owners, table.dense, [s.size for s in sets])
+        return cls(items, owners, table.predict(model), [s.size for s in sets])  # dense or narrower than measured
 
     @classmethod
     def for_budget(cls, budget, model, sets):
@@ -111,7 +111,7 @@ class ChannelCost:
         touching = [set() for _ in self.sizes]
         for s, indices in enumerate(self._items_of_set):
             for index in indices:
-                touching[s].update(o for role in self._items[index][1] for o, _ in self._owners[role][1])
+                touching[s].update(o for role in self._items[index][1] for o, _ in self.role_owners[role][1])
         return [sorted(t) for t in touching]
 
     def total(self, kept):
@@ -130,7 +130,7 @@ class ChannelCost:
 
     def channels(self, role, kept):
         """The channels a role keeps when set i keeps `kept[i]` of its groups."""
-        channels, owned = self._owners[role]
+        channels, owned = self.role_owners[role]
         return channels - sum((self.sizes[s] - kept[s]) * width for s, width in owned)
 
 
@@ -148,7 +148,8 @@ class _TableCost:
 
     def __call__(self, kept):
         channels = {**self.full, **dict(zip(self.owned, kept))}
-        return self.table.layer_cost(self.name, [channels[role] for role in self.table.layers[self.name]["roles"]])
+        roles = self.table.layers[self.name]["roles"]
+        return self.table.probe_scale * self.table.layer_cost(self.name, [channels[role] for role in roles])
 
 
 def _output_role(layer, owned):
@@ -168,7 +169,7 @@ class _Scaled:
         return self.dense * math.prod(k / c for k, c in zip(kept, self.channels))
 
 
-def _owners(sets):
+def role_owners(sets):
     """{(id(layer), role): (channels of the role, [(set index, channels per group)])} for the roles along weights
     (a role without one, such as a Multiply's, costs nothing here)."""
     owners = {}

@@ -23,6 +23,7 @@ from tfprune.criteria.importance import L2Norm, WeightSlice
 from tfprune.layers.table import rule_by_class
 from tfprune.selection.allocation import (
     allocate,
+    keep_largest,
     most_prunable,
     pruned_count,
     rounded_count,
@@ -304,6 +305,17 @@ class ChannelController:
         scores = np.asarray(scores, dtype=np.float64).copy()
         scores[self._already_pruned(channel_set)] = -np.inf
         return scores
+
+    def keep_counts(self, counts, *, step):
+        """Prunes each set to `counts[i]` groups now, keeping its most important ones."""
+        sync_variables(self.model)
+        read, recorded = _reader(), self._recorded_gradients()
+        chosen = []
+        for channel_set, count in zip(self.sets, counts):
+            scores = self._scores(channel_set, read, recorded)
+            keep = np.ones(channel_set.size, bool) if scores is None else keep_largest(scores, channel_set.size - count)
+            chosen.append(np.flatnonzero(~keep))
+        self._apply(chosen, step)
 
     def kept_groups(self):
         """How many groups each set keeps now (in `self.sets` order)."""

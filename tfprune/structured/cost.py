@@ -24,13 +24,23 @@ from tfprune.layers import table
 
 @dataclasses.dataclass(frozen=True)
 class Cost:
-    """Parameters and FLOPs (for one example) of a model."""
+    """Parameters and FLOPs (for one example) of a model, and its latency as a `LatencyTable` predicts it."""
 
     params: int
     flops: int
+    latency: float | None = None
+    latency_unit: str | None = None
 
     def __str__(self):
-        return f"{_short(self.params)} parameters, {_short(self.flops)} FLOPs"
+        text = f"{_short(self.params)} parameters, {_short(self.flops)} FLOPs"
+        if self.latency is None:
+            return text
+        return f"{text}, {latency_text(self.latency, self.latency_unit)} (predicted)"
+
+
+def latency_text(value, unit):
+    """`0.241 ms`, or `3.23M instructions`."""
+    return f"{value:.3f} ms" if unit == "ms" else f"{_short(round(value))} {unit}"
 
 
 def _short(count):
@@ -40,19 +50,23 @@ def _short(count):
     return str(count)
 
 
-def model_cost(model):
+def model_cost(model, latency_table=None):
     """Parameters and FLOPs of a built model with known inputs (Sequential, Functional, keras-hub backbones).
 
     Input sizes left unknown (`None`, such as a sequence length) count as 1: a
-    sequence model's FLOPs are then those of one token.
+    sequence model's FLOPs are then those of one token. With a `tfprune.LatencyTable` of the
+    model (or of the model it was shrunk from), also its predicted latency.
 
     Example:
 
     >>> model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(4)])
     >>> model_cost(model)
-    Cost(params=36, flops=64)
+    Cost(params=36, flops=64, latency=None, latency_unit=None)
     """
-    return Cost(params=int(model.count_params()), flops=int(sum(_call_flops(call) for call in _traced_calls(model))))
+    flops = int(sum(_call_flops(call) for call in _traced_calls(model)))
+    if latency_table is None:
+        return Cost(params=int(model.count_params()), flops=flops)
+    return Cost(int(model.count_params()), flops, latency_table.predict(model), latency_table.unit)
 
 
 @dataclasses.dataclass(frozen=True)

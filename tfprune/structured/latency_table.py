@@ -8,10 +8,11 @@ ARM core), over a grid of channel counts (`levels` per role, multiples of `round
 interpreter's own cost per invoke, measured on a trivial probe, is subtracted. Between grid points
 a layer's cost is interpolated linearly in each of its roles' channel counts. What the probes do
 not cover (additions, padding, pooling, activations, the invoke itself) is the *rest*: the whole
-dense model's measured cost minus its layers' costs. Part of it shrinks with the activations:
-two uniformly pruned copies of the model (30% and 60% of every set's channels) are measured whole
-beside the dense model, and `rest_per_element` (cost per element of the layers' outputs) is
-fitted to them; the remainder stays constant.
+dense model's measured cost minus its layers' costs. Four pruned copies of the model (30% and 60%
+of every set's channels, and two at random counts) are measured whole beside the dense model, and
+two numbers are fitted to them by least squares: `probe_scale` (how much of a probe's change
+carries over into the model, where layers run cache-warm one after another) and
+`rest_per_element` (what the rest costs per element of the layers' outputs).
 
 Identical layers at identical shapes share their probes. A table is keyed by the model's layers
 and shapes, the device, its settings and the runtime version, and cached as JSON: a second
@@ -28,6 +29,7 @@ pruned = tfprune.prune_to_budget(model, tfprune.LatencyBudget(0.5, table=table),
 import hashlib
 import itertools
 import json
+import math
 import os
 import tempfile
 import warnings
@@ -43,13 +45,14 @@ from tfprune.files import atomic_write
 from tfprune.layers.table import rule_by_class
 from tfprune.structured.analysis import ChannelAnalysis
 from tfprune.schedules import ConstantSparsity
-from tfprune.structured.channel_cost import ChannelCost, _owners
+from tfprune.structured.channel_cost import role_owners
 from tfprune.structured.controller import ChannelController
 from tfprune.structured.prune import prune_channels
 from tfprune.structured.shrink import shrink
 from tfprune.structured.cost import _traced_calls
 
-CALIBRATION = (0.3, 0.6)  # uniform sparsities of the pruned copies the rest is fitted on
+FORMAT = 1  # of the table files: a table of another format is measured again
+CALIBRATION = ("uniform 0.3", "uniform 0.6", "random", "random")  # the pruned copies the table is fitted to
 CACHE = Path(os.environ.get("TFPRUNE_CACHE", Path.home() / ".cache" / "tfprune")) / "latency"
 
 
@@ -61,17 +64,22 @@ class LatencyTable:
         unit: the device's unit ("ms", or "instructions").
         dense: the whole dense model's measured cost.
         overhead: the cost of invoking a trivial model, already subtracted from every probe.
+        probe_scale: how much of the probes' change in cost carries over into the whole model.
         rest_per_element: what the rest costs per element of the counted layers' outputs.
-        calibration: the uniformly pruned copies' measured and predicted costs.
+        elements: those elements in the dense model.
+        calibration: the pruned copies' measured and predicted costs.
         layers: {layer name: {"probe": probe id, "roles": [role names], "channels": [full counts]}}.
         probes: {probe id: {"grid": [[channel counts] per role], "values": costs over the grid}}.
         path: the file it was read from or saved to, if any.
     """
 
-    def __init__(self, key, unit, dense, overhead, layers, probes, rest_per_element=0.0, calibration=(), path=None):
+    def __init__(self, key, unit, dense, overhead, layers, probes, probe_scale=1.0, rest_per_element=0.0,
+                 calibration=(), elements=0, path=None):
         self.key, self.unit, self.dense, self.overhead = key, unit, float(dense), float(overhead)
+        self.elements = int(elements)
         self.layers, self.probes, self.path = layers, probes, path
-        self.rest_per_element, self.calibration = float(rest_per_element), list(calibration)
+        self.probe_scale, self.rest_per_element = float(probe_scale), float(rest_per_element)
+        self.calibration = list(calibration)
 
     @classmethod
     def measure(cls, model, device, quantize="int8", round_to=None, levels=4, max_sparsity=0.9, ignored_layers=None,
@@ -97,14 +105,18 @@ class LatencyTable:
             raise ValueError(f"Model '{model.name}' is already pruned: measure its latency table on the model before "
                              "pruning (the table serves its pruned copies: they have the same layers).")
         calls, owners = _prunable_calls(model, ignored_layers)
-        key = {"model": fingerprint(model), "device": device.name, "settings": device.settings,
+        key = {"format": FORMAT, "model": fingerprint(model), "channels": fingerprint(model, channels=True),
+               "device": device.name, "settings": device.settings,
                "quantize": quantize, "round_to": round_to, "levels": levels, "max_sparsity": max_sparsity,
                "ignored_layers": sorted(layer if isinstance(layer, str) else layer.name for layer in ignored_layers or ()),
                "ai_edge_litert": versions()["ai_edge_litert"]}
         path = None if cache is False else Path(cache) if cache is not True else CACHE / f"{_digest(key)}.json"
         if path is not None and path.is_file():
-            table = cls.load(path)
-            if table.key == key:
+            try:
+                table = cls.load(path)
+            except ValueError:  # an unreadable cache is measured again
+                table = None
+            if table is not None and table.key == key:
                 if verbose:
                     print(f"latency table: read {path}", flush=True)
                 return table
@@ -133,12 +145,12 @@ class LatencyTable:
                     specs.append({**spec, "path": str(folder / f"{probe_id}-{'-'.join(map(str, counts))}.tflite")})
             if verbose:
                 print(f"latency table: converting {len(specs)} probes of {len(layers)} layers ({quantize or 'float32'}), "
-                      f"the model and {len(CALIBRATION)} uniformly pruned copies", flush=True)
+                      f"the model and {len(CALIBRATION)} pruned copies", flush=True)
             convert_probes(specs, quantize)
             _export(model, folder / "model.tflite", quantize)
-            calibration = [_uniformly_pruned(model, sparsity, settings) for sparsity in CALIBRATION]
-            for index, (pruned, _) in enumerate(calibration):
-                _export(shrink(pruned, verbose=False), folder / f"calibration{index}.tflite", quantize)
+            calibration = _pruned_copies(model, settings)
+            for index, small in enumerate(calibration):
+                _export(small, folder / f"calibration{index}.tflite", quantize)
             if verbose:
                 print(f"latency table: measuring them on {device.name}", flush=True)
             wholes = [folder / "model.tflite"] + [folder / f"calibration{i}.tflite" for i in range(len(calibration))]
@@ -148,34 +160,58 @@ class LatencyTable:
         for probe in probes.values():
             values = np.array([max(0.0, next(costs).cost - overhead) for _ in probe.pop("specs")])
             probe["values"] = values.reshape([len(g) for g in probe["grid"]]).tolist()
-        table = cls(key, device.unit, measured[0].cost, overhead, layers, probes)
+        table = cls(key, device.unit, measured[0].cost, overhead, layers, probes,
+                    elements=_elements(_traced_calls(model)))
         table._calibrate(calibration, [m.cost for m in measured[1:len(wholes)]])
         return table
 
-    def _calibrate(self, pruned_models, measured):
-        """Fits `rest_per_element` to whole-model measurements of pruned copies: what the probes leave out
-        (element-wise ops) shrinks with the activations, by this much per element."""
-        predictions, shrinkage = [], []
-        for pruned, controller in pruned_models:
-            kept = controller.kept_groups()
-            self.rest_per_element = 0.0
-            without = ChannelCost.latency(pruned, controller.sets, self).total(kept)
-            self.rest_per_element = 1.0
-            shrinkage.append(ChannelCost.latency(pruned, controller.sets, self).total(kept) - without)  # elements
-            predictions.append(without)
-        residuals, shrinkage = np.array(measured) - predictions, np.array(shrinkage)
-        self.rest_per_element = max(0.0, float(residuals @ shrinkage / (shrinkage @ shrinkage))) if shrinkage.any() \
-            else 0.0
-        self.calibration = [{"sparsity": sparsity, "measured": m, "predicted": p + self.rest_per_element * e}
-                            for sparsity, m, p, e in zip(CALIBRATION, measured, predictions, shrinkage)]
+    def _calibrate(self, copies, measured):
+        """Fits `probe_scale` and `rest_per_element` to the whole-model costs of pruned copies: how far the probes'
+        changes carry over into the model, and what the rest (element-wise work) costs per element."""
+        changes = np.array([self._changes(copy) for copy in copies])  # (probes' change, elements' change) per copy
+        measured = np.array(measured) - self.dense
+        (scale, per_element), *_ = np.linalg.lstsq(changes, measured, rcond=None)
+        if scale <= 0 or per_element < 0:  # noise made the fit meaningless: trust the probes, fit the rest alone
+            scale, per_element = 1.0, max(0.0, float((measured - changes[:, 0]) @ changes[:, 1]
+                                                     / max(changes[:, 1] @ changes[:, 1], 1e-300)))
+        self.probe_scale, self.rest_per_element = float(scale), float(per_element)
+        self.calibration = [{"copy": label, "measured": self.dense + m, "predicted": self.predict(copy)}
+                            for label, copy, m in zip(CALIBRATION, copies, measured)]
 
     def layer_cost(self, name, channels):
         """The cost of layer `name` keeping `channels` (one count per role of `layers[name]["roles"]`)."""
         probe = self.probes[self.layers[name]["probe"]]
         return _interpolate(probe["grid"], np.asarray(probe["values"], dtype=np.float64), channels)
 
+    def predict(self, model):
+        """The predicted cost of `model`: the model this table was measured for, or a shrunk copy of it.
+
+        Example:
+
+        >>> table.predict(tfprune.shrink(pruned)) / table.dense   # the latency ratio to dense
+        """
+        self.check_model(model)
+        probes, elements = self._changes(model)
+        return self.dense + self.probe_scale * probes + self.rest_per_element * elements
+
+    def _changes(self, model):
+        """How much the probed layers' costs and the layers' output elements change from the dense model's."""
+        calls = _traced_calls(model)
+        change = 0.0
+        for call in calls:
+            entry = self.layers.get(call.layer.name)
+            if entry:
+                sizes = {axis.role: axis.size for axis in rule_by_class(call.layer)[0].axes(call.layer)}
+                counts = [sizes[role] for role in entry["roles"]]
+                if any(count > full for count, full in zip(counts, entry["channels"])):
+                    raise ValueError(f"Layer '{call.layer.name}' has {counts} channels, more than the {entry['channels']} "
+                                     f"this latency table was measured for{f' ({self.path})' if self.path else ''}: "
+                                     "it serves its model and the model's pruned copies; measure one for this model.")
+                change += self.layer_cost(call.layer.name, counts) - self.layer_cost(call.layer.name, entry["channels"])
+        return change, _elements(calls) - self.elements
+
     def check_model(self, model):
-        """Raises ValueError unless `model` has the layers and shapes the table was measured on."""
+        """Raises ValueError unless `model` has the layers and spatial shapes the table was measured on."""
         if fingerprint(model) != self.key["model"]:
             raise ValueError(f"This latency table was measured for another model (or other input shapes) than "
                              f"'{model.name}'{f' ({self.path})' if self.path else ''}: measure one for it with "
@@ -183,7 +219,9 @@ class LatencyTable:
 
     def save(self, path):
         content = {"key": self.key, "unit": self.unit, "dense": self.dense, "overhead": self.overhead,
-                   "rest_per_element": self.rest_per_element, "calibration": self.calibration,
+                   "probe_scale": self.probe_scale, "rest_per_element": self.rest_per_element,
+                   "calibration": self.calibration,
+                   "elements": self.elements,
                    "layers": self.layers, "probes": self.probes}
         atomic_write(Path(path), (json.dumps(content, indent=1) + "\n").encode())
         self.path = str(path)
@@ -193,17 +231,24 @@ class LatencyTable:
         try:
             content = json.loads(Path(path).read_text())
             return cls(content["key"], content["unit"], content["dense"], content["overhead"], content["layers"],
-                       content["probes"], content["rest_per_element"], content["calibration"], path=str(path))
+                       content["probes"], content["probe_scale"], content["rest_per_element"],
+                       content["calibration"], content["elements"], path=str(path))
         except (OSError, ValueError, KeyError) as error:
             raise ValueError(f"'{path}' is not a tfprune latency table ({type(error).__name__}: {error}); measure "
                              "it again with LatencyTable.measure.") from error
 
 
-def fingerprint(model):
-    """A digest of the layers whose FLOPs count, with their classes and shapes: equal for a model and its
-    channel-pruned (wrapped) copy."""
-    return _digest([(c.layer.name, type(c.layer).__name__, list(c.input.shape), list(c.output.shape))
+def fingerprint(model, channels=False):
+    """A digest of the layers whose FLOPs count, with their classes and spatial shapes: equal for a model, its
+    channel-pruned (wrapped) copy and its shrunk copy; with `channels`, their channel counts too (the cache key)."""
+    end = None if channels else -1
+    return _digest([(c.layer.name, type(c.layer).__name__, list(c.input.shape[1:end]), list(c.output.shape[1:end]))
                     for c in _traced_calls(model)])
+
+
+def _elements(calls):
+    """Elements of the counted layers' outputs: what the element-wise rest of a model scales with."""
+    return sum(math.prod(call.output.shape[1:]) for call in calls)
 
 
 def _prunable_calls(model, ignored_layers):
@@ -211,7 +256,7 @@ def _prunable_calls(model, ignored_layers):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         analysis = ChannelAnalysis(model, ignored_layers, assume_pruned=True)
-    owners = _owners(analysis.channel_sets(analysis.removable_roots()))
+    owners = role_owners(analysis.channel_sets(analysis.removable_roots()))
     calls, seen = [], set()
     for call in _traced_calls(model):
         roles = [role for (layer_id, role) in owners if layer_id == id(call.layer)]
@@ -260,12 +305,21 @@ def _interpolate(grid, values, point):
             + weight * _interpolate(rest, values[upper], point[1:]))
 
 
-def _uniformly_pruned(model, sparsity, settings):
-    """`model` channel-pruned at once to `sparsity` in every set, and its controller."""
-    pruned = prune_channels(model, ConstantSparsity(sparsity, 0), **settings)
-    controller = ChannelController(pruned)
-    controller.prune_to(sparsity, step=0)
-    return pruned, controller
+def _pruned_copies(model, settings):
+    """Shrunk copies of `model` that the table's rest is fitted to: uniformly pruned, and at random counts."""
+    rng = np.random.default_rng(0)
+    copies = []
+    for label in CALIBRATION:
+        pruned = prune_channels(model, ConstantSparsity(0.5, 0), **settings)
+        controller = ChannelController(pruned)
+        if label.startswith("uniform"):
+            controller.prune_to(float(label.split()[1]), step=0)
+        else:
+            controller.keep_counts([rng.choice(_grid(s.size, settings["round_to"], s.size, settings["max_sparsity"]))
+                                    for s in controller.sets], step=0)
+        pruned_any = controller.kept_groups().sum() < sum(s.size for s in controller.sets)
+        copies.append(shrink(pruned, verbose=False) if pruned_any else model)  # round_to may keep all: no change
+    return copies
 
 
 def _export(model, path, quantize):

@@ -4,7 +4,7 @@ from tfprune.graph import compat
 from tfprune.graph.rebuild import copy_layer, rebuild, same_layer
 from tfprune.layers.table import rule_for, why_nonzero
 from tfprune.structured.analysis import ChannelAnalysis
-from tfprune.structured.cost import model_cost
+from tfprune.structured.cost import latency_text, model_cost
 from tfprune.apply.wrapper import pruning_wrappers
 
 
@@ -23,7 +23,8 @@ def shrink(model, ignored_layers=None, verbose=True, copy=True):
         model: a built Sequential or Functional model, plain or wrapped by
             `prune_low_magnitude` (its wrappers are stripped first).
         ignored_layers: layers (or names) whose channels must be kept.
-        verbose: print parameters and FLOPs before and after.
+        verbose: print parameters and FLOPs before and after (and the latency, predicted by the table of a
+            `LatencyBudget` the model was pruned to).
         copy: False shares the unchanged layers with `model` instead of copying them (for a model
             pruned with `copy=False`, whose layers cannot be re-created from their config). Its
             wrappers are stripped with `strip_pruning(model, copy=False)`, which writes the pruned
@@ -42,6 +43,8 @@ def shrink(model, ignored_layers=None, verbose=True, copy=True):
     print(tfprune.model_cost(model), tfprune.model_cost(small))
     ```
     """
+    budgets = {getattr(wrapper, "budget", None) for wrapper in pruning_wrappers(model)}
+    table = next((budget.table for budget in budgets if getattr(budget, "kind", None) == "latency"), None)
     if pruning_wrappers(model):
         from tfprune.api import strip_pruning
 
@@ -66,7 +69,7 @@ def shrink(model, ignored_layers=None, verbose=True, copy=True):
     for layer, weights in pending:  # built by rebuild's call on the new, narrower inputs
         layer.set_weights(weights)
     if verbose:
-        print(_summary(model, small, len(removed)))
+        print(_summary(model, small, len(removed), table))
     return small
 
 
@@ -116,15 +119,18 @@ def _described(groups, shown=8):
     return "Channels " + " and ".join(parts)
 
 
-def _summary(before_model, after_model, groups):
-    before, after = model_cost(before_model), model_cost(after_model)
+def _summary(before_model, after_model, groups, table=None):
+    before, after = model_cost(before_model, table), model_cost(after_model, table)
 
     def ratio(a, b):
         return f"{a / b:.3f}x" if b else "n/a"
 
+    latency = "" if table is None else (
+        f", predicted latency {latency_text(before.latency, table.unit)} -> "
+        f"{latency_text(after.latency, table.unit)} ({ratio(after.latency, before.latency)}, {table.key['device']})")
     return (
         f"shrink: removed {groups} channel groups; parameters {before.params:,} -> {after.params:,} "
         f"({ratio(after.params, before.params)}), FLOPs {before.flops:,} -> {after.flops:,} "
-        f"({ratio(after.flops, before.flops)})"
+        f"({ratio(after.flops, before.flops)}){latency}"
     )
 
