@@ -24,7 +24,7 @@ import numpy as np
 
 from tfprune.apply.wrapper import pruning_wrappers
 from tfprune.layers.table import rule_by_class
-from tfprune.structured.cost import _call_flops, _traced_calls
+from tfprune.structured.cost import call_flops, traced_calls
 
 
 class ChannelCost:
@@ -56,8 +56,8 @@ class ChannelCost:
         """FLOPs (as `tfprune.model_cost` counts them) of `model` with its channel `sets` pruned."""
         owners = role_owners(sets)
         items = []
-        for call in _traced_calls(model):
-            items.append((_call_flops(call), _kernel_roles(call.layer, owners)))
+        for call in traced_calls(model):
+            items.append((call_flops(call), _kernel_roles(call.layer, owners)))
         return cls(items, owners, sum(cost for cost, _ in items), [s.size for s in sets])
 
     @classmethod
@@ -79,7 +79,7 @@ class ChannelCost:
         """The latency (in `table.unit`) of `model` with its channel `sets` pruned, from a `LatencyTable`."""
         table.check_model(model)
         owners = role_owners(sets)
-        calls = _traced_calls(model)
+        calls = traced_calls(model)
         items, elements = [], []
         for call in calls:
             layer, name = call.layer, call.layer.name

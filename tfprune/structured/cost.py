@@ -63,7 +63,7 @@ def model_cost(model, latency_table=None):
     >>> model_cost(model)
     Cost(params=36, flops=64, latency=None, latency_unit=None)
     """
-    flops = int(sum(_call_flops(call) for call in _traced_calls(model)))
+    flops = int(sum(call_flops(call) for call in traced_calls(model)))
     if latency_table is None:
         return Cost(params=int(model.count_params()), flops=flops)
     return Cost(int(model.count_params()), flops, latency_table.predict(model), latency_table.unit)
@@ -87,7 +87,7 @@ class _Call:
         return keras.tree.flatten(self.outputs)[0]
 
 
-def _traced_calls(model):
+def traced_calls(model):
     """Every call of a counted layer when `model` runs on one example."""
     try:
         inputs = model.inputs[0] if isinstance(model, keras.Sequential) else model.input
@@ -140,6 +140,6 @@ def _specs(structure):
         lambda x: keras.KerasTensor(x.shape, x.dtype) if keras.ops.is_tensor(x) else x, structure)
 
 
-def _call_flops(call):
+def call_flops(call):
     return table.kind_of(call.layer).flops(call.layer, call)
 

@@ -49,7 +49,7 @@ from tfprune.structured.channel_cost import role_owners
 from tfprune.structured.controller import ChannelController
 from tfprune.structured.prune import prune_channels
 from tfprune.structured.shrink import shrink
-from tfprune.structured.cost import _traced_calls
+from tfprune.structured.cost import traced_calls
 
 FORMAT = 1  # of the table files: a table of another format is measured again
 CALIBRATION = ("uniform 0.3", "uniform 0.6", "random", "random")  # the pruned copies the table is fitted to
@@ -161,7 +161,7 @@ class LatencyTable:
             values = np.array([max(0.0, next(costs).cost - overhead) for _ in probe.pop("specs")])
             probe["values"] = values.reshape([len(g) for g in probe["grid"]]).tolist()
         table = cls(key, device.unit, measured[0].cost, overhead, layers, probes,
-                    elements=_elements(_traced_calls(model)))
+                    elements=_elements(traced_calls(model)))
         table._calibrate(calibration, [m.cost for m in measured[1:len(wholes)]])
         return table
 
@@ -196,7 +196,7 @@ class LatencyTable:
 
     def _changes(self, model):
         """How much the probed layers' costs and the layers' output elements change from the dense model's."""
-        calls = _traced_calls(model)
+        calls = traced_calls(model)
         change = 0.0
         for call in calls:
             entry = self.layers.get(call.layer.name)
@@ -243,7 +243,7 @@ def fingerprint(model, channels=False):
     channel-pruned (wrapped) copy and its shrunk copy; with `channels`, their channel counts too (the cache key)."""
     end = None if channels else -1
     return _digest([(c.layer.name, type(c.layer).__name__, list(c.input.shape[1:end]), list(c.output.shape[1:end]))
-                    for c in _traced_calls(model)])
+                    for c in traced_calls(model)])
 
 
 def _elements(calls):
@@ -258,7 +258,7 @@ def _prunable_calls(model, ignored_layers):
         analysis = ChannelAnalysis(model, ignored_layers, assume_pruned=True)
     owners = role_owners(analysis.channel_sets(analysis.removable_roots()))
     calls, seen = [], set()
-    for call in _traced_calls(model):
+    for call in traced_calls(model):
         roles = [role for (layer_id, role) in owners if layer_id == id(call.layer)]
         if roles and id(call.layer) not in seen:
             seen.add(id(call.layer))
