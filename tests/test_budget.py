@@ -117,3 +117,18 @@ def test_gradual_pruning_reaches_the_budget_at_the_schedules_end_and_resumes_fro
 def test_bad_budgets_are_named(call, message):
     with pytest.raises(ValueError, match=message):
         call(residual_net())
+
+
+def test_keep_counts_keeps_the_most_important_groups_of_each_set():
+    pruned = tfprune.prune_channels(residual_net(), tfprune.ConstantSparsity(0.5, 0), importance="l1")
+    controller = ChannelController(pruned)
+    counts = [max(1, s.size // 3) for s in controller.sets]
+    controller.keep_counts(counts, step=0)
+    assert controller.kept_groups().tolist() == counts
+    # the same choice as pruning each set to that sparsity by the same scores
+    again = tfprune.prune_channels(residual_net(), tfprune.ConstantSparsity(0.5, 0), importance="l1")
+    ChannelController(again).prune_to(0.0, step=0, overrides={
+        name: 1 - count / s.size for s, count in zip(controller.sets, counts)
+        for name in {layer.name for layer, role, _ in s.members if role == "output"}})
+    assert [w.pruned(r).tolist() for w in again.layers if isinstance(w, tfprune.PruneChannels) for r in w.channel_masks] \
+        == [w.pruned(r).tolist() for w in pruned.layers if isinstance(w, tfprune.PruneChannels) for r in w.channel_masks]

@@ -149,7 +149,7 @@ class _TableCost:
     def __call__(self, kept):
         channels = {**self.full, **dict(zip(self.owned, kept))}
         roles = self.table.layers[self.name]["roles"]
-        return self.table.probe_scale * self.table.layer_cost(self.name, [channels[role] for role in roles])
+        return self.table.layer_cost(self.name, [channels[role] for role in roles])
 
 
 def _output_role(layer, owned):
