@@ -81,7 +81,7 @@ def test_bad_strengths_are_named(arguments, message):
 
 
 def test_a_penalty_run_needs_something_to_do_and_a_valid_threshold():
-    with pytest.raises(ValueError, match="needs a pruning_schedule, a penalty, or both"):
+    with pytest.raises(ValueError, match="needs a pruning_schedule, a penalty or a budget"):
         tfprune.prune_channels(tiny_mlp(), None)
     with pytest.raises(ValueError, match="`penalty` must be a tfprune.Penalty"):
         tfprune.prune_channels(tiny_mlp(), None, penalty="group_lasso")

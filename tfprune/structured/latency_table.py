@@ -40,8 +40,6 @@ import keras
 import numpy as np
 
 from tfprune.apply.wrapper import pruning_wrappers
-from tfprune.deploy.probes import convert_probes
-from tfprune.deploy.versions import versions
 from tfprune.files import atomic_write
 from tfprune.layers.table import rule_by_class
 from tfprune.structured.analysis import ChannelAnalysis
@@ -104,6 +102,8 @@ class LatencyTable:
         if pruning_wrappers(model):
             raise ValueError(f"Model '{model.name}' is already pruned: measure its latency table on the model before "
                              "pruning (the table serves its pruned copies: they have the same layers).")
+        from tfprune.deploy.versions import versions  # deployment is loaded on first use, as `import tfprune` promises
+
         calls, owners = _prunable_calls(model, ignored_layers)
         key = {"format": FORMAT, "model": fingerprint(model), "channels": fingerprint(model, channels=True),
                "device": device.name, "settings": device.settings,
@@ -136,6 +136,8 @@ class LatencyTable:
 
     @classmethod
     def _measured(cls, model, device, quantize, key, layers, probes, settings, verbose):
+        from tfprune.deploy.probes import convert_probes
+
         with tempfile.TemporaryDirectory(prefix="tfprune_latency_") as folder:
             folder = Path(folder)
             specs = [{"layer": keras.saving.serialize_keras_object(keras.layers.ReLU()), "input_shape": [1, 8],
