@@ -2,6 +2,9 @@
 
 Timings are not asserted (they are noisy here): what is checked is what the table holds, how it is
 cached and refused, and that the budget's search meets its target on the table's own predictions.
+A table's probes and models are converted in a TensorFlow process of their own and measured by
+LiteRT or qemu, whatever the Keras backend, so these tests run once, in the TensorFlow pass
+(pruning to a budget under JAX is tested in test_budget.py).
 """
 
 import json
@@ -17,6 +20,7 @@ from tfprune.structured.channel_cost import ChannelCost
 from tfprune.structured.controller import ChannelController
 
 L = keras.layers
+pytestmark = pytest.mark.own_backend_processes
 
 
 def small_cnn(width=32, seed=0):
