@@ -8,6 +8,7 @@ LiteRT or qemu, whatever the Keras backend, so these tests run once, in the Tens
 """
 
 import json
+import shutil
 
 import keras
 import numpy as np
@@ -53,7 +54,7 @@ def test_a_table_holds_every_prunable_layer_over_a_grid_of_round_to_multiples(ta
 
 def test_a_second_measure_reads_the_cache_and_another_device_or_model_measures_again(table, tmp_path):
     path = tmp_path / "copy.json"
-    table.save(path)
+    shutil.copy(table.path, path)  # a copy: later measures here overwrite it
     again = tfprune.LatencyTable.measure(small_cnn(), LocalLiteRT(runs=20, warmup=2), round_to=8, levels=3,
                                          cache=path, verbose=False)
     assert again.probes == table.probes and again.path == str(path)
@@ -92,6 +93,9 @@ def test_a_gradual_run_with_a_latency_budget_saves_the_tables_path_and_resumes(t
     loaded = tfprune.load_model(tmp_path / "run.keras")
     budget = next(w for w in loaded.layers if isinstance(w, tfprune.PruneChannels)).budget
     assert budget.ms == pytest.approx(table.dense * 0.7) and budget.table.path == table.path
+    controller = ChannelController(loaded)  # every wrapper read the table: they still share one budget
+    controller.prune_to_budget(step=0)
+    assert ChannelCost.latency(loaded, controller.sets, budget.table).total(controller.kept_groups()) <= 0.7 * table.dense
 
 
 def test_bad_latency_budgets_and_tables_say_what_to_do(table, tmp_path):

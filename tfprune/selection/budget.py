@@ -139,8 +139,12 @@ class LatencyBudget(Budget):
                              "(table.save(path)) or measure it with cache=True.")
         return {"ratio": self.ratio, "ms": self.ms, "table": self.table.path}
 
-    def __eq__(self, other):
-        return type(self) is type(other) and (self.ratio, self.ms, self.table) == (other.ratio, other.ms, other.table)
+    def __eq__(self, other):  # tables read from one file are one table: every wrapper of a loaded model reads it
+        return type(self) is type(other) and (self.ratio, self.ms, self._table_id()) == (
+            other.ratio, other.ms, other._table_id())
+
+    def _table_id(self):
+        return self.table.path or id(self.table)
 
     def __hash__(self):
         return hash((type(self).__name__, self.ratio, self.ms))
