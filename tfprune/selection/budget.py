@@ -31,11 +31,12 @@ import keras
 import numpy as np
 
 from tfprune.selection.allocation import most_prunable, rounded_count
+from tfprune.structured.configurable import Configurable
 
 LOOKAHEAD = 4  # allowed counts a move may skip ahead in one set
 
 
-class Budget:
+class Budget(Configurable):
     """What a pruned model may cost, as a fraction of the dense model's cost of one `kind`."""
 
     kind = None
@@ -52,16 +53,6 @@ class Budget:
 
     def get_config(self):
         return {"ratio": self.ratio}
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
-
-    def __eq__(self, other):
-        return type(self) is type(other) and self.get_config() == other.get_config()
-
-    def __hash__(self):
-        return hash((type(self).__name__, self.ratio))
 
     def __repr__(self):
         return f"{type(self).__name__}({self.ratio:g})"

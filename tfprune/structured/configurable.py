@@ -1,4 +1,4 @@
-"""`Configurable`: the config, equality and hashing that importance criteria and penalties share.
+"""`Configurable`: the config, equality and hashing that importance criteria, penalties and budgets share.
 
 Two criteria (or penalties) are equal when they are of the same class with the same config, so
 that every wrapper of one `prune_channels` call agrees on its settings, also after loading.
