@@ -3,7 +3,7 @@
     tfprune report MODEL.keras
     tfprune shrink MODEL.keras [-o OUT.keras]           (default MODEL.shrunk.keras)
     tfprune export MODEL.keras [-o OUT.tflite] --quantize int8 --calibration digits   (default MODEL.tflite)
-    tfprune bench A.tflite [B.tflite ...] [--threads N] [--adb SERIAL --benchmark-binary PATH]
+    tfprune bench A.tflite [B.tflite ...] [--threads N] [--adb SERIAL --benchmark-binary PATH] [--profile]
     tfprune arm-check A.tflite [B.tflite ...] --inputs mnist [--sysroot DIR]
 
 report, shrink and export take `--custom-objects my_layers.py` for models with custom classes.
@@ -13,6 +13,7 @@ Keras and TensorFlow are imported only by the commands that read .keras files, n
 
 import argparse
 import contextlib
+import dataclasses
 import importlib
 import importlib.util
 import inspect
@@ -169,11 +170,37 @@ def _bench(args):
 
         add_instruction_counts(result, build_sysroot(args.arm), cpu=args.arm_cpu, use_xnnpack=not args.no_xnnpack)
     print(format_benchmark(result))
+    if args.profile:
+        result["profiles"] = _profile(args)
     if args.json:
         from tfprune.files import atomic_write
 
         atomic_write(args.json, (json.dumps(result, indent=2) + "\n").encode())
         print(f"json: {args.json}")
+
+
+def _profile(args):
+    """Per-layer costs of the models on the device `bench` measured them on (printed, plotted); as JSON."""
+    from tfprune.deploy import devices
+    from tfprune.deploy.op_profile import format_profiles, plot_profiles, profile_tflite
+
+    use_xnnpack = not args.no_xnnpack
+    if args.arm is not None:
+        from tfprune.deploy.aarch64 import build_sysroot
+
+        device = devices.QemuInstructions(build_sysroot(args.arm), cpu=args.arm_cpu, use_xnnpack=use_xnnpack)
+    elif args.benchmark_binary:
+        device = devices.AndroidDevice(args.benchmark_binary, serial=args.adb or None, num_threads=args.threads,
+                                       runs=args.runs, warmup=args.warmup, use_xnnpack=use_xnnpack)
+    else:
+        device = devices.LocalLiteRT(num_threads=args.threads, runs=args.runs, warmup=args.warmup,
+                                     use_xnnpack=use_xnnpack)
+    profiles = profile_tflite(args.models, device, method=args.profile, verbose=True)
+    print(format_profiles(profiles, top=args.top))
+    if args.plot:
+        plot_profiles(profiles, args.plot, top=args.top)
+        print(f"plot: {args.plot}")
+    return [dataclasses.asdict(profile) for profile in profiles]
 
 
 def _arm_check(args):
@@ -263,6 +290,11 @@ def build_parser():
                             "with this aarch64 sysroot, built when missing (as make arm-check does); not a latency")
     bench.add_argument("--arm-cpu", default="cortex-a76", choices=["cortex-a76", "cortex-a53"],
                        help="the CPU qemu emulates for --arm: cortex-a76 (dot product) or cortex-a53 (none)")
+    bench.add_argument("--profile", nargs="?", const="in_context", choices=["in_context", "alone"],
+                       help="also print where the time goes, per Keras layer: every operator measured on the same "
+                            "device, in context (the model's first k operators against its first k-1) or alone")
+    bench.add_argument("--top", type=int, default=25, help="layers shown by --profile (the costliest)")
+    bench.add_argument("--plot", metavar="PNG", help="with --profile: a bar chart of the costliest layers here")
     bench.add_argument("--json", help="write results as JSON here")
     bench.set_defaults(func=_bench)
     arm = sub.add_parser("arm-check", help="compare .tflite outputs on aarch64 LiteRT (under qemu-user) with x86",

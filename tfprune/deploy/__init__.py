@@ -16,6 +16,9 @@ _PUBLIC = {
     "count_instructions": "tfprune.deploy.instructions",
     "export_tflite": "tfprune.deploy.export",
     "format_benchmark": "tfprune.deploy.bench",
+    "format_profiles": "tfprune.deploy.op_profile",
+    "plot_profiles": "tfprune.deploy.op_profile",
+    "profile_tflite": "tfprune.deploy.op_profile",
 }
 __all__ = sorted(_PUBLIC)
 __getattr__ = attribute_loader("tfprune.deploy", globals(), _PUBLIC)

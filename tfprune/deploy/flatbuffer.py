@@ -23,7 +23,8 @@ def is_tflite(content):
     return len(content) >= 8 and content[4:8] == TFLITE_IDENTIFIER
 
 
-def _op_name(code):
+def op_name(code):
+    """An operator code's name: "CONV_2D", or "CUSTOM:name"."""
     builtin = max(code.builtinCode, code.deprecatedBuiltinCode)
     if builtin == schema.BuiltinOperator.CUSTOM:
         return f"CUSTOM:{code.customCode.decode() if code.customCode else '?'}"
@@ -38,7 +39,7 @@ def inspect_tflite(content):
     ops, tensors, float_ops = [], [], set()
     for graph in model.subgraphs:
         for op in graph.operators:
-            name = _op_name(model.operatorCodes[op.opcodeIndex])
+            name = op_name(model.operatorCodes[op.opcodeIndex])
             ops.append(name)
             types = {_TYPE_NAMES.get(graph.tensors[i].type) for i in [*op.inputs, *op.outputs] if i >= 0}
             boundary = name in ("QUANTIZE", "DEQUANTIZE")  # float I/O converts at the edges only
