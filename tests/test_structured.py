@@ -225,20 +225,115 @@ def test_attention_block_loses_whole_heads_and_feed_forward_units_but_keeps_the_
     assert_same_outputs(model, small, np.random.default_rng(0).normal(size=(3, 6, 16)).astype("float32"))
 
 
+def zero_output_channel(layer, index, bias_value=0.0):
+    kernel, bias = layer.get_weights()
+    kernel[..., index], bias[index] = 0, bias_value
+    layer.set_weights([kernel, bias])
+
+
+def _sequence(layers, input_shape):
+    keras.utils.set_random_seed(0)
+    return keras.Sequential([keras.Input(input_shape), *layers])
+
+
+# A channel whose kernel column is zeroed leaves `gate` as the constant c = f(bias) and enters `head`, whose bias
+# can take c times its kernel: (layers, input shape, bias of the channel, c).
+FOLDED = {
+    "Dense activation sigmoid": lambda: (
+        [L.Dense(3, activation="sigmoid", name="gate"), L.Dense(2, name="head")], (4,), 0.0, 0.5),
+    "Activation softplus layer": lambda: (
+        [L.Dense(3, name="gate"), L.Activation("softplus"), L.Dense(2, name="head")], (4,), 0.0, np.log(2)),
+    "a bias, through tanh": lambda: (
+        [L.Dense(3, activation="tanh", name="gate"), L.Dense(2, name="head")], (4,), 0.3, np.tanh(0.3)),
+    "1x1 conv without a bias": lambda: (
+        [L.Conv2D(3, 3, padding="same", activation="sigmoid", name="gate"),
+         L.Conv2D(2, 1, padding="same", use_bias=False, name="head")], (6, 6, 4), 0.0, 0.5),
+    "3x3 valid conv, strides 2": lambda: (
+        [L.Conv2D(3, 3, padding="same", name="gate"), L.Activation("sigmoid"), L.Conv2D(2, 3, strides=2, name="head")],
+        (7, 7, 4), 0.0, 0.5),
+    "pooled, then Dense": lambda: (
+        [L.Conv2D(3, 3, activation="softplus", name="gate"), L.GlobalAveragePooling2D(), L.Dense(2, name="head")],
+        (6, 6, 4), 0.0, np.log(2)),
+}
+
+
+@pytest.mark.parametrize("case", FOLDED)
+def test_a_channel_made_constant_by_its_activation_is_removed_into_the_next_bias(case):
+    layers, input_shape, bias_value, c = FOLDED[case]()
+    model = _sequence(layers, input_shape)
+    zero_output_channel(model.get_layer("gate"), 1, bias_value)
+    head = model.get_layer("head")
+    rows = head.kernel.numpy().reshape(-1, 3, 2)  # (kernel positions, input channels, outputs)
+    bias = head.bias.numpy() if head.use_bias else 0
+
+    small = tfprune.shrink(model, verbose=False)
+
+    assert small.get_layer("gate").kernel.shape[-1] == 2 and small.get_layer("head").kernel.shape[-2] == 2
+    np.testing.assert_allclose(small.get_layer("head").bias.numpy(), bias + c * rows[:, 1].sum(axis=0), rtol=1e-6)
+    assert tfprune.model_cost(small).params < tfprune.model_cost(model).params
+    assert_same_outputs(model, small, np.random.default_rng(0).normal(size=(4, *input_shape)).astype("float32"))
+
+
+# The constant channel reaches weights that cannot take it into their bias: it is kept.
+NOT_FOLDED = {
+    "3x3 same-padded conv": lambda: [L.Conv2D(2, 3, padding="same")],
+    "zero padding, then a valid conv": lambda: [L.ZeroPadding2D(1), L.Conv2D(2, 3)],
+    "batch normalization, then a 1x1 conv": lambda: [L.BatchNormalization(), L.Conv2D(2, 1)],
+    "depthwise conv": lambda: [L.DepthwiseConv2D(3), L.Conv2D(2, 1)],
+    "1x1 transposed conv, strides 2": lambda: [L.Conv2DTranspose(2, 1, strides=2)],
+}
+
+
+@pytest.mark.parametrize("case", NOT_FOLDED)
+def test_a_constant_channel_is_kept_where_its_consumer_cannot_fold_it(case):
+    model = _sequence([L.Conv2D(4, 1, activation="relu", name="stem"), L.Conv2D(4, 1, name="gate"),
+                       L.Activation("sigmoid"), *NOT_FOLDED[case](), L.GlobalAveragePooling2D(), L.Dense(3)], (6, 6, 3))
+    randomize_batch_norm(model)
+    zero_output_channel(model.get_layer("stem"), 0)  # removable: relu(0) = 0
+    zero_output_channel(model.get_layer("gate"), 1)  # sigmoid(0) = 0.5 everywhere, but padded, normalized, ...
+
+    small = tfprune.shrink(model, verbose=False)
+
+    assert (small.get_layer("stem").filters, small.get_layer("gate").filters) == (3, 4)
+    assert_same_outputs(model, small, np.random.default_rng(0).normal(size=(2, 6, 6, 3)).astype("float32"))
+
+
 @pytest.mark.parametrize("separate_activation", [False, True])
-def test_a_sigmoid_unit_is_never_zero_so_it_is_kept_and_the_error_names_where_and_why(separate_activation):
-    inputs = keras.Input((4,))
+def test_a_sigmoid_channel_that_cannot_be_folded_gets_an_error_naming_where_and_why(separate_activation):
+    inputs = keras.Input((6, 6, 4))
     if separate_activation:
-        gate = L.Activation("sigmoid", name="squash")(L.Dense(3, name="gate")(inputs))
+        gate = L.Activation("sigmoid", name="squash")(L.Dense(8, name="gate")(inputs))
     else:
-        gate = L.Dense(3, activation="sigmoid", name="gate")(inputs)
-    model = keras.Model(inputs, L.Dense(2)(gate))
-    zero_group(tfprune.channel_groups(model)[1])
+        gate = L.Dense(8, activation="sigmoid", name="gate")(inputs)
+    model = keras.Model(inputs, L.Conv2D(3, 3, padding="same", name="conv")(gate))
+    zero_output_channel(model.get_layer("gate"), 2)
 
     reviver = "squash" if separate_activation else "gate"
-    with pytest.raises(ValueError, match=rf"no channel group that is entirely zero.*Channels 1 of 'gate' \(output\) "
-                                         rf"are zeroed but become non-zero at '{reviver}', where sigmoid\(0\) = 0.5"):
+    with pytest.raises(ValueError, match=rf"no channel group that is entirely zero.*Channels 2 of 'gate' \(output\) "
+                                         rf"are zeroed but become non-zero at '{reviver}', where sigmoid\(0\) = 0.5, "
+                                         r"and enter 'conv' \(Conv2D\), which cannot move them into its bias"):
         tfprune.shrink(model, verbose=False)
+
+
+@pytest.mark.parametrize("second", ["sigmoid", "softplus"])
+def test_a_shared_layer_folds_a_constant_only_if_it_is_the_same_in_every_call(second):
+    a, b = keras.Input((4,)), keras.Input((4,))
+    head = L.Dense(2, name="head")
+    gates = [L.Dense(3, activation="sigmoid", name="gate_a"), L.Dense(3, activation=second, name="gate_b")]
+    model = keras.Model([a, b], L.Add()([head(gates[0](a)), head(gates[1](b))]))
+    for gate in gates:
+        zero_output_channel(gate, 1)  # 0.5 in both calls of `head`, or 0.5 in one and log(2) in the other
+
+    if second == "softplus":
+        with pytest.raises(ValueError, match="and enter 'head' \\(Dense\\), which cannot move them into its bias"):
+            tfprune.shrink(model, verbose=False)
+        return  # one bias cannot take two constants
+    small = tfprune.shrink(model, verbose=False)
+
+    assert (small.get_layer("gate_a").units, small.get_layer("gate_b").units, small.get_layer("head").kernel.shape) \
+        == (2, 2, (2, 2))
+    x = [np.random.default_rng(seed).normal(size=(3, 4)).astype("float32") for seed in (0, 1)]
+    assert_same_outputs(model, small, x)
 
 
 def test_a_shared_layer_ties_its_calls_and_a_nested_model_keeps_its_boundaries():
@@ -381,3 +476,24 @@ def test_keras_applications_shrink_with_identical_outputs(architecture):
     assert after.params < 0.7 * before.params and after.flops < 0.7 * before.flops
     shape = model.input_shape[1:]
     assert_same_outputs(model, small, np.random.default_rng(0).uniform(0, 1, (2, *shape)).astype("float32"))
+
+
+@pytest.mark.slow
+def test_mobilenet_v3_keeps_the_squeeze_excite_gates_it_cannot_fold_and_names_them():
+    """Its hard_sigmoid is `ReLU6(x + 3) / 6`, and the gate scales the block's features: no constant to fold."""
+    keras.utils.set_random_seed(0)
+    model = keras.applications.MobileNetV3Small(weights=None, input_shape=(96, 96, 3), classes=10,
+                                                classifier_activation=None, include_preprocessing=False)
+    randomize_batch_norm(model)
+    excite = model.get_layer("expanded_conv_3_squeeze_excite_conv_1")
+    squeeze = model.get_layer("expanded_conv_3_squeeze_excite_conv")
+    zero_output_channel(excite, [0, 1, 2, 3])
+
+    with pytest.raises(ValueError, match=r"Channels 0, 1, 2, 3 of 'expanded_conv_3_squeeze_excite_conv_1' \(output\) "
+                                         r"are zeroed but become non-zero at '\w+', where it adds a constant"):
+        tfprune.shrink(model, verbose=False)
+    zero_output_channel(squeeze, [0, 1])  # relu(0) = 0: these go
+    small = tfprune.shrink(model, verbose=False)
+
+    assert (small.get_layer(excite.name).filters, small.get_layer(squeeze.name).filters) == (96, 22)
+    assert_same_outputs(model, small, np.random.default_rng(0).uniform(0, 1, (2, 96, 96, 3)).astype("float32"))

@@ -15,6 +15,7 @@ Example:
 import dataclasses
 
 import keras
+import numpy as np
 from keras import layers as L
 
 from tfprune.graph import compat
@@ -55,7 +56,7 @@ _KERNEL = (("kernel", kernel_axes),)
 _NOTHING = ()
 
 _KINDS = [
-    LayerKind((L.Dense,), _KERNEL, rules.Producer("units", 0, 1), flops=flops.per_output_position),
+    LayerKind((L.Dense,), _KERNEL, rules.Producer("units", 0, 1, folds=True), flops=flops.per_output_position),
     LayerKind((L.EinsumDense,), (("kernel", einsum_axes),), flops=flops.einsum),
     LayerKind((L.Conv1DTranspose, L.Conv2DTranspose, L.Conv3DTranspose), (("kernel", transposed_kernel_axes),),
               rules.Producer("filters", -1, -2), flops=flops.per_input_position),
@@ -64,7 +65,7 @@ _KINDS = [
     LayerKind((L.SeparableConv1D, L.SeparableConv2D),
               (("depthwise_kernel", depthwise_axes), ("pointwise_kernel", kernel_axes)), rules.Separable(),
               flops=flops.separable),
-    LayerKind((L.Conv1D, L.Conv2D, L.Conv3D), _KERNEL, rules.Producer("filters", -2, -1),
+    LayerKind((L.Conv1D, L.Conv2D, L.Conv3D), _KERNEL, rules.Producer("filters", -2, -1, folds=True),
               flops=flops.per_output_position),
     LayerKind((L.Embedding,), (("embeddings", kernel_axes),), rules.Producer("output_dim", None, 1)),
     LayerKind((("keras_hub", "PositionEmbedding"),), (("position_embeddings", kernel_axes),)),
@@ -79,13 +80,15 @@ _KINDS = [
     LayerKind((L.Normalization, L.Rescaling), _NOTHING, kept_because="it is a preprocessing layer"),
     LayerKind((L.InputLayer,), _NOTHING, kept_because="it is an input"),
     LayerKind((L.Dropout, L.SpatialDropout1D, L.SpatialDropout2D, L.SpatialDropout3D, L.GaussianDropout,
-               L.GaussianNoise, L.AlphaDropout, L.ActivityRegularization, L.Masking, L.Identity,
+               L.GaussianNoise, L.AlphaDropout, L.ActivityRegularization, L.Identity,
                L.AveragePooling1D, L.AveragePooling2D, L.AveragePooling3D, L.MaxPooling1D, L.MaxPooling2D,
                L.MaxPooling3D, L.GlobalAveragePooling1D, L.GlobalAveragePooling2D, L.GlobalAveragePooling3D,
                L.GlobalMaxPooling1D, L.GlobalMaxPooling2D, L.GlobalMaxPooling3D,
-               L.ZeroPadding1D, L.ZeroPadding2D, L.ZeroPadding3D, L.Cropping1D, L.Cropping2D, L.Cropping3D,
+               L.Cropping1D, L.Cropping2D, L.Cropping3D,
                L.UpSampling1D, L.UpSampling2D, L.UpSampling3D), _NOTHING, rules.PassThrough()),
-    LayerKind((L.Activation, L.ReLU, L.LeakyReLU, L.ELU), _NOTHING, rules.PassThrough(evaluate_zero=True)),
+    LayerKind((L.ZeroPadding1D, L.ZeroPadding2D, L.ZeroPadding3D, L.Masking), _NOTHING,
+              rules.PassThrough(keeps_constants=False)),
+    LayerKind((L.Activation, L.ReLU, L.LeakyReLU, L.ELU), _NOTHING, rules.PassThrough(activation=True)),
     LayerKind((L.Add, L.Subtract, L.Average, L.Maximum, L.Minimum), _NOTHING, rules.Merge(zero_if_any=False)),
     LayerKind((L.Multiply,), _NOTHING, rules.Merge(zero_if_any=True)),
     LayerKind((L.Concatenate,), _NOTHING, rules.Concatenate()),
@@ -103,7 +106,7 @@ _OPERATIONS = [
     LayerKind(tuple(getattr(_nn_ops, name) for name in ("Relu", "Relu6", "Silu", "Gelu", "LeakyRelu", "Elu", "Selu",
                                                         "Sigmoid", "HardSigmoid", "HardSilu", "Softplus",
                                                         "Softsign", "Tanh") if hasattr(_nn_ops, name)),
-              channels=rules.PassThrough(evaluate_zero=True)),
+              channels=rules.PassThrough(activation=True)),
 ]
 
 _REGISTERED = []
@@ -211,7 +214,9 @@ def why_nonzero(operation):
     if isinstance(rule_by_class(operation)[0], rules.Merge):
         return "it adds a constant"
     function = getattr(operation, "activation", None) or rules.elementwise_function(operation)
-    return f"{getattr(function, '__name__', type(operation).__name__)}(0) = {rules.value_at_zero(function):g}"
+    name = getattr(function, "__name__", type(operation).__name__)
+    value = rules.values_through(function, [0.0])[0]
+    return f"{name} mixes channels" if np.isnan(value) else f"{name}(0) = {value:g}"
 
 
 def masked_roles(layer):

@@ -32,7 +32,8 @@ class ChannelGroup:
             ("input", "output", "channel", "heads", or "query"/"key"/"value" of an
             attention layer) at `indices` belongs to this group.
         zero: True if the channel is exactly zero wherever it enters a weight, so
-            that `shrink` can remove it without changing the model's outputs.
+            that `shrink` can remove it without changing the model's outputs (or,
+            for `shrink`, a constant that the consuming layer's bias takes).
     """
 
     members: tuple
@@ -55,9 +56,12 @@ class ChannelAnalysis:
     group then counts as zero exactly when masking it makes it vanish, which tells which
     groups channel pruning may take (a channel through a sigmoid, which maps 0 to 0.5, never
     vanishes). `PruneChannels` wrappers are seen through.
+
+    With `fold_constants=True` (`shrink`) a group also counts as zero where it enters a Dense or Conv that can
+    take it into its bias (`Producer`'s `folds`) holding one constant, the same in every call (`constants`).
     """
 
-    def __init__(self, model, ignored_layers=(), assume_pruned=False):
+    def __init__(self, model, ignored_layers=(), assume_pruned=False, fold_constants=False):
         if not is_graph_model(model):
             raise ValueError(
                 f"Structured pruning needs a Functional or Sequential model; '{model.name}' is a subclassed "
@@ -75,6 +79,8 @@ class ChannelAnalysis:
         self._assume_pruned = assume_pruned
         self._assumed_zero = set()  # ids of masked variables, with assume_pruned
         self._passages = []  # (operation, rule, input Channels, output Channels) per node visited
+        self._fold_constants = fold_constants
+        self._folded = {}  # layer -> value of each input channel in all its calls (NaN: not one constant)
         self._walk_model(model)
         unexpected = {}
         for layer, reason, expected in self.kept:
@@ -154,9 +160,19 @@ class ChannelAnalysis:
     def join(self, first, second):
         self.sets.join(first, second)
 
-    def sink(self, channels):
-        """Records channels entering weights: removing them is exact only where they are zero."""
-        self._sinks.append(channels)
+    def sink(self, layer, channels, folds=False):
+        """Records channels entering the weights of `layer`: removing them is exact only where they are zero, or,
+        if its bias can take constants (`folds`) and with `fold_constants`, where they hold one constant."""
+        folds = folds and self._fold_constants
+        if folds:
+            seen = self._folded.get(layer, channels.constant)
+            self._folded[layer] = np.where(seen == channels.constant, seen, np.nan)
+        self._sinks.append((layer, channels, folds))
+
+    def _entries(self):
+        """(layer, labels, removable there) of every sink: a foldable constant in all of the layer's calls, or 0."""
+        for layer, channels, folds in self._sinks:
+            yield layer, channels.labels, ~np.isnan(self._folded[layer]) if folds else channels.zero
 
     def bind(self, layer, role, labels):
         """Records the labels along a layer's `role` axis; a shared layer's calls are joined."""
@@ -178,8 +194,8 @@ class ChannelAnalysis:
         """The groups (as root labels) that are free and exactly zero wherever they enter a weight."""
         if not self._sinks:
             return set()
-        labels = np.concatenate([s.labels for s in self._sinks])
-        zero = np.concatenate([s.zero for s in self._sinks])
+        _, labels, zero = zip(*self._entries())
+        labels, zero = np.concatenate(labels), np.concatenate(zero)
         roots = self.sets.roots(labels)
         candidates = set(roots[zero].tolist()) - set(roots[~zero].tolist())
         return {root for root in candidates if not self.sets.is_frozen(root)}
@@ -188,6 +204,15 @@ class ChannelAnalysis:
         """{role: bool array} for a layer: False where the channel's group is in `removed`."""
         return {role: ~np.isin(self.sets.roots(labels), list(removed))
                 for role, labels in self.roles.get(layer, {}).items()}
+
+    def constants(self, layer, removed):
+        """The value of each of a layer's input channels if some of those in `removed` groups hold a non-zero
+        constant (its bias takes them when they go), else None."""
+        values = self._folded.get(layer)
+        if values is None:
+            return None
+        gone = np.isin(self.sets.roots(self.roles[layer]["input"]), list(removed))
+        return values if (values[gone] != 0).any() else None
 
     def _members_by_root(self, wanted):
         """{root: [(layer, role, indices)]} for the roots `wanted(root)` accepts, in order of appearance."""
@@ -203,17 +228,30 @@ class ChannelAnalysis:
         return members
 
     def revived_groups(self):
-        """[(ChannelGroup, operation)]: groups that enter `operation` zero, or that its own masked weights zero (a
-        Dense's kernel column and bias), and that it makes non-zero (a sigmoid, a normalization offset): the
-        first such operation on each group's path."""
-        first = {}
+        """[(ChannelGroup, operation, consumer)]: groups that enter `operation` zero, or that its own masked
+        weights zero (a Dense's kernel column and bias), and that it makes non-zero (a sigmoid, a normalization
+        offset): the first such operation on each group's path; the group's first members are the channels it
+        revives, and `consumer` is the first layer whose weights these enter neither zero nor as a constant its
+        bias takes (None if they are merged into other channels first)."""
+        first, revived, consumer = {}, {}, {}
         for operation, labels in self._revivals():
-            for root in self.sets.roots(labels).tolist():
+            for label, root in zip(labels.tolist(), self.sets.roots(labels).tolist()):
                 first.setdefault(root, operation)
+                revived.setdefault(label, root)
+        for layer, labels, removable in self._entries():
+            for label in labels[~removable].tolist():
+                if label in revived:
+                    consumer.setdefault(revived[label], layer)
         removable = self.removable_roots()
         members = self._members_by_root(
             lambda root: root in first and root not in removable and not self.sets.is_frozen(root))
-        return [(ChannelGroup(tuple(found), False), first[root]) for root, found in members.items()]
+
+        def revived_first(member):
+            layer, role, indices = member
+            return not np.isin(self.roles[layer][role][indices], list(revived)).any()
+
+        return [(ChannelGroup(tuple(sorted(found, key=revived_first)), False), first[root], consumer.get(root))
+                for root, found in members.items()]
 
     def _revivals(self):
         for operation, rule, inputs, outputs in self._passages:

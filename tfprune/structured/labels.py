@@ -21,14 +21,19 @@ class Channels:
     Attributes:
         labels: int array, the label of each channel.
         zero: bool array, True where the channel is exactly zero for every input.
+        constant: float array, the value the channel holds at every position for every input where it is
+            one (0 where `zero`; 0.5 for a zero channel through a sigmoid), NaN elsewhere. None: only the zeros.
     """
 
     labels: np.ndarray
     zero: np.ndarray
+    constant: np.ndarray = None
 
     def __post_init__(self):
         self.labels = np.asarray(self.labels, dtype=np.int64)
         self.zero = np.broadcast_to(np.asarray(self.zero, dtype=bool), self.labels.shape).copy()
+        constant = np.nan if self.constant is None else np.asarray(self.constant, dtype=np.float64)
+        self.constant = np.where(self.zero, 0.0, np.broadcast_to(constant, self.labels.shape))
 
 
 class LabelSets:

@@ -7,6 +7,8 @@ A `Rule` does two things for one family of layers:
   `Channels` of the node's outputs;
 - `shrink(layer, keep)`: given a boolean keep-mask per recorded role, returns
   `(config, weights)` of the smaller layer, or None if the layer is unchanged.
+  A Dense or Conv whose removed inputs held constants also gets their values
+  (`constants`), and takes what they added to every output into its bias.
 
 Channels-last only: the channel axis of every tensor is its last one.
 """
@@ -67,16 +69,21 @@ def _axis(variable, axis):
     return axis % len(variable.shape)
 
 
-def value_at_zero(function):
-    """`function(0)` for an element-wise function (None, the identity, gives 0)."""
-    if function is None:
-        return 0.0
-    return float(host_value(function(keras.ops.zeros((1, 2)))).reshape(-1)[0])
+def values_through(function, values):
+    """`function` applied to each of `values` on its own (None is the identity; NaN, an unknown value, stays NaN).
 
-
-def keeps_zero(function):
-    """True if `function(0) == 0`, so that a zero channel stays zero through it."""
-    return value_at_zero(function) == 0
+    All NaN if `function` is not element-wise (softmax: a channel's value then depends on the others)."""
+    values = np.asarray(values, dtype=np.float64)
+    known = ~np.isnan(values)
+    if function is None or not known.any():
+        return values
+    probe = np.concatenate([values[known], [-1.0, 0.0, 1.0]]).astype("float32")
+    row = host_value(function(keras.ops.convert_to_tensor(probe[None])))
+    column = host_value(function(keras.ops.convert_to_tensor(probe[:, None])))
+    result = np.full(len(values), np.nan)
+    if row.shape == (1, len(probe)) and np.allclose(row[0], column.reshape(-1), rtol=1e-6, atol=0):
+        result[known] = row[0, :known.sum()]
+    return result
 
 
 def elementwise_function(operation):
@@ -86,11 +93,10 @@ def elementwise_function(operation):
     return operation.call if isinstance(operation, L.Layer) else operation
 
 
-def _alive_through(zero, weights, layer):
-    """`zero` of a layer's output channels, cleared where a bias or the layer's activation makes them nonzero."""
-    if "bias" in weights:
-        zero = zero & (weights["bias"] == 0)
-    return zero & keeps_zero(getattr(layer, "activation", None))
+def _outputs(labels, dead, weights, layer):
+    """The `Channels` of a layer's outputs: those `dead` (no non-zero input reaches them) hold activation(bias)."""
+    constant = values_through(getattr(layer, "activation", None), np.where(dead, weights.get("bias", 0.0), np.nan))
+    return Channels(labels, constant == 0, constant)
 
 
 def _dead_outputs(kernel, input_zero, input_axis, output_axis):
@@ -133,18 +139,22 @@ class Boundary(Rule):
 
 
 class PassThrough(Rule):
-    """One input, one output, each channel handled on its own (pooling, padding, dropout, activations)."""
+    """One input, one output, each channel handled on its own (pooling, padding, dropout, activations).
 
-    def __init__(self, evaluate_zero=False):
-        self.evaluate_zero = evaluate_zero
+    `activation`: the layer applies an element-wise function, which maps a zero or constant channel to its value.
+    `keeps_constants`: False for layers that write zeros into some positions (padding), where a constant
+    channel stops being one.
+    """
+
+    def __init__(self, activation=False, keeps_constants=True):
+        self.activation, self.keeps_constants = activation, keeps_constants
 
     def propagate(self, walk, layer, node, inputs):
         (source,) = inputs
-        zero = source.zero & self._keeps_zero(layer)
-        return [Channels(source.labels, zero)]
-
-    def _keeps_zero(self, layer):
-        return not self.evaluate_zero or keeps_zero(elementwise_function(layer))
+        if self.activation:
+            constant = values_through(elementwise_function(layer), source.constant)
+            return [Channels(source.labels, constant == 0, constant)]
+        return [Channels(source.labels, source.zero, source.constant if self.keeps_constants else None)]
 
 
 class Merge(Rule):
@@ -177,7 +187,8 @@ class Concatenate(Rule):
         rank = len(node.output_tensors[0].shape)
         if layer.axis not in (-1, rank - 1):
             return Merge(zero_if_any=False).propagate(walk, layer, node, inputs)
-        return [Channels(np.concatenate([s.labels for s in inputs]), np.concatenate([s.zero for s in inputs]))]
+        return [Channels(*(np.concatenate([getattr(s, field) for s in inputs]) for field in ("labels", "zero",
+                                                                                          "constant")))]
 
 
 class Reshape(Rule):
@@ -207,7 +218,7 @@ class Reshape(Rule):
         (source,) = inputs
         walk.bind(layer, "input", source.labels)
         repeats = self._repeats(node)
-        return [Channels(np.tile(source.labels, repeats), np.tile(source.zero, repeats))]
+        return [Channels(*(np.tile(getattr(source, field), repeats) for field in ("labels", "zero", "constant")))]
 
     def shrink(self, layer, keep):
         if isinstance(layer, L.Flatten) or keep["input"].all():
@@ -243,10 +254,14 @@ def is_depthwise_conv(layer):
 
 
 class Producer(Rule):
-    """Dense, Conv and ConvTranspose: input channels are kernel rows, output channels are new."""
+    """Dense, Conv and ConvTranspose: input channels are kernel rows, output channels are new.
 
-    def __init__(self, size_key, input_axis, output_axis):
-        self.size_key, self.input_axis, self.output_axis = size_key, input_axis, output_axis
+    `folds`: an input channel that holds one constant c may go, c times its kernel entries moving into the bias
+    (Dense; Conv where no output position sees zero padding: a 1x1 kernel or "valid" padding).
+    """
+
+    def __init__(self, size_key, input_axis, output_axis, folds=False):
+        self.size_key, self.input_axis, self.output_axis, self.folds = size_key, input_axis, output_axis, folds
 
     def unsupported(self, layer, node):
         reason = _unsupported_variant(layer)
@@ -270,12 +285,17 @@ class Producer(Rule):
         else:
             source = inputs[0]
             walk.bind(layer, "input", source.labels)
-            walk.sink(source)
+            walk.sink(layer, source, folds=self._folds_at(layer))
             input_zero = source.zero
         labels = walk.own(layer, "output", kernel.shape[self.output_axis])
-        zero = _dead_outputs(kernel, input_zero, self.input_axis, self.output_axis) if self.input_axis is not None \
+        dead = _dead_outputs(kernel, input_zero, self.input_axis, self.output_axis) if self.input_axis is not None \
             else ~np.any(kernel != 0, axis=0)
-        return [Channels(labels, _alive_through(zero, weights, layer))]
+        return [_outputs(labels, dead, weights, layer)]
+
+    def _folds_at(self, layer):
+        """True if this layer's bias can take its constant inputs: every output position sees all kernel entries."""
+        return self.folds and (getattr(layer, "padding", "valid") == "valid"
+                               or all(size == 1 for size in getattr(layer, "kernel_size", ())))
 
     @property
     def _kernel_name(self):
@@ -290,20 +310,30 @@ class Producer(Rule):
             found.append(RoleAxis("input", kernel, _axis(kernel, self.input_axis), masked=False))
         return found
 
-    def shrink(self, layer, keep):
+    def shrink(self, layer, keep, constants=None):
+        """`constants`: the value of each input channel where it is one, if removed ones are not all zero."""
         config = layer.get_config()
         config[self.size_key] = int(keep["output"].sum())
-        new = {}
-        for variable in layer.weights:
-            value = host_value(variable)
-            if variable.name == self._kernel_name:
-                if self.input_axis is not None:
-                    value = _take(value, keep["input"], self.input_axis)
-                value = _take(value, keep["output"], self.output_axis)
-            elif variable.name == "bias":
-                value = _take(value, keep["output"], 0)
-            new[variable.path] = value
-        return config, [new[v.path] for v in layer.weights]
+        names, values = [v.name for v in layer.weights], [host_value(v) for v in layer.weights]
+        if constants is not None:
+            folded = self._folded(values[names.index("kernel")], constants, ~keep["input"])
+            if "bias" not in names:  # the layer gets a bias (built after its kernel), holding what they added
+                config["use_bias"] = True
+                names, values = names + ["bias"], values + [np.zeros_like(folded)]
+            values[names.index("bias")] = values[names.index("bias")] + folded
+        return config, [self._sliced(name, value, keep) for name, value in zip(names, values)]
+
+    def _sliced(self, name, value, keep):
+        if name == self._kernel_name:
+            if self.input_axis is not None:
+                value = _take(value, keep["input"], self.input_axis)
+            return _take(value, keep["output"], self.output_axis)
+        return _take(value, keep["output"], 0) if name == "bias" else value
+
+    def _folded(self, kernel, constants, removed):
+        """What the `removed` input channels, each holding its constant everywhere, add to every output."""
+        rows = np.moveaxis(kernel, (self.input_axis, self.output_axis), (-2, -1))[..., removed, :]
+        return (constants[removed] @ rows.reshape(-1, *rows.shape[-2:]).sum(axis=0)).astype(kernel.dtype)
 
 
 class Depthwise(Rule):
@@ -330,8 +360,8 @@ class Depthwise(Rule):
         multiplier = kernel.shape[-1]
         walk.bind(layer, "input", source.labels)
         dead = ~np.any(kernel != 0, axis=tuple(range(kernel.ndim - 2))).reshape(-1)
-        zero = _alive_through(np.repeat(source.zero, multiplier) | dead, weights, layer)
-        return [Channels(np.repeat(source.labels, multiplier), zero)]
+        return [_outputs(np.repeat(source.labels, multiplier), np.repeat(source.zero, multiplier) | dead, weights,
+                         layer)]
 
     def shrink(self, layer, keep):
         if keep["input"].all():
@@ -388,9 +418,9 @@ class Separable(Rule):
         walk.bind(layer, "input", source.labels)
         dead = ~np.any(depthwise != 0, axis=tuple(range(depthwise.ndim - 2))).reshape(-1)
         middle = Channels(np.repeat(source.labels, multiplier), np.repeat(source.zero, multiplier) | dead)
-        walk.sink(middle)
-        zero = _alive_through(_dead_outputs(pointwise, middle.zero, -2, -1), weights, layer)
-        return [Channels(walk.own(layer, "output", pointwise.shape[-1]), zero)]
+        walk.sink(layer, middle)
+        dead = _dead_outputs(pointwise, middle.zero, -2, -1)
+        return [_outputs(walk.own(layer, "output", pointwise.shape[-1]), dead, weights, layer)]
 
     def shrink(self, layer, keep):
         values = weights_by_name(layer)
@@ -530,7 +560,7 @@ class MultiHeadAttention(Rule):
             source = walk.channels(tensor)
             used.add(id(tensor))
             walk.bind(layer, role, source.labels)
-            walk.sink(source)
+            walk.sink(layer, source)
         for tensor, source in zip(node.input_tensors, inputs):
             if id(tensor) not in used:
                 walk.freeze(source)  # attention masks
@@ -542,7 +572,7 @@ class MultiHeadAttention(Rule):
         output_kernel = dense["output"]["kernel"]  # (heads, head_dim, features)
         heads = walk.own(layer, "heads", output_kernel.shape[0])
         head_zero = value_dead | ~np.any(output_kernel != 0, axis=(1, 2))
-        walk.sink(Channels(heads, head_zero))
+        walk.sink(layer, Channels(heads, head_zero))
         zero = ~np.any(output_kernel[~head_zero] != 0, axis=(0, 1))
         if "bias" in dense["output"]:
             zero &= dense["output"]["bias"] == 0
@@ -586,7 +616,7 @@ class RecurrentInput(Rule):
     def propagate(self, walk, layer, node, inputs):
         source = inputs[0]
         walk.bind(layer, "input", source.labels)
-        walk.sink(source)
+        walk.sink(layer, source)
         for other in inputs[1:]:
             walk.freeze(other)  # initial states
         return [walk.frozen(channel_count(t)) for t in node.output_tensors]

@@ -14,10 +14,14 @@ def shrink(model, ignored_layers=None, verbose=True, copy=True):
     A group (see `channel_groups`) is removed when its channel is zero wherever
     it enters a weight: a Dense's units whose kernel column and bias are zero,
     a Conv's filters zeroed together with their BatchNormalization gamma and
-    beta, an attention head whose value or output weights are zero. Layers are
-    re-created from their configs with fewer units, filters or heads and the
-    remaining weights copied, so the new model holds nothing of tfprune and
-    computes the same outputs. `model` itself is left untouched.
+    beta, an attention head whose value or output weights are zero. A channel
+    that holds one constant instead (a zero channel through a sigmoid: 0.5)
+    goes too where it enters only Dense layers and Convs with a 1x1 kernel or
+    "valid" padding: what it added to every output moves into their bias (one
+    is created if they have none). Layers are re-created from their configs
+    with fewer units, filters or heads and the remaining weights copied, so the
+    new model holds nothing of tfprune and computes the same outputs. `model`
+    itself is left untouched.
 
     Args:
         model: a built Sequential or Functional model, plain or wrapped by
@@ -49,7 +53,7 @@ def shrink(model, ignored_layers=None, verbose=True, copy=True):
         from tfprune.api import strip_pruning
 
         model = strip_pruning(model, copy=copy)
-    analysis = ChannelAnalysis(model, ignored_layers)
+    analysis = ChannelAnalysis(model, ignored_layers, fold_constants=True)
     removed = analysis.removable_roots()
     if not removed:
         raise ValueError(_nothing_to_remove(analysis))
@@ -58,7 +62,8 @@ def shrink(model, ignored_layers=None, verbose=True, copy=True):
 
     def replace(layer):
         keep = analysis.keep_masks(layer, removed)
-        smaller = _shrunk_layer(layer, keep) if keep and not all(k.all() for k in keep.values()) else None
+        smaller = _shrunk_layer(layer, keep, analysis.constants(layer, removed)) \
+            if keep and not all(k.all() for k in keep.values()) else None
         if smaller is None:
             return unchanged(layer)
         new_layer, weights = smaller
@@ -73,10 +78,11 @@ def shrink(model, ignored_layers=None, verbose=True, copy=True):
     return small
 
 
-def _shrunk_layer(layer, keep):
-    """(a new unbuilt layer, its weights) with only the kept channels, or None if unchanged."""
+def _shrunk_layer(layer, keep, constants):
+    """(a new unbuilt layer, its weights) with only the kept channels, or None if unchanged; `constants` (of
+    the input channels, for a layer whose bias takes removed ones) go to its rule."""
     rule = rule_for(layer, compat.inbound_nodes(layer)[0])[0]
-    shrunk = rule.shrink(layer, keep)
+    shrunk = rule.shrink(layer, keep) if constants is None else rule.shrink(layer, keep, constants)
     if shrunk is None:
         return None
     config, weights = shrunk
@@ -90,16 +96,19 @@ def _nothing_to_remove(analysis):
                 "belongs to a layer the channel analysis keeps whole.")
     found = f"shrink found no channel group that is entirely zero among {len(groups)} prunable ones"
     revived = {}
-    for group, operation in analysis.revived_groups():
-        revived.setdefault(operation, []).append(group)
+    for group, operation, consumer in analysis.revived_groups():
+        revived.setdefault((operation, consumer), []).append(group)
     if revived:
         return (
             f"{found}. "
             + " ".join(f"{_described(groups_at)} are zeroed but become non-zero at '{operation.name}', where "
-                       f"{why_nonzero(operation)}." for operation, groups_at in revived.items())
-            + " Removing channels that are not zero where they enter the next weight would change the outputs. "
-            "Zero channels after such a layer instead, or use a function with f(0) = 0 there (relu, gelu, silu, "
-            "tanh); zero a normalization's gamma and beta with its channels."
+                       f"{why_nonzero(operation)}{_entering(consumer)}."
+                       for (operation, consumer), groups_at in revived.items())
+            + " Removing channels that are not zero where they enter the next weight would change the outputs; a "
+            "constant channel goes only where it enters Dense layers, or Convs with a 1x1 kernel or \"valid\" "
+            "padding, directly (not padded, normalized, added or multiplied first): shrink moves it into their "
+            "bias. Zero channels after such a layer instead, or use a function with f(0) = 0 there (relu, gelu, "
+            "silu, tanh); zero a normalization's gamma and beta with its channels."
         )
     return (
         f"{found}, so there is nothing to remove. A channel is removed when it is exactly zero wherever it enters "
@@ -107,6 +116,12 @@ def _nothing_to_remove(analysis):
         "e.g. by channel pruning, before shrinking. Unstructured sparsity from prune_low_magnitude does not "
         "remove channels."
     )
+
+
+def _entering(consumer):
+    if consumer is None:
+        return ""
+    return f", and enter '{consumer.name}' ({type(consumer).__name__}), which cannot move them into its bias"
 
 
 def _described(groups, shown=8):
