@@ -17,6 +17,7 @@ import pytest
 import tfprune
 from tfprune.deploy.aarch64 import find_sysroot
 from tfprune.deploy.devices import LocalLiteRT, QemuInstructions
+from tfprune.structured import channel_steps, latency_table
 from tfprune.structured.channel_cost import ChannelCost
 from tfprune.structured.controller import ChannelController
 
@@ -70,6 +71,41 @@ def test_a_second_measure_reads_the_cache_and_another_device_or_model_measures_a
     measured = tfprune.LatencyTable.measure(narrower, LocalLiteRT(runs=5, warmup=1), round_to=8, levels=2,
                                             cache=path, verbose=False)
     assert measured.layers["conv1"]["channels"] == [24]  # its own table: the cache is keyed by channel counts too
+
+
+def test_channel_steps_are_ended_by_the_smallest_multiples_that_reach_the_next_step():
+    counts = np.array(channel_steps.COUNTS)
+    noise = 1 + 0.004 * np.random.default_rng(0).standard_normal(len(counts))
+    in_sixteens = (1 + np.ceil(counts / 16)) * noise  # a 1x1 conv's outputs on AVX-512: one step per 16 channels
+    in_eights = (1 + np.ceil(counts / 8) / 2) * noise
+    shares = channel_steps.shares_inside_a_step({"outputs": in_sixteens, "inputs": in_eights})
+    assert shares["outputs"][16] == 0 and shares["outputs"][8] == pytest.approx(0.5, abs=0.1)
+    assert shares["inputs"][8] == 0 and shares["inputs"][1] > 0.8
+    assert channel_steps.step_ends(shares) == 16
+    assert channel_steps.step_ends(channel_steps.shares_inside_a_step({"linear": counts * 1.0})) == 1
+    assert channel_steps.step_ends(channel_steps.shares_inside_a_step({"flat": np.ones(len(counts))})) == 32
+
+
+def test_an_auto_round_to_table_holds_the_devices_channel_steps_and_budgets_keep_them(tmp_path, monkeypatch):
+    monkeypatch.setattr(latency_table, "CACHE", tmp_path)
+    table = tfprune.LatencyTable.measure(small_cnn(), LocalLiteRT(runs=10, warmup=1), levels=2, verbose=False)
+    assert table.round_to in channel_steps.CANDIDATES and table.key["round_to"] == table.round_to
+    for entry in table.layers.values():
+        for grid, full in zip(table.probes[entry["probe"]]["grid"], entry["channels"]):
+            assert all(count % table.round_to == 0 or count == full for count in grid)
+    (cached,) = tmp_path.glob("round_to-*.json")
+    assert json.loads(cached.read_text())["round_to"] == table.round_to
+
+    class Unmeasured(LocalLiteRT):
+        def measure(self, paths):
+            raise AssertionError("the cached channel steps were measured again")
+
+    assert channel_steps.preferred_round_to(Unmeasured(runs=10, warmup=1), verbose=False) == table.round_to
+    pruned = tfprune.prune_to_budget(small_cnn(), tfprune.LatencyBudget(0.6, table=table))
+    controller = ChannelController(pruned)
+    sizes = np.array([channel_set.size for channel_set in controller.sets])
+    kept = controller.kept_groups()
+    assert (kept < sizes).any() and all(k % table.round_to == 0 or k == size for k, size in zip(kept, sizes))
 
 
 def test_pruning_to_a_latency_budget_meets_it_on_the_tables_predictions(table):

@@ -92,8 +92,8 @@ class LatencyBudget(Budget):
 
     Example:
 
-    >>> table = tfprune.LatencyTable.measure(model, tfprune.deploy.LocalLiteRT(), round_to=8)
-    >>> pruned = tfprune.prune_to_budget(model, tfprune.LatencyBudget(0.5, table=table), round_to=8)
+    >>> table = tfprune.LatencyTable.measure(model, tfprune.deploy.LocalLiteRT())   # round_to="auto"
+    >>> pruned = tfprune.prune_to_budget(model, tfprune.LatencyBudget(0.5, table=table))  # at the table's multiples
     """
 
     kind = "latency"

@@ -22,8 +22,8 @@ and shapes, the device, its settings and the runtime version, and cached as JSON
 Example:
 
 ```python
-table = LatencyTable.measure(model, LocalLiteRT(num_threads=1), round_to=8)
-pruned = tfprune.prune_to_budget(model, tfprune.LatencyBudget(0.5, table=table), round_to=8)
+table = LatencyTable.measure(model, LocalLiteRT(num_threads=1))   # round_to="auto": the kernels' channel steps
+pruned = tfprune.prune_to_budget(model, tfprune.LatencyBudget(0.5, table=table))  # keeps the table's multiples
 ```
 """
 
@@ -45,6 +45,7 @@ from tfprune.layers.table import rule_by_class
 from tfprune.structured.analysis import ChannelAnalysis
 from tfprune.schedules import ConstantSparsity
 from tfprune.structured.channel_cost import role_owners
+from tfprune.structured.channel_steps import preferred_round_to
 from tfprune.structured.controller import ChannelController
 from tfprune.structured.prune import prune_channels
 from tfprune.structured.shrink import shrink
@@ -69,6 +70,7 @@ class LatencyTable:
         layers: {layer name: {"probe": probe id, "roles": [role names], "channels": [full counts]}}.
         probes: {probe id: {"grid": [[channel counts] per role], "values": costs over the grid}}.
         path: the file it was read from or saved to, if any.
+        round_to: the multiples its grid holds (None: every count).
     """
 
     def __init__(self, key, unit, dense, overhead, layers, probes, rest_per_element=0.0, calibration=(), elements=0,
@@ -78,9 +80,10 @@ class LatencyTable:
         self.layers, self.probes, self.path = layers, probes, path
         self.rest_per_element = float(rest_per_element)
         self.calibration = list(calibration)
+        self.round_to = key.get("round_to")
 
     @classmethod
-    def measure(cls, model, device, quantize="int8", round_to=None, levels=4, max_sparsity=0.9, ignored_layers=None,
+    def measure(cls, model, device, quantize="int8", round_to="auto", levels=4, max_sparsity=0.9, ignored_layers=None,
                 cache=True, verbose=True):
         """Measures (or reads from the cache) the latency table of `model` on `device`.
 
@@ -88,7 +91,10 @@ class LatencyTable:
             model: a built Sequential or Functional model, before pruning.
             device: a `tfprune.deploy.devices` device, e.g. `LocalLiteRT(num_threads=1)`.
             quantize: how probes and model are converted: "int8", "float16" or None (float32).
-            round_to: grid counts are multiples of it (as pruning will keep).
+            round_to: grid counts are multiples of it, as pruning will keep; "auto" measures the multiples
+                the device's kernels prefer (`channel_steps.preferred_round_to`, cached per device); None
+                allows every count. Pruning to a `LatencyBudget` on the table keeps these multiples unless
+                given another `round_to`.
             levels: grid points per role, from the fewest channels `max_sparsity` leaves to all.
             ignored_layers: layers whose channels stay (as given to pruning).
             cache: True reads and writes the table in ~/.cache/tfprune/latency ($TFPRUNE_CACHE);
@@ -104,6 +110,8 @@ class LatencyTable:
                              "pruning (the table serves its pruned copies: they have the same layers).")
         from tfprune.deploy.versions import versions  # deployment is loaded on first use, as `import tfprune` promises
 
+        if round_to == "auto":
+            round_to = preferred_round_to(device, quantize, cache=cache is not False, verbose=verbose)
         calls, owners = _prunable_calls(model, ignored_layers)
         key = {"format": FORMAT, "model": fingerprint(model), "channels": fingerprint(model, channels=True),
                "device": device.name, "settings": device.settings,
@@ -307,7 +315,9 @@ def _pruned_copies(model, settings):
     (the model itself where round_to keeps every channel)."""
     copies = []
     for sparsity in CALIBRATION:
-        pruned = prune_channels(model, ConstantSparsity(sparsity, 0), **settings)
+        with warnings.catch_warnings():  # sets that round_to keeps whole are the user's to hear of when pruning
+            warnings.simplefilter("ignore")
+            pruned = prune_channels(model, ConstantSparsity(sparsity, 0), **settings)
         controller = ChannelController(pruned)
         controller.prune_to(sparsity, step=0)
         pruned_any = controller.kept_groups().sum() < sum(s.size for s in controller.sets)

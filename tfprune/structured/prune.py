@@ -35,7 +35,9 @@ def prune_channels(model, pruning_schedule, importance="l2", scope="layer", roun
             BatchNormalization on it), or a `tfprune.Importance` of your own.
         scope: "layer" (every set of coupled channels pruned to the sparsity) or "global" (one
             ranking across sets, each score divided by its set's mean).
-        round_to: keep channel counts at multiples of this (SIMD kernels like multiples of 8 or 16).
+        round_to: keep channel counts at multiples of this (SIMD kernels like multiples of 8 or 16). None:
+            any count, but with a `LatencyBudget` the multiples its table was measured at
+            (`LatencyTable.measure(round_to="auto")` measures what the device prefers).
         ignored_layers: layers (or names) whose channels are kept.
         max_sparsity: the most any set of coupled channels is pruned, in (0, 1).
         penalty: `tfprune.GroupLasso(strength, warmup_steps)` to add a group-lasso loss over the
@@ -147,6 +149,8 @@ def _checked_settings(pruning_schedule, importance, scope, round_to, max_sparsit
             f"{type(importance).__name__} importance records gradients during fit on the TensorFlow, JAX and torch "
             f"backends only (this is {keras.backend.backend()}); use importance='l2' or 'l1' here."
         )
+    if round_to is None and budget is not None and budget.kind == "latency":
+        round_to = budget.table.round_to  # the multiples the table measured, which the device's kernels prefer
     return {"pruning_schedule": pruning_schedule, "importance": importance, "scope": scope,
             "round_to": None if round_to is None else int(round_to), "max_sparsity": float(max_sparsity),
             "penalty": penalty, "budget": budget}
