@@ -17,7 +17,7 @@ import pytest
 import tfprune
 from tfprune.deploy.aarch64 import find_sysroot
 from tfprune.deploy.devices import LocalLiteRT, QemuInstructions
-from tfprune.structured import channel_steps, latency_table
+from tfprune.structured import channel_steps
 from tfprune.structured.channel_cost import ChannelCost
 from tfprune.structured.controller import ChannelController
 
@@ -87,13 +87,13 @@ def test_channel_steps_are_ended_by_the_smallest_multiples_that_reach_the_next_s
 
 
 def test_an_auto_round_to_table_holds_the_devices_channel_steps_and_budgets_keep_them(tmp_path, monkeypatch):
-    monkeypatch.setattr(latency_table, "CACHE", tmp_path)
+    monkeypatch.setenv("TFPRUNE_CACHE", str(tmp_path))
     table = tfprune.LatencyTable.measure(small_cnn(), LocalLiteRT(runs=10, warmup=1), levels=2, verbose=False)
-    assert table.round_to in channel_steps.CANDIDATES and table.key["round_to"] == table.round_to
+    assert table.round_to in channel_steps.CANDIDATES and table.key["round_to"] == "auto"
     for entry in table.layers.values():
         for grid, full in zip(table.probes[entry["probe"]]["grid"], entry["channels"]):
             assert all(count % table.round_to == 0 or count == full for count in grid)
-    (cached,) = tmp_path.glob("round_to-*.json")
+    (cached,) = (tmp_path / "latency").glob("round_to-*.json")
     assert json.loads(cached.read_text())["round_to"] == table.round_to
 
     class Unmeasured(LocalLiteRT):
@@ -101,6 +101,8 @@ def test_an_auto_round_to_table_holds_the_devices_channel_steps_and_budgets_keep
             raise AssertionError("the cached channel steps were measured again")
 
     assert channel_steps.preferred_round_to(Unmeasured(runs=10, warmup=1), verbose=False) == table.round_to
+    again = tfprune.LatencyTable.measure(small_cnn(), Unmeasured(runs=10, warmup=1), levels=2, verbose=False)
+    assert again.round_to == table.round_to and again.probes == table.probes
     pruned = tfprune.prune_to_budget(small_cnn(), tfprune.LatencyBudget(0.6, table=table))
     controller = ChannelController(pruned)
     sizes = np.array([channel_set.size for channel_set in controller.sets])

@@ -84,8 +84,8 @@ def test_instruction_counts_of_the_operators_in_context_sum_to_the_whole_model(f
 
 def test_the_bench_command_profiles_plots_and_writes_json(files, tmp_path):
     plot, report = tmp_path / "where.png", tmp_path / "bench.json"
-    done = subprocess.run([sys.executable, "-m", "tfprune.cli", "bench", str(files["dense"]), str(files["half"]),
-                           "--runs", "30", "--warmup", "3", "--profile", "--top", "4", "--plot", str(plot),
+    done = subprocess.run([sys.executable, "-m", "tfprune.cli", "bench", "--profile", str(files["dense"]),
+                           str(files["half"]), "--runs", "30", "--warmup", "3", "--top", "4", "--plot", str(plot),
                            "--json", str(report)], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert "wide" in done.stdout and "sum of operators" in done.stdout and "whole model" in done.stdout
@@ -93,6 +93,57 @@ def test_the_bench_command_profiles_plots_and_writes_json(files, tmp_path):
     profiles = json.loads(report.read_text())["profiles"]
     assert [p["path"] for p in profiles] == [str(files["dense"]), str(files["half"])]
     assert {op["layer"] for op in profiles[0]["ops"]} >= {"wide", "head"}
+    unplotted = subprocess.run([sys.executable, "-m", "tfprune.cli", "bench", str(files["dense"]), "--plot",
+                                str(tmp_path / "nothing.png")], capture_output=True, text=True)
+    assert unplotted.returncode != 0 and "add --profile" in unplotted.stderr
+
+
+def concrete_model(tmp_path, name, loop=False, buffer_offset=False):
+    """A float32 .tflite from a tf.function: two matmuls (with a WHILE loop between them), weights inside the
+    flatbuffer or after it (as the converter stores large models)."""
+    import tensorflow as tf
+
+    weights = np.random.default_rng(0).random((64, 64), dtype=np.float32) / 8
+
+    @tf.function(input_signature=[tf.TensorSpec([1, 64], tf.float32)])
+    def forward(x):
+        y = tf.nn.relu(tf.matmul(x, weights))
+        if loop:
+            _, y = tf.while_loop(lambda i, y: i < 3, lambda i, y: (i + 1, tf.tanh(tf.matmul(y, weights))), [0, y])
+        return tf.nn.sigmoid(tf.matmul(y, weights) + 1.0)
+
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([forward.get_concrete_function()], forward)
+    converter._experimental_use_buffer_offset = buffer_offset
+    path = tmp_path / name
+    path.write_bytes(converter.convert())
+    return path
+
+
+@pytest.mark.parametrize("method", ["in_context", "alone"])
+def test_models_with_a_loop_or_weights_after_the_flatbuffer_are_cut_whole(tmp_path, method):
+    for path in (concrete_model(tmp_path, "loop.tflite", loop=True),
+                 concrete_model(tmp_path, "offsets.tflite", buffer_offset=True)):
+        model = _read(path)
+        (profile,) = profile_tflite(path, LocalLiteRT(runs=3, warmup=1), method=method)
+        assert not profile.skipped and len(profile.ops) == len(model.subgraphs[0].operators)
+        x = np.random.default_rng(1).random((2, 64), dtype=np.float32)
+        whole = tmp_path / "whole.tflite"
+        whole.write_bytes(_pack(_prefix(model, len(model.subgraphs[0].operators))))
+        np.testing.assert_array_equal(LiteRTModel.load(whole).predict(x), LiteRTModel.load(path).predict(x))
+    assert "WHILE" in {op.op for op in profile_tflite(tmp_path / "loop.tflite", LocalLiteRT(runs=3))[0].ops}
+
+
+def test_keras_auto_names_and_several_inputs_map_to_their_layers(tmp_path):
+    keras.utils.set_random_seed(0)
+    left, right = keras.Input((8, 8, 3)), keras.Input((8, 8, 3))
+    x = L.Conv2D(8, 3)(L.Conv2D(8, 3)(left))  # "conv2d" and "conv2d_1": traced as scopes conv2d_1 and conv2d_1_2
+    model = keras.Model([left, right], L.Add()([x, L.Conv2D(8, 5)(right)]))
+    x = [np.random.default_rng(0).random((8, 8, 8, 3), dtype=np.float32) for _ in range(2)]
+    export_tflite(model, tmp_path / "two.tflite", quantize="int8", representative_data=x)
+    names = [layer.name for layer in model.layers if isinstance(layer, L.Conv2D)]
+    for layer_names in (None, [layer.name for layer in model.layers]):
+        (profile,) = profile_tflite(tmp_path / "two.tflite", LocalLiteRT(runs=3), layer_names=layer_names)
+        assert not profile.skipped and set(names) <= set(profile.by_layer())
 
 
 def test_a_file_that_is_not_tflite_and_an_unknown_method_are_named(files, tmp_path):

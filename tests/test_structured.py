@@ -311,7 +311,7 @@ def test_a_sigmoid_channel_that_cannot_be_folded_gets_an_error_naming_where_and_
     reviver = "squash" if separate_activation else "gate"
     with pytest.raises(ValueError, match=rf"no channel group that is entirely zero.*Channels 2 of 'gate' \(output\) "
                                          rf"are zeroed but become non-zero at '{reviver}', where sigmoid\(0\) = 0.5, "
-                                         r"and enter 'conv' \(Conv2D\), which cannot move them into its bias"):
+                                         r"and reach 'conv' \(Conv2D\) as no constant its bias can take"):
         tfprune.shrink(model, verbose=False)
 
 
@@ -325,7 +325,7 @@ def test_a_shared_layer_folds_a_constant_only_if_it_is_the_same_in_every_call(se
         zero_output_channel(gate, 1)  # 0.5 in both calls of `head`, or 0.5 in one and log(2) in the other
 
     if second == "softplus":
-        with pytest.raises(ValueError, match="and enter 'head' \\(Dense\\), which cannot move them into its bias"):
+        with pytest.raises(ValueError, match="and reach 'head' \\(Dense\\) as no constant its bias can take"):
             tfprune.shrink(model, verbose=False)
         return  # one bias cannot take two constants
     small = tfprune.shrink(model, verbose=False)

@@ -153,6 +153,8 @@ def _shrink(args):
 def _bench(args):
     from tfprune.deploy.bench import benchmark_tflite, format_benchmark
 
+    if args.plot and not args.profile:
+        raise SystemExit("error: --plot draws the per-layer profile: add --profile.")
     if args.adb is not None or args.benchmark_binary:
         if not args.benchmark_binary:
             raise SystemExit("error: --adb needs --benchmark-binary PATH (the benchmark_model binary for the device).")
@@ -195,7 +197,7 @@ def _profile(args):
     else:
         device = devices.LocalLiteRT(num_threads=args.threads, runs=args.runs, warmup=args.warmup,
                                      use_xnnpack=use_xnnpack)
-    profiles = profile_tflite(args.models, device, method=args.profile, verbose=True)
+    profiles = profile_tflite(args.models, device, method=args.profile_method, verbose=True)
     print(format_profiles(profiles, top=args.top))
     if args.plot:
         plot_profiles(profiles, args.plot, top=args.top)
@@ -290,9 +292,12 @@ def build_parser():
                             "with this aarch64 sysroot, built when missing (as make arm-check does); not a latency")
     bench.add_argument("--arm-cpu", default="cortex-a76", choices=["cortex-a76", "cortex-a53"],
                        help="the CPU qemu emulates for --arm: cortex-a76 (dot product) or cortex-a53 (none)")
-    bench.add_argument("--profile", nargs="?", const="in_context", choices=["in_context", "alone"],
+    bench.add_argument("--profile", action="store_true",
                        help="also print where the time goes, per Keras layer: every operator measured on the same "
-                            "device, in context (the model's first k operators against its first k-1) or alone")
+                            "device (LiteRT here, the phone of --adb, or the emulated CPU of --arm)")
+    bench.add_argument("--profile-method", default="in_context", choices=["in_context", "alone"],
+                       help="in_context: the model's first k operators against its first k-1; alone: each "
+                            "operator cut out on its own")
     bench.add_argument("--top", type=int, default=25, help="layers shown by --profile (the costliest)")
     bench.add_argument("--plot", metavar="PNG", help="with --profile: a bar chart of the costliest layers here")
     bench.add_argument("--json", help="write results as JSON here")

@@ -1,6 +1,8 @@
 """Writing files so that a crash never leaves a half-written one."""
 
 import contextlib
+import hashlib
+import json
 import os
 import shutil
 import tempfile
@@ -72,3 +74,13 @@ def publish_directory(staging, path):
         if not os.path.isdir(path):
             raise
         shutil.rmtree(staging)
+
+
+def cache_folder(kind):
+    """Where tfprune keeps measurements of `kind` (e.g. "latency"): $TFPRUNE_CACHE/kind, else ~/.cache/tfprune/kind."""
+    return Path(os.environ.get("TFPRUNE_CACHE", Path.home() / ".cache" / "tfprune")) / kind
+
+
+def digest(value):
+    """A short digest of a JSON-able value, stable across runs: cache file names and probe ids."""
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:16]

@@ -19,9 +19,10 @@ the invoke's own cost):
 
 Operators are grouped back to Keras layers by their output tensor names, which the TFLite
 converter builds from the layers' name scopes ("model/block_1_expand_1/convolution;..."): the
-first scope below the model's names the layer (Keras 3 appends "_1" to the scopes it traces;
-that suffix is dropped when `layer_names` says so, or when every scope in the file carries it).
-Operators that call subgraphs (WHILE, IF, ...) or cannot run cut out are listed as skipped.
+first scope below the model's names the layer (Keras 3 appends "_1" to the scopes it traces, so a
+layer "conv2d_1" has the scope "conv2d_1_2": that suffix is dropped when every scope in the file
+carries one, unless `layer_names` holds only the other reading).
+Operators that cannot run cut out are listed as skipped (in context, their cost goes to the next operator).
 
 Example:
 
@@ -46,7 +47,6 @@ from tfprune.deploy.bench import random_sample
 from tfprune.deploy.flatbuffer import is_tflite, op_name
 from tfprune.deploy.litert import LiteRTModel
 
-CALLS_SUBGRAPHS = {"WHILE", "IF", "CALL_ONCE", "CALL", "STABLEHLO_WHILE", "STABLEHLO_CASE", "STABLEHLO_REDUCE"}
 _MAIN_OPERATIONS = ("convolution", "depthwise", "MatMul", "BiasAdd", "einsum", "conv1d")
 
 
@@ -106,7 +106,8 @@ def profile_tflite(paths, device=None, method="in_context", layer_names=None, ve
             first k (its own inputs as the model leaves them in cache; the operators sum to the whole
             model, up to noise, so one may read slightly negative); "alone": operator k cut out into a
             model of its own, minus an empty model's cost.
-        layer_names: the Keras model's layer names, to map operators to layers exactly (optional).
+        layer_names: the Keras model's layer names (optional): where stripping (or not) the scope's suffix
+            gives no layer of these, the other reading is taken.
         verbose: print what is being measured.
 
     Example:
@@ -156,11 +157,7 @@ def format_profiles(profiles, top=25):
 
     `top` limits the rows (None: every layer); the rest is summed in one row.
     """
-    layers = {}
-    for profile in profiles:
-        for layer, cost in profile.by_layer().items():
-            layers.setdefault(layer, [0.0] * len(profiles))[profiles.index(profile)] = cost
-    order = sorted(layers, key=lambda name: [-cost for cost in layers[name]])
+    layers, order = _side_by_side(profiles)
     unit = profiles[0].unit
     width = max([len("layer")] + [len(name) for name in order[:top]]) if order else 5
     names = [Path(p.path).name for p in profiles]
@@ -196,11 +193,8 @@ def plot_profiles(profiles, path, top=20):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    layers = {}
-    for column, profile in enumerate(profiles):
-        for layer, cost in profile.by_layer().items():
-            layers.setdefault(layer, [0.0] * len(profiles))[column] = cost
-    order = sorted(layers, key=lambda name: [-cost for cost in layers[name]])[:top][::-1]
+    layers, order = _side_by_side(profiles)
+    order = order[:top][::-1]
     height = 0.8 / len(profiles)
     figure, axes = plt.subplots(figsize=(8, 0.3 * len(order) * max(1, len(profiles) / 1.5) + 1.5))
     for column, profile in enumerate(profiles):
@@ -208,18 +202,34 @@ def plot_profiles(profiles, path, top=20):
                   label=f"{Path(profile.path).name} ({_number(profile.whole - profile.overhead, profile.unit)} "
                         f"{profile.unit})")
     axes.set_yticks(np.arange(len(order)) + 0.4 - height / 2, order, fontsize=7)
-    axes.set_xlabel(f"{profiles[0].unit} per inference, operators measured alone ({profiles[0].device})")
+    axes.set_xlabel(f"{profiles[0].unit} per inference, operators measured {profiles[0].method.replace('_', ' ')} "
+                    f"({profiles[0].device})")
     axes.legend(fontsize=7)
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)
 
 
+def _side_by_side(profiles):
+    """({layer: [cost in each profile]}, the layers ordered by cost in the first profile, then the next...)."""
+    layers = {}
+    for column, profile in enumerate(profiles):
+        for layer, cost in profile.by_layer().items():
+            layers.setdefault(layer, [0.0] * len(profiles))[column] = cost
+    return layers, sorted(layers, key=lambda name: [-cost for cost in layers[name]])
+
+
 def _read(path):
+    """The model's object tree, its buffers stored outside the flatbuffer (large models) read into it."""
     content = Path(path).read_bytes()
     if not is_tflite(content):
         raise ValueError(f"'{path}' is not a TFLite model (no 'TFL3' identifier): corrupt, truncated or wrong file.")
-    return schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(content, 0))
+    model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(content, 0))
+    for buffer in model.buffers:
+        if buffer.offset > 1:  # the schema's mark of data after the flatbuffer
+            buffer.data = np.frombuffer(content[buffer.offset:buffer.offset + buffer.size], np.uint8)
+            buffer.offset = buffer.size = 0
+    return model
 
 
 def _pack(model):
@@ -230,13 +240,15 @@ def _pack(model):
 
 def _is_constant(model, tensor):
     buffer = model.buffers[tensor.buffer] if tensor.buffer < len(model.buffers) else None
-    return buffer is not None and (buffer.data is not None and len(buffer.data) > 0 or bool(buffer.offset))
+    return buffer is not None and buffer.data is not None and len(buffer.data) > 0
 
 
 def _extract(model, operators, inputs, outputs):
     """A model of the main subgraph's `operators` (indices), with graph `inputs` and `outputs` (tensor indices of
-    the main subgraph), holding just the tensors and constant buffers they use."""
+    the main subgraph), holding just the tensors and constant buffers they use; a model with other subgraphs (that
+    a WHILE or IF calls) keeps them all, and all its buffers."""
     graph = model.subgraphs[0]
+    keeps_all = len(model.subgraphs) > 1
     ops = [graph.operators[index] for index in operators]
     used = dict.fromkeys(list(inputs) + [i for op in ops for i in list(op.inputs) + list(op.outputs)
                                           + list(op.intermediates if op.intermediates is not None else []) if i >= 0])
@@ -244,8 +256,13 @@ def _extract(model, operators, inputs, outputs):
     cut = schema.ModelT()
     cut.version, cut.operatorCodes, cut.buffers = model.version, model.operatorCodes, [schema.BufferT()]
     tensors = []
+    if keeps_all:
+        cut.buffers = model.buffers
     for index in used:
         tensor = copy.copy(graph.tensors[index])
+        if keeps_all:
+            tensors.append(tensor)
+            continue
         tensor.buffer = 0
         if _is_constant(model, graph.tensors[index]):
             cut.buffers.append(model.buffers[graph.tensors[index].buffer])
@@ -262,14 +279,14 @@ def _extract(model, operators, inputs, outputs):
     subgraph = schema.SubGraphT()
     subgraph.tensors, subgraph.operators = tensors, renumbered
     subgraph.inputs, subgraph.outputs = [position[i] for i in inputs], [position[i] for i in outputs]
-    cut.subgraphs = [subgraph]
+    cut.subgraphs = [subgraph] + (model.subgraphs[1:] if keeps_all else [])
     return cut
 
 
 def _empty_model(model):
-    """No operator: the main subgraph's first input handed straight out, so an invoke does no work."""
-    first = model.subgraphs[0].inputs[0]
-    return _extract(model, [], [first], [first])
+    """No operator: the main subgraph's inputs handed straight out, so an invoke does no work but set them."""
+    inputs = list(model.subgraphs[0].inputs)
+    return _extract(model, [], inputs, inputs)
 
 
 def _alone(model, index):
@@ -295,10 +312,6 @@ def _cut_operators(model, folder, number, cut=_alone):
     written, skipped = [], []
     for index, operator in enumerate(graph.operators):
         name = op_name(model.operatorCodes[operator.opcodeIndex])
-        if name in CALLS_SUBGRAPHS:
-            skipped.append((index, name, "calls subgraphs, " + ("counted with the next operator" if cut is _prefix
-                                                                  else "not counted")))
-            continue
         content = _pack(cut(model, index + 1 if cut is _prefix else index))
         try:
             runnable = LiteRTModel(content, name=f"#{index} {name}").smoke_test()
@@ -346,9 +359,8 @@ class _LayerNaming:
                     parts[0])
         scope = main.split("/")[1]
         stripped = re.sub(r"_\d+$", "", scope)
-        if self.layer_names:
-            return scope if scope in self.layer_names or stripped not in self.layer_names else stripped
-        return stripped if self.strip_suffix else scope
+        name, other = (stripped, scope) if self.strip_suffix else (scope, stripped)
+        return other if self.layer_names and name not in self.layer_names and other in self.layer_names else name
 
 
 def _number(cost, unit):

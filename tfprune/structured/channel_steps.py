@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tfprune.files import atomic_write
+from tfprune.files import atomic_write, cache_folder, digest
 
 COUNTS = range(8, 49)
 CANDIDATES = (1, 2, 4, 8, 16, 32)
@@ -42,15 +42,18 @@ def preferred_round_to(device, quantize="int8", cache=True, verbose=True):
         verbose: print what is measured and found.
     """
     from tfprune.deploy.versions import versions
-    from tfprune.structured.latency_table import CACHE, _digest
 
     key = {"what": "preferred_round_to", "device": device.name, "settings": device.settings, "quantize": quantize,
-           "counts": [COUNTS.start, COUNTS.stop], "ai_edge_litert": versions()["ai_edge_litert"]}
-    path = CACHE / f"round_to-{_digest(key)}.json"
+           "probes": [COUNTS.start, COUNTS.stop, SPATIAL, CHANNELS], "rule": [CANDIDATES, TOLERANCE, WASTEFUL_SHARE],
+           "ai_edge_litert": versions()["ai_edge_litert"]}
+    path = cache_folder("latency") / f"round_to-{digest(key)}.json"
     if cache and path.is_file():
-        found = json.loads(path.read_text())
-        if found.get("key") == key:
-            return found["round_to"]
+        try:
+            found = json.loads(path.read_text())
+            if found["key"] == json.loads(json.dumps(key)):  # as JSON gives it back: tuples are lists
+                return found["round_to"]
+        except (OSError, ValueError, KeyError):  # unreadable: measured again
+            pass
     costs = measure_steps(device, quantize, verbose=verbose)
     shares = shares_inside_a_step(costs)
     round_to = step_ends(shares)

@@ -27,11 +27,9 @@ pruned = tfprune.prune_to_budget(model, tfprune.LatencyBudget(0.5, table=table))
 ```
 """
 
-import hashlib
 import itertools
 import json
 import math
-import os
 import tempfile
 import warnings
 from pathlib import Path
@@ -40,7 +38,7 @@ import keras
 import numpy as np
 
 from tfprune.apply.wrapper import pruning_wrappers
-from tfprune.files import atomic_write
+from tfprune.files import atomic_write, cache_folder, digest
 from tfprune.layers.table import rule_by_class
 from tfprune.structured.analysis import ChannelAnalysis
 from tfprune.schedules import ConstantSparsity
@@ -51,9 +49,8 @@ from tfprune.structured.prune import prune_channels
 from tfprune.structured.shrink import shrink
 from tfprune.structured.cost import traced_calls
 
-FORMAT = 3  # of the table files: a table of another format is measured again
+FORMAT = 4  # of the table files: a table of another format is measured again
 CALIBRATION = (0.3, 0.6)  # uniform sparsities of the pruned copies the table is fitted to
-CACHE = Path(os.environ.get("TFPRUNE_CACHE", Path.home() / ".cache" / "tfprune")) / "latency"
 
 
 class LatencyTable:
@@ -70,17 +67,18 @@ class LatencyTable:
         layers: {layer name: {"probe": probe id, "roles": [role names], "channels": [full counts]}}.
         probes: {probe id: {"grid": [[channel counts] per role], "values": costs over the grid}}.
         path: the file it was read from or saved to, if any.
-        round_to: the multiples its grid holds (None: every count).
+        round_to: the multiples its grid holds (None: every count); `key["round_to"]` is what was asked
+            ("auto", a number or None).
     """
 
     def __init__(self, key, unit, dense, overhead, layers, probes, rest_per_element=0.0, calibration=(), elements=0,
-                 path=None):
+                 round_to=None, path=None):
         self.key, self.unit, self.dense, self.overhead = key, unit, float(dense), float(overhead)
         self.elements = int(elements)
         self.layers, self.probes, self.path = layers, probes, path
         self.rest_per_element = float(rest_per_element)
         self.calibration = list(calibration)
-        self.round_to = key.get("round_to")
+        self.round_to = round_to
 
     @classmethod
     def measure(cls, model, device, quantize="int8", round_to="auto", levels=4, max_sparsity=0.9, ignored_layers=None,
@@ -110,15 +108,13 @@ class LatencyTable:
                              "pruning (the table serves its pruned copies: they have the same layers).")
         from tfprune.deploy.versions import versions  # deployment is loaded on first use, as `import tfprune` promises
 
-        if round_to == "auto":
-            round_to = preferred_round_to(device, quantize, cache=cache is not False, verbose=verbose)
         calls, owners = _prunable_calls(model, ignored_layers)
         key = {"format": FORMAT, "model": fingerprint(model), "channels": fingerprint(model, channels=True),
                "device": device.name, "settings": device.settings,
                "quantize": quantize, "round_to": round_to, "levels": levels, "max_sparsity": max_sparsity,
                "ignored_layers": sorted(layer if isinstance(layer, str) else layer.name for layer in ignored_layers or ()),
                "ai_edge_litert": versions()["ai_edge_litert"]}
-        path = None if cache is False else Path(cache) if cache is not True else CACHE / f"{_digest(key)}.json"
+        path = None if cache is False else Path(cache) if cache is not True else cache_folder("latency") / f"{digest(key)}.json"
         if path is not None and path.is_file():
             try:
                 table = cls.load(path)
@@ -128,16 +124,19 @@ class LatencyTable:
                 if verbose:
                     print(f"latency table: read {path}", flush=True)
                 return table
+        if round_to == "auto":
+            round_to = preferred_round_to(device, quantize, cache=cache is not False, verbose=verbose)
         layers, probes = {}, {}
         for call, roles in calls:
             channels = [owners[(id(call.layer), role)][0] for role in roles]
             grid = [_grid(size, round_to, levels, max_sparsity) for size in channels]
             specs = {counts: _probe(call, dict(zip(roles, counts))) for counts in itertools.product(*grid)}
-            probe_id = _digest([specs[tuple(channels)], grid])
+            probe_id = digest([specs[tuple(channels)], grid])
             layers[call.layer.name] = {"probe": probe_id, "roles": list(roles), "channels": channels}
             probes.setdefault(probe_id, {"grid": grid, "specs": specs})
         settings = {"round_to": round_to, "max_sparsity": max_sparsity, "ignored_layers": ignored_layers}
         table = cls._measured(model, device, quantize, key, layers, probes, settings, verbose)
+        table.round_to = round_to
         if path is not None:
             table.save(path)
         return table
@@ -226,7 +225,7 @@ class LatencyTable:
     def save(self, path):
         content = {"key": self.key, "unit": self.unit, "dense": self.dense, "overhead": self.overhead,
                    "rest_per_element": self.rest_per_element, "calibration": self.calibration,
-                   "elements": self.elements,
+                   "elements": self.elements, "round_to": self.round_to,
                    "layers": self.layers, "probes": self.probes}
         atomic_write(Path(path), (json.dumps(content, indent=1) + "\n").encode())
         self.path = str(path)
@@ -237,7 +236,7 @@ class LatencyTable:
             content = json.loads(Path(path).read_text())
             return cls(content["key"], content["unit"], content["dense"], content["overhead"], content["layers"],
                        content["probes"], content["rest_per_element"], content["calibration"], content["elements"],
-                       path=str(path))
+                       content.get("round_to", content["key"].get("round_to")), path=str(path))  # format 3: in the key
         except (OSError, ValueError, KeyError) as error:
             raise ValueError(f"'{path}' is not a tfprune latency table ({type(error).__name__}: {error}); measure "
                              "it again with LatencyTable.measure.") from error
@@ -247,7 +246,7 @@ def fingerprint(model, channels=False):
     """A digest of the layers whose FLOPs count, with their classes and spatial shapes: equal for a model, its
     channel-pruned (wrapped) copy and its shrunk copy; with `channels`, their channel counts too (the cache key)."""
     end = None if channels else -1
-    return _digest([(c.layer.name, type(c.layer).__name__, list(c.input.shape[1:end]), list(c.output.shape[1:end]))
+    return digest([(c.layer.name, type(c.layer).__name__, list(c.input.shape[1:end]), list(c.output.shape[1:end]))
                     for c in traced_calls(model)])
 
 
@@ -316,7 +315,7 @@ def _pruned_copies(model, settings):
     copies = []
     for sparsity in CALIBRATION:
         with warnings.catch_warnings():  # sets that round_to keeps whole are the user's to hear of when pruning
-            warnings.simplefilter("ignore")
+            warnings.filterwarnings("ignore", message="prune_channels will prune none")
             pruned = prune_channels(model, ConstantSparsity(sparsity, 0), **settings)
         controller = ChannelController(pruned)
         controller.prune_to(sparsity, step=0)
@@ -335,5 +334,3 @@ def _export(model, path, quantize):
                       parity_data=samples[:4], on_parity_failure="warn", arm_sysroot=None)
 
 
-def _digest(value):
-    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:16]

@@ -37,7 +37,7 @@ def prune_channels(model, pruning_schedule, importance="l2", scope="layer", roun
             ranking across sets, each score divided by its set's mean).
         round_to: keep channel counts at multiples of this (SIMD kernels like multiples of 8 or 16). None:
             any count, but with a `LatencyBudget` the multiples its table was measured at
-            (`LatencyTable.measure(round_to="auto")` measures what the device prefers).
+            (`LatencyTable.measure(round_to="auto")` measures what the device prefers; pass 1 for any count).
         ignored_layers: layers (or names) whose channels are kept.
         max_sparsity: the most any set of coupled channels is pruned, in (0, 1).
         penalty: `tfprune.GroupLasso(strength, warmup_steps)` to add a group-lasso loss over the

@@ -106,8 +106,8 @@ def _nothing_to_remove(analysis):
                        for (operation, consumer), groups_at in revived.items())
             + " Removing channels that are not zero where they enter the next weight would change the outputs; a "
             "constant channel goes only where it enters Dense layers, or Convs with a 1x1 kernel or \"valid\" "
-            "padding, directly (not padded, normalized, added or multiplied first): shrink moves it into their "
-            "bias. Zero channels after such a layer instead, or use a function with f(0) = 0 there (relu, gelu, "
+            "padding, directly (not padded, normalized, added or multiplied first; the same constant in every call "
+            "of a shared layer): shrink moves it into their bias. Zero channels after such a layer instead, or use a function with f(0) = 0 there (relu, gelu, "
             "silu, tanh); zero a normalization's gamma and beta with its channels."
         )
     return (
@@ -121,7 +121,7 @@ def _nothing_to_remove(analysis):
 def _entering(consumer):
     if consumer is None:
         return ""
-    return f", and enter '{consumer.name}' ({type(consumer).__name__}), which cannot move them into its bias"
+    return f", and reach '{consumer.name}' ({type(consumer).__name__}) as no constant its bias can take"
 
 
 def _described(groups, shown=8):
