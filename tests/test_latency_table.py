@@ -83,7 +83,7 @@ def test_channel_steps_are_ended_by_the_smallest_multiples_that_reach_the_next_s
     assert shares["inputs"][8] == 0 and shares["inputs"][1] > 0.8
     assert channel_steps.step_ends(shares) == 16
     assert channel_steps.step_ends(channel_steps.shares_inside_a_step({"linear": counts * 1.0})) == 1
-    assert channel_steps.step_ends(channel_steps.shares_inside_a_step({"flat": np.ones(len(counts))})) == 32
+    assert channel_steps.step_ends(channel_steps.shares_inside_a_step({"flat": np.ones(len(counts))})) == 1
 
 
 def test_an_auto_round_to_table_holds_the_devices_channel_steps_and_budgets_keep_them(tmp_path, monkeypatch):

@@ -6,7 +6,8 @@ pruning to it loses accuracy that the latency does not repay (`benchmarks/round_
 plots it). `preferred_round_to` measures the staircase of three probe layers on a device: a 1x1
 convolution's output channels, its input channels and a depthwise convolution's channels, for
 every count from 8 to 48, and returns the smallest `round_to` (1, 2, 4, ..., 32) whose multiples
-are step ends: at most 10% of them gain a channel for at most 2% more cost. The answer is cached
+are step ends: at most 10% of them gain a channel for less than half the sweep's mean cost of a channel
+(a staircase adds nothing inside a step; a straight line adds the mean). The answer is cached
 per device, settings, conversion and runtime.
 
 Example:
@@ -27,7 +28,7 @@ from tfprune.files import atomic_write, cache_folder, digest
 
 COUNTS = range(8, 49)
 CANDIDATES = (1, 2, 4, 8, 16, 32)
-TOLERANCE = 0.02  # one more channel costing at most this much more: the count is inside a step
+INSIDE = 0.5  # one more channel adding less than this share of the sweep's mean cost of a channel: inside a step
 WASTEFUL_SHARE = 0.1  # of a round_to's multiples inside a step, at most
 SPATIAL, CHANNELS = 12, 32
 
@@ -44,7 +45,7 @@ def preferred_round_to(device, quantize="int8", cache=True, verbose=True):
     from tfprune.deploy.versions import versions
 
     key = {"what": "preferred_round_to", "device": device.name, "settings": device.settings, "quantize": quantize,
-           "probes": [COUNTS.start, COUNTS.stop, SPATIAL, CHANNELS], "rule": [CANDIDATES, TOLERANCE, WASTEFUL_SHARE],
+           "probes": [COUNTS.start, COUNTS.stop, SPATIAL, CHANNELS], "rule": [CANDIDATES, INSIDE, WASTEFUL_SHARE],
            "ai_edge_litert": versions()["ai_edge_litert"]}
     path = cache_folder("latency") / f"round_to-{digest(key)}.json"
     if cache and path.is_file():
@@ -75,9 +76,11 @@ def step_ends(shares):
 
 
 def inside_a_step(cost):
-    """For each count of a sweep (but the last), whether one more channel costs at most TOLERANCE more."""
-    cost = np.asarray(cost)
-    return np.append(cost[1:] <= (1 + TOLERANCE) * cost[:-1], False)
+    """For each count of a sweep of consecutive counts (but the last), whether one more channel adds less than
+    INSIDE of the sweep's mean cost per channel."""
+    cost = np.asarray(cost, dtype=np.float64)
+    per_channel = (cost[-1] - cost[0]) / (len(cost) - 1)
+    return np.append(np.diff(cost) < INSIDE * per_channel, False)
 
 
 def shares_inside_a_step(costs, counts=COUNTS):
