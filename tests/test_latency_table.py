@@ -8,7 +8,9 @@ LiteRT or qemu, whatever the Keras backend, so these tests run once, in the Tens
 """
 
 import json
+import os
 import shutil
+import sys
 
 import keras
 import numpy as np
@@ -16,7 +18,7 @@ import pytest
 
 import tfprune
 from tfprune.deploy.aarch64 import find_sysroot
-from tfprune.deploy.devices import LocalLiteRT, QemuInstructions
+from tfprune.deploy.devices import AndroidDevice, LocalLiteRT, QemuInstructions
 from tfprune.structured import channel_steps
 from tfprune.structured.channel_cost import ChannelCost
 from tfprune.structured.controller import ChannelController
@@ -166,6 +168,50 @@ def test_a_table_counted_on_an_emulated_arm_core_plans_a_budget_in_instructions(
     pruned = tfprune.prune_to_budget(small_cnn(), tfprune.LatencyBudget(0.5, table=table), round_to=8)
     controller = ChannelController(pruned)
     assert ChannelCost.latency(pruned, controller.sets, table).total(controller.kept_groups()) <= 0.5 * table.dense
+
+
+FAKE_PHONE = """#!{python}
+# adb for a phone that is a folder: push copies there; benchmark_model "runs" a file in 1 us per 100 bytes.
+import shutil, sys
+from pathlib import Path
+phone, args = Path("{phone}"), sys.argv[1:]
+with open(phone / "adb.log", "a") as log:
+    log.write(" ".join(args) + "\\n")
+if args[:1] == ["-s"]:
+    args = args[2:]
+if args[0] == "devices":
+    print("List of devices attached\\nPIXEL8\\tdevice")
+elif args[0] == "push":
+    shutil.copy(args[1], phone / Path(args[2]).name)
+elif args[0] == "shell" and any(a.startswith("--graph=") for a in args):
+    graph = next(a for a in args if a.startswith("--graph=")).split("=", 1)[1]
+    us = (phone / Path(graph).name).stat().st_size / 100
+    print(f"INFO: count=50 first={{us:.1f}} curr={{us:.1f}} min={{us:.1f}} max={{us:.1f}} avg={{us:.1f}} std=1 "
+          f"median={{us:.1f}}")
+    print(f"INFO: Inference timings in us: Init: 1000, First inference: {{us:.1f}}, Warmup (avg): {{us:.1f}}, "
+          f"Inference (avg): {{us:.1f}}")
+"""
+
+
+def test_a_table_measured_on_a_phone_over_adb_plans_a_budget(tmp_path, monkeypatch):
+    phone, bin_dir = tmp_path / "phone", tmp_path / "bin"
+    phone.mkdir(), bin_dir.mkdir()
+    (bin_dir / "adb").write_text(FAKE_PHONE.format(python=sys.executable, phone=phone))
+    (bin_dir / "adb").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    (tmp_path / "benchmark_model").write_bytes(b"\x7fELF fake")
+    device = AndroidDevice(tmp_path / "benchmark_model", serial="PIXEL8", runs=20)
+    table = tfprune.LatencyTable.measure(small_cnn(), device, round_to=8, levels=2, cache=tmp_path / "phone.json",
+                                         verbose=False)
+    assert table.key["device"] == "android-PIXEL8-benchmark_model" and table.unit == "ms"
+    values = np.array(table.probes[table.layers["conv2"]["probe"]]["values"])
+    assert values[1, 1] > values[0, 1] > values[0, 0] > 0  # more channels, more weights: a bigger file, slower here
+    runs = [line for line in (phone / "adb.log").read_text().splitlines() if "--graph=" in line]
+    assert len(runs) == 3 + 1 + sum(len(np.ravel(p["values"])) for p in table.probes.values())  # wholes, overhead
+    assert all("--num_runs=20" in line and "--enable_op_profiling=false" in line for line in runs)
+    pruned = tfprune.prune_to_budget(small_cnn(), tfprune.LatencyBudget(0.7, table=table))
+    controller = ChannelController(pruned)
+    assert ChannelCost.latency(pruned, controller.sets, table).total(controller.kept_groups()) <= 0.7 * table.dense
 
 
 def test_model_cost_and_the_shrink_summary_predict_the_latency_of_the_shrunk_model(table, capsys):
