@@ -110,7 +110,7 @@ def test_gradual_pruning_reaches_the_budget_at_the_schedules_end_and_resumes_fro
     (lambda m: tfprune.prune_to_budget(m, 0.5), "must be a tfprune budget such as tfprune.FlopsBudget"),
     (lambda m: tfprune.prune_channels(m, tfprune.ConstantSparsity(0.0, 0), budget=tfprune.FlopsBudget(0.5)),
      "give it a final sparsity above 0"),
-    (lambda m: tfprune.prune_to_budget(m, tfprune.FlopsBudget(0.5), importance="taylor"), "not seen a training batch"),
+    (lambda m: tfprune.prune_to_budget(m, tfprune.FlopsBudget(0.5), importance="taylor"), r"give data=\(x, y\)"),
     (lambda m: tfprune.PruningController(tfprune.prune_channels(m, tfprune.ConstantSparsity(0.5, 0), budget=tfprune.
      FlopsBudget(0.5))).prune_to(0.5, overrides={"stem": 0.2}), "budget chooses: give one or the other"),
 ])
@@ -132,3 +132,30 @@ def test_keep_counts_keeps_the_most_important_groups_of_each_set():
         for name in {layer.name for layer, role, _ in s.members if role == "output"}})
     assert [w.pruned(r).tolist() for w in again.layers if isinstance(w, tfprune.PruneChannels) for r in w.channel_masks] \
         == [w.pruned(r).tolist() for w in pruned.layers if isinstance(w, tfprune.PruneChannels) for r in w.channel_masks]
+
+
+def test_taylor_importance_records_gradients_on_data_and_prunes_what_the_loss_does_not_need():
+    keras.utils.set_random_seed(0)
+    model = compile_classifier(keras.Sequential([keras.Input((6,)), L.Dense(16, activation="relu", name="hidden"),
+                                                 L.Dense(3, name="out")]))
+    rng = np.random.default_rng(0)
+    kernel, rows = rng.normal(size=(6, 16)), rng.normal(size=(16, 3))
+    kernel[:, :8] *= 10  # channels 0-7: large weights (large L2) ...
+    rows[:8] *= 1e-3     # ... that the output hardly reads (small gradient)
+    model.get_layer("hidden").set_weights([kernel, np.full(16, 0.1)])
+    model.get_layer("out").set_weights([rows, np.zeros(3)])
+    x = rng.normal(size=(256, 6)).astype("float32")
+    y = np.argmax(model.predict(x, verbose=0), axis=-1)
+    budget = tfprune.ParamsBudget(0.6)
+
+    def pruned_channels(pruned):
+        return np.flatnonzero(pruned.get_layer("prune_channels_hidden").pruned("output"))
+
+    by_l2 = pruned_channels(tfprune.prune_to_budget(model, budget))
+    taylor = tfprune.prune_to_budget(model, budget, importance="taylor", data=(x, y))
+    by_taylor = pruned_channels(taylor)
+    assert (by_taylor < 8).sum() >= 5  # the loud, useless channels go (7 of 16 here)...
+    assert (by_l2 >= 8).all()          # where L2 takes only quiet, useful ones
+    kept = ~taylor.get_layer("prune_channels_hidden").pruned("output")
+    hidden = keras.ops.convert_to_numpy(taylor.get_layer("prune_channels_hidden").layer.kernel)
+    np.testing.assert_allclose(hidden[:, kept], kernel[:, kept], rtol=1e-6)  # the scoring pass changed no weight

@@ -195,15 +195,19 @@ def _warn_about_sets_never_pruned(channel_sets, settings):
     )
 
 
-def prune_to_budget(model, budget, importance="l2", round_to=None, ignored_layers=None, max_sparsity=0.9,
-                    copy=True):
+def prune_to_budget(model, budget, importance="l2", data=None, loss=None, round_to=None, ignored_layers=None,
+                    max_sparsity=0.9, copy=True):
     """Channel-prunes `model` at once so that it fits `budget`, keeping the most important channels.
 
     Args:
         model: a built Sequential or Functional model (it is copied, not modified).
-        budget: `tfprune.FlopsBudget(ratio)` or `tfprune.ParamsBudget(ratio)`.
-        importance: "l2", "l1", "bn_scale" or a `tfprune.Importance` that needs no gradients (for
-            "taylor", prune during fit: `prune_channels(model, schedule, budget=...)`).
+        budget: `tfprune.FlopsBudget(ratio)`, `tfprune.ParamsBudget(ratio)` or `tfprune.LatencyBudget`.
+        importance: "l2", "l1", "bn_scale", "taylor" or a `tfprune.Importance`.
+        data: for an importance scored by gradients ("taylor"): `(x, y)` or a dataset of them, which one
+            pass of `fit` at a learning rate of 0 runs over to record the scores (weights, BatchNorm
+            statistics and steps are put back after; the returned model is left compiled with that
+            zero learning rate: compile it again to fine-tune).
+        loss: the loss of that pass; default the loss `model` was compiled with.
         round_to, ignored_layers, max_sparsity, copy: as in `prune_channels`.
 
     Returns:
@@ -211,7 +215,8 @@ def prune_to_budget(model, budget, importance="l2", round_to=None, ignored_layer
         `tfprune.shrink` it right away.
 
     Raises:
-        ValueError: if the budget cannot be reached (the error gives the lowest reachable cost).
+        ValueError: if the budget cannot be reached (the error gives the lowest reachable cost), or a
+            gradient-based importance has no data or loss.
 
     Example:
 
@@ -219,15 +224,38 @@ def prune_to_budget(model, budget, importance="l2", round_to=None, ignored_layer
     pruned = tfprune.prune_to_budget(model, tfprune.FlopsBudget(0.5), round_to=8)
     small = tfprune.shrink(pruned)
     tfprune.model_cost(small).flops / tfprune.model_cost(model).flops   # <= 0.5
+    taylor = tfprune.prune_to_budget(model, tfprune.FlopsBudget(0.5), importance="taylor", data=(x[:512], y[:512]))
     ```
     """
     budget = budgets.get(budget)
     if budget is None:
         raise ValueError("prune_to_budget needs a budget, e.g. tfprune.FlopsBudget(0.5).")
+    needs_gradients = importance_lib.get(importance).needs_gradients
+    loss = loss if loss is not None else getattr(model, "loss", None)
+    if needs_gradients and (data is None or loss is None):
+        raise ValueError(f"importance={importance!r} scores channels by gradients: give data=(x, y) (or a dataset) "
+                         "to record them on, and loss=... unless the model is compiled with its loss.")
     pruned = prune_channels(model, None, importance, round_to=round_to, ignored_layers=ignored_layers,
                             max_sparsity=max_sparsity, budget=budget, copy=copy)
+    if needs_gradients:
+        _record_gradients(pruned, data, loss)
     ChannelController(pruned).prune_to_budget(step=0)
     return pruned
+
+
+def _record_gradients(pruned, data, loss):
+    """One pass of `fit` over `data` at a learning rate of 0, in which the wrappers record their gradient-based
+    scores; every other variable (weights, BatchNorm statistics, the step) is put back after."""
+    from tfprune.callbacks import UpdatePruningStep
+
+    recorders = {"taylor_sum", "taylor_batches"}
+    kept = [(variable, keras.ops.convert_to_numpy(variable)) for variable in pruned.variables
+            if variable.name not in recorders]
+    pruned.compile(keras.optimizers.SGD(0.0), loss)
+    x, y = data if isinstance(data, tuple) else (data, None)
+    pruned.fit(x, y, epochs=1, verbose=0, callbacks=[UpdatePruningStep()])
+    for variable, value in kept:
+        variable.assign(value)
 
 
 def prune_groups_below(model, threshold):
