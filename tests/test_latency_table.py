@@ -75,6 +75,18 @@ def test_a_second_measure_reads_the_cache_and_another_device_or_model_measures_a
     assert measured.layers["conv1"]["channels"] == [24]  # its own table: the cache is keyed by channel counts too
 
 
+def test_a_float32_table_measures_float_probes_and_is_cached_apart_from_the_int8_one(table, tmp_path):
+    path = tmp_path / "float.json"
+    shutil.copy(table.path, path)  # the INT8 table in the same file: another key, so measured again
+    float32 = tfprune.LatencyTable.measure(small_cnn(), LocalLiteRT(runs=10, warmup=1), quantize=None, round_to=8,
+                                           levels=3, cache=path, verbose=False)
+    assert float32.key["quantize"] is None and table.key["quantize"] == "int8"
+    assert float32.probes.keys() == table.probes.keys()  # the same probes, converted otherwise
+    assert float32.predict(small_cnn()) == pytest.approx(float32.dense)
+    narrower = small_cnn(width=16)
+    assert float32.predict(narrower) < float32.dense
+
+
 def test_channel_steps_are_ended_by_the_smallest_multiples_that_reach_the_next_step():
     counts = np.array(channel_steps.COUNTS)
     noise = 1 + 0.004 * np.random.default_rng(0).standard_normal(len(counts))
