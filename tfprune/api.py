@@ -19,7 +19,7 @@ from tfprune import registry, schedules
 from tfprune.graph.rebuild import copy_layer, rebuild, same_layer
 from tfprune.policy import PruningPolicy
 from tfprune.weight_pruning import warn_if_m_by_n_ignores_schedule
-from tfprune.selection.allocation import check_scope
+from tfprune.selection.allocation import WEIGHT_SCOPES, check_scope
 from tfprune.apply.wrapper import PruneLowMagnitude, PruningWrapper, pruning_wrappers
 
 
@@ -53,8 +53,11 @@ def prune_low_magnitude(
             and then held: `pruning_schedule` is not used, and passing one other than the
             default warns.
         scope: "layer" prunes every weight to the target; "global" ranks all
-            weights of the model together, so total sparsity hits the target.
-        max_layer_sparsity: with scope="global", no single weight is pruned beyond this
+            weights of the model together, so total sparsity hits the target; "erk"
+            spreads the target by Erdős–Rényi-Kernel (as RigL does): each weight gets a
+            sparsity that grows with its size, the total at the target
+            (`selection.distributions.erk_sparsities`).
+        max_layer_sparsity: with scope="global" or "erk", no single weight is pruned beyond this
             fraction (default 0.99), so that global ranking never cuts a small layer off;
             `sparsity_report` marks the weights held there.
         strict: raise (the default, as tfmot does) when the model holds a weighted layer
@@ -81,8 +84,8 @@ def prune_low_magnitude(
     """
     pruning_schedule = pruning_schedule or schedules.ConstantSparsity(0.5, 0)
     masks_lib.Granularity(block_size, block_pooling_type, sparsity_m_by_n)  # validates early
-    check_scope(scope)
-    if scope == "global" and sparsity_m_by_n is not None:
+    check_scope(scope, WEIGHT_SCOPES)
+    if scope != "layer" and sparsity_m_by_n is not None:
         raise ValueError("N:M sparsity is local to groups of n weights; use scope='layer' with `sparsity_m_by_n`.")
     warn_if_m_by_n_ignores_schedule(pruning_schedule, sparsity_m_by_n)
     policy = pruning_policy or PruningPolicy()

@@ -16,7 +16,7 @@ Example:
 """
 
 from tfprune.graph import compat
-from tfprune.selection.allocation import check_scope
+from tfprune.selection.allocation import SCOPES, WEIGHT_SCOPES, check_scope
 from tfprune.stateless import sync_variables
 from tfprune.structured.controller import ChannelController
 from tfprune.apply.wrapper import PruneChannels
@@ -90,11 +90,12 @@ class PruningController:
             overrides: `{layer name: sparsity}` for layers pruned on their own, at their own sparsity
                 (for channels: the sets of channels that layer masks, such as its outputs). For weights a value may be a
                 list, one sparsity per pruned weight of the layer; a key may be the wrapper itself.
-            scope: "layer" or "global" instead of the scope the layers were wrapped with.
+            scope: "layer", "global" or (weights) "erk" instead of the scope the layers were wrapped with.
             step: the pruning step to record; default the saved one.
         """
         if scope is not None:
-            check_scope(scope)
+            channels = any(isinstance(w, PruneChannels) for w in self.wrappers)
+            check_scope(scope, SCOPES if channels else WEIGHT_SCOPES)
         overrides = dict(overrides or {})
         self._check_overrides(overrides)
         step = self.step if step is None else step

@@ -1,7 +1,9 @@
 """Weight masks of a model's `PruneLowMagnitude` wrappers: the weight part of `PruningController`.
 
 Layer-scoped wrappers are pruned each on its own schedule; globally scoped ones are ranked
-together (one threshold) on the schedule they share. Every update runs as one compiled call
+together (one threshold) on the schedule they share; ERK-scoped ones share a schedule too, and
+each of their weights is pruned on its own to its share of the target
+(`selection.distributions.erk_sparsities`). Every update runs as one compiled call
 that reads the weights, computes the masks on the host (`masks.threshold_masks`, which
 allocates with `selection.allocation`) and writes them back.
 """
@@ -14,6 +16,7 @@ from tfprune import masks as masks_lib
 from tfprune import schedules
 from tfprune.backend_calls import host_call, one_graph_call, step_dtype
 from tfprune.criteria.importance import MAGNITUDE
+from tfprune.selection.distributions import erk_sparsities
 from tfprune.stateless import sync_variables
 
 # N:M masks are computed once, at step 1 (the first training batch), and then held, whatever the
@@ -67,8 +70,10 @@ class WeightPruning:
         masked = [w for w in wrappers if w.masks]
         self.layer_scoped = [w for w in masked if w.scope == "layer"]
         self.global_scoped = tuple(w for w in masked if w.scope == "global")
-        self.masked = [*self.layer_scoped, *self.global_scoped]
+        self.erk_scoped = tuple(w for w in masked if w.scope == "erk")
+        self.masked = [*self.layer_scoped, *self.global_scoped, *self.erk_scoped]
         _check_global_settings_agree(self.global_scoped)
+        _check_global_settings_agree(self.erk_scoped, scope="erk")
         # Layers usually share one schedule: it is asked once per step, not once per layer.
         self._layer_scoped_by_schedule = {}
         for w in self.layer_scoped:
@@ -90,6 +95,10 @@ class WeightPruning:
             should_update, sparsity = mask_schedule(self.global_scoped[0]).decision(step)
             if should_update:
                 ranked, ranked_sparsity = self.global_scoped, sparsity
+        if self.erk_scoped:
+            should_update, sparsity = mask_schedule(self.erk_scoped[0]).decision(step)
+            if should_update:
+                alone.update(erk_targets(self.erk_scoped, sparsity))
         if not alone and not ranked:
             return False
         self._run(step, alone, ranked, ranked_sparsity)
@@ -102,7 +111,9 @@ class WeightPruning:
         ranked = tuple(w for w in self.masked if (scope or w.scope) == "global" and own[w] is None
                        and not w.granularity.m_by_n)
         _check_global_settings_agree(ranked, ("granularity", "max_layer_sparsity"))
-        alone = {w: sparsity if own[w] is None else own[w] for w in self.masked if w not in ranked}
+        spread = tuple(w for w in self.masked if (scope or w.scope) == "erk" and own[w] is None and w not in ranked)
+        alone = {w: sparsity if own[w] is None else own[w] for w in self.masked if w not in ranked + spread}
+        alone.update(erk_targets(spread, sparsity))
         self._run(step, alone, ranked, sparsity)
 
     def _run(self, step, alone, ranked, ranked_sparsity):
@@ -158,9 +169,9 @@ class WeightPruning:
         """
         by_schedule = {schedule: [w.layer.name for w in wrappers]
                        for schedule, wrappers in self._layer_scoped_by_schedule.items()}
-        if self.global_scoped:
-            by_schedule.setdefault(mask_schedule(self.global_scoped[0]), []).extend(
-                w.layer.name for w in self.global_scoped)
+        for shared in (self.global_scoped, self.erk_scoped):
+            if shared:
+                by_schedule.setdefault(mask_schedule(shared[0]), []).extend(w.layer.name for w in shared)
         lines = (schedule.shortfall(names, last_step) for schedule, names in by_schedule.items())
         return [line for line in lines if line]
 
@@ -169,8 +180,17 @@ _SHARED_BY_GLOBAL_SCOPE = {"pruning schedule": "pruning_schedule", "granularity"
                            "max_layer_sparsity": "max_layer_sparsity"}
 
 
-def _check_global_settings_agree(wrappers, settings=tuple(_SHARED_BY_GLOBAL_SCOPE)):
-    """Global scope ranks all weights with one schedule and one granularity: they must be the same."""
+def erk_targets(wrappers, sparsity):
+    """{wrapper: [sparsity per pruned weight]} spreading `sparsity` over all their weights by ERK."""
+    shapes = [tuple(v.shape) for w in wrappers for v in w.pruned_weights]
+    cap = wrappers[0].max_layer_sparsity if wrappers else None
+    per_weight = iter(erk_sparsities(shapes, sparsity, cap) if shapes else [])
+    return {w: [next(per_weight) for _ in w.pruned_weights] for w in wrappers}
+
+
+def _check_global_settings_agree(wrappers, settings=tuple(_SHARED_BY_GLOBAL_SCOPE), scope="global"):
+    """Global (and ERK) scope spreads one target over all weights with one schedule and one granularity: they
+    must be the same."""
     if not wrappers:
         return
     first = wrappers[0]
@@ -179,8 +199,8 @@ def _check_global_settings_agree(wrappers, settings=tuple(_SHARED_BY_GLOBAL_SCOP
             mine, theirs = (getattr(x, _SHARED_BY_GLOBAL_SCOPE[what]) for x in (w, first))
             if mine != theirs:
                 raise ValueError(
-                    f"scope='global' ranks the weights of all globally pruned layers together, so they must share "
-                    f"one {what}, but '{w.layer.name}' has {mine!r} and '{first.layer.name}' has {theirs!r}. "
-                    "Prune the model with a single prune_low_magnitude(model, ..., scope='global') call, or use "
+                    f"scope='{scope}' spreads one target over the weights of all its layers together, so they must "
+                    f"share one {what}, but '{w.layer.name}' has {mine!r} and '{first.layer.name}' has {theirs!r}. "
+                    f"Prune the model with a single prune_low_magnitude(model, ..., scope='{scope}') call, or use "
                     "scope='layer' for layers with their own settings."
                 )

@@ -40,15 +40,15 @@ from tfprune.graph import compat
 from tfprune.graph.traverse import layers_in
 from tfprune.layers.table import rule_by_class
 from tfprune.selection import budget as budgets
-from tfprune.selection.allocation import check_scope
+from tfprune.selection.allocation import WEIGHT_SCOPES, check_scope
 
 GLOBAL_MAX_LAYER_SPARSITY = 0.99
 
 
 def _checked_max_layer_sparsity(max_layer_sparsity, scope, schedule):
-    if scope != "global":
+    if scope == "layer":
         if max_layer_sparsity is not None:
-            raise ValueError("`max_layer_sparsity` caps global ranking; it needs scope='global'.")
+            raise ValueError("`max_layer_sparsity` caps global ranking and ERK; it needs scope='global' or 'erk'.")
         return None
     if max_layer_sparsity is None:
         return GLOBAL_MAX_LAYER_SPARSITY
@@ -267,7 +267,7 @@ class PruneLowMagnitude(PruningWrapper):
             raise ValueError(f"Layer '{layer.layer.name}' is already wrapped for pruning; do not prune it twice.")
         if not registry.is_supported(layer):
             raise ValueError(registry.unsupported_message(layer))
-        check_scope(scope)
+        check_scope(scope, WEIGHT_SCOPES)
         kwargs.setdefault("name", f"prune_low_magnitude_{layer.name}")
         super().__init__(layer, **kwargs)
         if isinstance(pruning_schedule, dict):

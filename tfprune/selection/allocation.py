@@ -25,12 +25,13 @@ import math
 import numpy as np
 
 SCOPES = ("layer", "global")
+WEIGHT_SCOPES = (*SCOPES, "erk")  # weights may also be spread by Erdős–Rényi-Kernel (`distributions.erk_sparsities`)
 
 
-def check_scope(scope):
-    """Raises ValueError unless `scope` is one of `SCOPES`."""
-    if scope not in SCOPES:
-        raise ValueError(f"`scope` must be one of {SCOPES}, got {scope!r}.")
+def check_scope(scope, scopes=SCOPES):
+    """Raises ValueError unless `scope` is one of `scopes`."""
+    if scope not in scopes:
+        raise ValueError(f"`scope` must be one of {scopes}, got {scope!r}.")
 
 
 def pruned_count(sparsity, units):
