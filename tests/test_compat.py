@@ -138,6 +138,10 @@ def test_optimizer_learning_rate_input_shape_and_tracing():
     assert keras.Sequential([other]).built
     spec = compat.compute_output_spec(keras.Sequential([keras.Input((3,)), L.Dense(2)]), keras.KerasTensor((7, 3)))
     assert tuple(spec.shape) == (7, 2)
+    dense = keras.Sequential([keras.Input((3,)), L.Dense(2), L.Dense(1)])
+    optimizer = keras.optimizers.SGD()
+    optimizer.build(dense.trainable_variables)
+    assert [compat.optimizer_variable_index(optimizer, v) for v in dense.trainable_variables] == [0, 1, 2, 3]
 
 
 def test_print_msg_prints(capsys):

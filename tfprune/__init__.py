@@ -21,6 +21,7 @@ __version__ = "0.1.0"
 
 _PUBLIC = {
     "ConstantSparsity": "tfprune.schedules",
+    "FixedMasks": "tfprune.schedules",
     "FlopsBudget": "tfprune.selection.budget",
     "ParamsBudget": "tfprune.selection.budget",
     "GroupLasso": "tfprune.apply.penalties",
@@ -46,6 +47,7 @@ _PUBLIC = {
     "apply_masks": "tfprune.stateless",
     "fold_gates": "tfprune.structured.prune",
     "format_report": "tfprune.report",
+    "grasp": "tfprune.at_initialization",
     "load_model": "tfprune.api",
     "model_cost": "tfprune.structured.cost",
     "plot_pruning_curves": "tfprune.iterative",
@@ -56,6 +58,7 @@ _PUBLIC = {
     "prune_scope": "tfprune.api",
     "register_layer": "tfprune.layers.table",
     "shrink": "tfprune.structured.shrink",
+    "snip": "tfprune.at_initialization",
     "sparsity_report": "tfprune.report",
     "strip_pruning": "tfprune.api",
 }

@@ -321,6 +321,35 @@ DEFAULT_SCHEDULE = ConstantSparsity(0.5, begin_step=0)
 
 
 @keras.saving.register_keras_serializable(package="tfprune")
+class FixedMasks(PruningSchedule):
+    """Never updates the masks: those set when the model was pruned (by `tfprune.snip`, `tfprune.grasp`)
+    stay through training, at `sparsity`.
+
+    Example:
+
+    >>> FixedMasks(0.9)(1000)
+    (False, 0.9)
+    """
+
+    def __init__(self, sparsity):
+        _check_sparsity("sparsity", sparsity)
+        self.sparsity = float(sparsity)
+
+    def __call__(self, step):
+        return False, self.sparsity
+
+    @property
+    def final_sparsity(self):
+        return self.sparsity
+
+    def shortfall(self, layer_names, last_step):
+        return None  # the masks were set at the sparsity already
+
+    def get_config(self):
+        return self._config(sparsity=self.sparsity)
+
+
+@keras.saving.register_keras_serializable(package="tfprune")
 class PolynomialDecay(PruningSchedule):
     """Gradual pruning of Zhu & Gupta (2017), "To prune, or not to prune".
 

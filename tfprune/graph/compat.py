@@ -135,6 +135,12 @@ def is_emptied(variable):
     return variable._value is None
 
 
+def optimizer_variable_index(optimizer, variable):
+    """The position of `variable` among the variables an optimizer was built for, as its `update_step` receives it
+    (TensorFlow hands it the backend variable, not the Keras one)."""
+    return optimizer._get_variable_index(variable)
+
+
 def learning_rate_state(optimizer):
     """What the optimizer keeps its learning rate in: a variable, a `LearningRateSchedule` or a callable."""
     return optimizer._learning_rate

@@ -7,6 +7,7 @@ import keras
 
 from tfprune import schedules
 from tfprune.criteria import importance as importance_lib
+from tfprune.criteria.gradients import scoring_pass
 from tfprune.graph.rebuild import copy_layer, rebuild, same_layer
 from tfprune.layers.table import masked_roles
 from tfprune.messages import first_names
@@ -246,16 +247,8 @@ def prune_to_budget(model, budget, importance="l2", data=None, loss=None, round_
 def _record_gradients(pruned, data, loss):
     """One pass of `fit` over `data` at a learning rate of 0, in which the wrappers record their gradient-based
     scores; every other variable (weights, BatchNorm statistics, the step) is put back after."""
-    from tfprune.callbacks import UpdatePruningStep
-
     recorders = {"taylor_sum", "taylor_batches"}
-    kept = [(variable, keras.ops.convert_to_numpy(variable)) for variable in pruned.variables
-            if variable.name not in recorders]
-    pruned.compile(keras.optimizers.SGD(0.0), loss)
-    x, y = data if isinstance(data, tuple) else (data, None)
-    pruned.fit(x, y, epochs=1, verbose=0, callbacks=[UpdatePruningStep()])
-    for variable, value in kept:
-        variable.assign(value)
+    scoring_pass(pruned, data, loss, keras.optimizers.SGD(0.0), keep=lambda variable: variable.name not in recorders)
 
 
 def prune_groups_below(model, threshold):

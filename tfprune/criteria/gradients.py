@@ -1,0 +1,79 @@
+"""Gradients of a model's loss over data, on every Keras backend, without changing the model.
+
+Criteria that score weights by gradients before training (SNIP's |w·g|, GraSP's w·Hg) and
+one-shot Taylor channel scores need a pass of the loss's gradients over data. `scoring_pass`
+runs one epoch of `fit` with an optimizer that changes no weight, then puts every variable
+back (BatchNorm statistics and the pruning step move in a training pass): Keras' own train
+step computes the gradients, so the same code serves TensorFlow, JAX and torch.
+`loss_gradients` sums them per weight with `GradientSum`, an optimizer that only accumulates;
+`hessian_products` gets H·g by finite differences of two gradient passes.
+
+Example:
+
+>>> gradients = loss_gradients(pruned, (x, y), "sparse_categorical_crossentropy", weights)
+"""
+
+import keras
+import numpy as np
+
+from tfprune.graph import compat
+
+
+class GradientSum(keras.optimizers.Optimizer):
+    """An optimizer that changes no weight: it adds each batch's gradient to a sum per variable (`sums`)."""
+
+    def __init__(self):
+        super().__init__(learning_rate=0.0, name="gradient_sum")
+
+    def build(self, variables):
+        super().build(variables)
+        self.sums = [self.add_variable_from_reference(variable, "gradient_sum") for variable in variables]
+
+    def update_step(self, gradient, variable, learning_rate):
+        total = self.sums[compat.optimizer_variable_index(self, variable)]
+        self.assign(total, total + keras.ops.cast(gradient, total.dtype))
+
+    def sum_of(self, variable):
+        """The summed gradient of a model variable the optimizer was built for."""
+        return keras.ops.convert_to_numpy(self.sums[compat.optimizer_variable_index(self, variable)])
+
+
+def scoring_pass(model, data, loss, optimizer, keep=lambda variable: True):
+    """One epoch of `fit` over `data` (`(x, y)` or a dataset) with `optimizer`, in which pruning wrappers run as
+    in training; afterwards every variable that `keep` accepts has its value from before again."""
+    from tfprune.callbacks import UpdatePruningStep
+
+    kept = [(variable, keras.ops.convert_to_numpy(variable)) for variable in model.variables if keep(variable)]
+    model.compile(optimizer, loss)
+    x, y = data if isinstance(data, tuple) else (data, None)
+    model.fit(x, y, epochs=1, verbose=0, shuffle=False, callbacks=[UpdatePruningStep()])
+    for variable, value in kept:
+        variable.assign(value)
+
+
+def loss_gradients(model, data, loss, weights):
+    """The loss's gradient with respect to each of `weights` (variables of `model`), summed over `data`'s batches,
+    as numpy arrays."""
+    optimizer = GradientSum()
+    scoring_pass(model, data, loss, optimizer)
+    return [optimizer.sum_of(weight) for weight in weights]
+
+
+def hessian_products(model, data, loss, weights, vectors, step=1e-3):
+    """H·v for each of `weights` and its vector in `vectors` (the Hessian of the summed loss over `data`), by the
+    central difference of the gradients at w ± h·v, with h = `step` · |w| / |v| over all weights.
+
+    Finite differences need no second derivatives of the backend: the same two gradient passes run everywhere.
+    """
+    scale = np.sqrt(sum(float(np.sum(np.square(keras.ops.convert_to_numpy(w)))) for w in weights))
+    norm = np.sqrt(sum(float(np.sum(np.square(v))) for v in vectors))
+    h = step * max(scale, 1.0) / max(norm, 1e-30)
+    start = [keras.ops.convert_to_numpy(w) for w in weights]
+    gradients = []
+    for sign in (1.0, -1.0):
+        for weight, value, vector in zip(weights, start, vectors):
+            weight.assign(value + sign * h * vector)
+        gradients.append(loss_gradients(model, data, loss, weights))
+    for weight, value in zip(weights, start):
+        weight.assign(value)
+    return [(plus - minus) / (2 * h) for plus, minus in zip(*gradients)]
