@@ -53,6 +53,7 @@ def test_a_table_holds_every_prunable_layer_over_a_grid_of_round_to_multiples(ta
     assert table.layer_cost("conv2", [16, 32]) == pytest.approx((values[0, 2] + values[1, 2]) / 2)
     assert [c["sparsity"] for c in table.calibration] == [0.3, 0.6]
     assert table.rest_per_element >= 0
+    assert 0 <= table.noise < 5 and all(probe["spread"] >= 0 for probe in table.probes.values())
 
 
 def test_a_second_measure_reads_the_cache_and_another_device_or_model_measures_again(table, tmp_path):

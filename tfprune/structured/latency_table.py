@@ -65,7 +65,8 @@ class LatencyTable:
         elements: those elements in the dense model.
         calibration: the pruned copies' measured and predicted costs.
         layers: {layer name: {"probe": probe id, "roles": [role names], "channels": [full counts]}}.
-        probes: {probe id: {"grid": [[channel counts] per role], "values": costs over the grid}}.
+        probes: {probe id: {"grid": [[channel counts] per role], "values": costs over the grid, "spread": the
+            median relative spread of its measurements}}; `noise` is their median.
         path: the file it was read from or saved to, if any.
         round_to: the multiples its grid holds (None: every count); `key["round_to"]` is what was asked
             ("auto", a number or None).
@@ -167,12 +168,25 @@ class LatencyTable:
         overhead = measured[len(wholes)].cost
         costs = iter(measured[len(wholes) + 1:])
         for probe in probes.values():
-            values = np.array([max(0.0, next(costs).cost - overhead) for _ in probe.pop("specs")])
+            found = [next(costs) for _ in probe.pop("specs")]
+            values = np.array([max(0.0, m.cost - overhead) for m in found])
             probe["values"] = values.reshape([len(g) for g in probe["grid"]]).tolist()
+            probe["spread"] = float(np.median([m.spread for m in found]))
         table = cls(key, device.unit, measured[0].cost, overhead, layers, probes,
                     elements=_elements(traced_calls(model)))
         table._calibrate(calibration, [m.cost for m in measured[1:len(wholes)]])
+        if verbose:
+            print(f"latency table: {sum(np.size(p['values']) for p in probes.values())} probes measured, their "
+                  f"spread (p90 - median) / median {table.noise:.1%} (median); the dense model "
+                  f"{measured[0].spread:.1%}", flush=True)
         return table
+
+    @property
+    def noise(self):
+        """The median over probes of their measurements' relative spread (0 for exact counts), or None for a table
+        saved before spreads were kept."""
+        spreads = [probe["spread"] for probe in self.probes.values() if "spread" in probe]
+        return float(np.median(spreads)) if spreads else None
 
     def _calibrate(self, copies, measured):
         """Fits `rest_per_element` to the whole-model costs of pruned copies: what the probes leave out (element-wise
