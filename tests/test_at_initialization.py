@@ -84,3 +84,27 @@ def test_bad_arguments_are_named(call, message):
     model = compile_classifier(mlp())
     with pytest.raises(ValueError, match=message):
         call(model, (np.zeros((4, 64), "float32"), np.zeros(4, "int64")))
+
+
+def test_the_scoring_pass_leaves_no_trace_of_its_optimizer_and_takes_sample_weights(tmp_path):
+    model, x, y = loud_but_unread()
+    pruned = tfprune.snip(model, (x, y, np.ones(len(x), "float32")), 0.5)
+    assert type(pruned.optimizer).__name__ == "Adam"  # compiled as the model was, not with the scoring optimizer
+    pruned.fit(x, y, epochs=1, verbose=0, callbacks=[tfprune.UpdatePruningStep()])
+    pruned.save(tmp_path / "snip.keras")
+    loaded = tfprune.load_model(tmp_path / "snip.keras")
+    assert isinstance(loaded.layers[0].pruning_schedule, tfprune.FixedMasks)
+    uncompiled = keras.Sequential([keras.Input((6,)), L.Dense(16, activation="relu"), L.Dense(3)])
+    uncompiled.set_weights(model.get_weights())
+    pruned = tfprune.grasp(uncompiled, (x, y), 0.5, loss="sparse_categorical_crossentropy")
+    with pytest.raises(ValueError, match="compile"):  # asks for compile() instead of training with the scorer
+        pruned.fit(x, y, epochs=1, verbose=0, callbacks=[tfprune.UpdatePruningStep()])
+
+
+def test_mixed_precision_is_refused_for_scoring():
+    keras.mixed_precision.set_global_policy("mixed_float16")  # as Keras wraps the optimizer: loss scaling
+    try:
+        with pytest.raises(ValueError, match="mixed_float16.*set_global_policy\\('float32'\\)"):
+            tfprune.snip(compile_classifier(mlp()), (np.zeros((4, 64), "float32"), np.zeros(4, "int64")), 0.5)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")

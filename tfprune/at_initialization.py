@@ -39,7 +39,8 @@ def snip(model, data, sparsity, distribution="global", loss=None, iterations=1, 
 
     Args:
         model: a built Keras model, before training (it is copied, not modified).
-        data: `(x, y)` or a dataset of batches: the loss's gradient is summed over it.
+        data: `(x, y)`, `(x, y, sample_weight)` or a finite dataset of batches: the loss's gradient (of
+            each batch's mean) is summed over it.
         sparsity: the fraction of prunable weights to prune, in (0, 1).
         distribution: "global" (one threshold, as the paper), "uniform" (every weight at `sparsity`) or "erk".
         loss: the loss; default the one `model` was compiled with.
@@ -53,9 +54,11 @@ def snip(model, data, sparsity, distribution="global", loss=None, iterations=1, 
         raise ValueError(f"`iterations` must be an integer >= 1, got {iterations!r}.")
     pruned, wrappers, loss = _wrapped(model, data, sparsity, distribution, loss, max_layer_sparsity)
     weights = [v for w in wrappers for v in w.pruned_weights]
+    masks = [mask for w in wrappers for mask in w.masks]
     for round_ in range(1, iterations + 1):
         gradients = loss_gradients(pruned, data, loss, weights)
-        scores = [np.abs(_value(w) * g) for w, g in zip(weights, gradients)]
+        scores = [np.where(_value(mask) > 0, np.abs(_value(w) * g), -np.inf)  # what earlier rounds pruned stays
+                  for w, g, mask in zip(weights, gradients, masks)]
         _apply(wrappers, scores, 1 - (1 - sparsity) ** (round_ / iterations), DISTRIBUTIONS[distribution])
     return pruned
 
@@ -86,8 +89,7 @@ def _wrapped(model, data, sparsity, distribution, loss, max_layer_sparsity):
     if loss is None:
         raise ValueError("Give loss=... (e.g. 'sparse_categorical_crossentropy'), or compile the model with its loss.")
     scope = DISTRIBUTIONS[distribution]
-    pruned = prune_low_magnitude(model, FixedMasks(sparsity), scope=scope,
-                                 max_layer_sparsity=None if scope == "layer" else max_layer_sparsity)
+    pruned = prune_low_magnitude(model, FixedMasks(sparsity), scope=scope, max_layer_sparsity=max_layer_sparsity)
     return pruned, [w for w in pruning_wrappers(pruned) if w.masks], loss
 
 

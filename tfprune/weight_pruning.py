@@ -111,7 +111,9 @@ class WeightPruning:
         ranked = tuple(w for w in self.masked if (scope or w.scope) == "global" and own[w] is None
                        and not w.granularity.m_by_n)
         _check_global_settings_agree(ranked, ("granularity", "max_layer_sparsity"))
-        spread = tuple(w for w in self.masked if (scope or w.scope) == "erk" and own[w] is None and w not in ranked)
+        spread = tuple(w for w in self.masked if (scope or w.scope) == "erk" and own[w] is None
+                       and not w.granularity.m_by_n and w not in ranked)
+        _check_global_settings_agree(spread, ("granularity", "max_layer_sparsity"), scope="erk")
         alone = {w: sparsity if own[w] is None else own[w] for w in self.masked if w not in ranked + spread}
         alone.update(erk_targets(spread, sparsity))
         self._run(step, alone, ranked, sparsity)

@@ -5,8 +5,9 @@ one-shot Taylor channel scores need a pass of the loss's gradients over data. `s
 runs one epoch of `fit` with an optimizer that changes no weight, then puts every variable
 back (BatchNorm statistics and the pruning step move in a training pass): Keras' own train
 step computes the gradients, so the same code serves TensorFlow, JAX and torch.
-`loss_gradients` sums them per weight with `GradientSum`, an optimizer that only accumulates;
-`hessian_products` gets H·g by finite differences of two gradient passes.
+`loss_gradients` sums them per weight with `GradientSum`, an optimizer that only accumulates
+(the sum of each batch's mean gradient); `hessian_products` gets H·g by finite differences of two
+gradient passes. Regularization and penalty losses count, as in training.
 
 Example:
 
@@ -39,16 +40,29 @@ class GradientSum(keras.optimizers.Optimizer):
 
 
 def scoring_pass(model, data, loss, optimizer, keep=lambda variable: True):
-    """One epoch of `fit` over `data` (`(x, y)` or a dataset) with `optimizer`, in which pruning wrappers run as
-    in training; afterwards every variable that `keep` accepts has its value from before again."""
+    """One epoch of `fit` over `data` with `optimizer`, in which pruning wrappers run as in training; afterwards
+    every variable that `keep` accepts has its value from before again, and the model is compiled as before (a
+    model that was not asks for `compile` again, instead of training with `optimizer`).
+
+    `data` is `(x, y)`, `(x, y, sample_weight)` or a finite dataset of batches.
+    """
     from tfprune.callbacks import UpdatePruningStep
 
+    if getattr(model.dtype_policy, "name", "") == "mixed_float16":
+        raise ValueError("Scoring by gradients needs float32 gradients, but the model computes in mixed_float16, "
+                         "whose loss scaling drops the batches that overflow: build the model under "
+                         "keras.mixed_precision.set_global_policy('float32') to score it.")
+    compiled = model.get_compile_config() if model.compiled else None
     kept = [(variable, keras.ops.convert_to_numpy(variable)) for variable in model.variables if keep(variable)]
     model.compile(optimizer, loss)
-    x, y = data if isinstance(data, tuple) else (data, None)
-    model.fit(x, y, epochs=1, verbose=0, shuffle=False, callbacks=[UpdatePruningStep()])
+    x, y, weights = (*data, None)[:3] if isinstance(data, tuple) else (data, None, None)
+    model.fit(x, y, sample_weight=weights, epochs=1, verbose=0, shuffle=False, callbacks=[UpdatePruningStep()])
     for variable, value in kept:
         variable.assign(value)
+    if compiled:
+        model.compile_from_config(compiled)
+    else:
+        model.compiled = False  # Keras' own flag: fit and evaluate ask for compile()
 
 
 def loss_gradients(model, data, loss, weights):
@@ -64,6 +78,7 @@ def hessian_products(model, data, loss, weights, vectors, step=1e-3):
     central difference of the gradients at w ± h·v, with h = `step` · |w| / |v| over all weights.
 
     Finite differences need no second derivatives of the backend: the same two gradient passes run everywhere.
+    The weights are moved by assignment, past any mask: call it before pruning, as GraSP does.
     """
     scale = np.sqrt(sum(float(np.sum(np.square(keras.ops.convert_to_numpy(w)))) for w in weights))
     norm = np.sqrt(sum(float(np.sum(np.square(v))) for v in vectors))

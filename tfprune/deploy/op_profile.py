@@ -71,7 +71,7 @@ class Profile:
         method: "in_context" or "alone" (see `profile_tflite`).
         whole: the whole model's cost; overhead: an empty model's (already subtracted from `ops`).
         ops: an `OpCost` per measured operator, in execution order.
-        skipped: (index, op, reason) of operators that could not be measured alone.
+        skipped: (index, op, reason) of operators that could not run cut out.
     """
 
     path: str
