@@ -101,6 +101,11 @@ def test_the_scoring_pass_leaves_no_trace_of_its_optimizer_and_takes_sample_weig
         pruned.fit(x, y, epochs=1, verbose=0, callbacks=[tfprune.UpdatePruningStep()])
 
 
+def test_fixed_masks_without_snip_or_grasp_warn_that_the_model_stays_dense():
+    with pytest.warns(UserWarning, match="FixedMasks never updates the masks, so this model stays dense"):
+        tfprune.prune_low_magnitude(mlp(), tfprune.FixedMasks(0.5))
+
+
 def test_mixed_precision_is_refused_for_scoring():
     keras.mixed_precision.set_global_policy("mixed_float16")  # as Keras wraps the optimizer: loss scaling
     try:

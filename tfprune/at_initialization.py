@@ -22,6 +22,8 @@ pruned.fit(x, y, epochs=10, callbacks=[tfprune.UpdatePruningStep()])   # masks f
 ```
 """
 
+import warnings
+
 import numpy as np
 
 from tfprune import masks as masks_lib
@@ -89,7 +91,9 @@ def _wrapped(model, data, sparsity, distribution, loss, max_layer_sparsity):
     if loss is None:
         raise ValueError("Give loss=... (e.g. 'sparse_categorical_crossentropy'), or compile the model with its loss.")
     scope = DISTRIBUTIONS[distribution]
-    pruned = prune_low_magnitude(model, FixedMasks(sparsity), scope=scope, max_layer_sparsity=max_layer_sparsity)
+    with warnings.catch_warnings():  # its masks are set right after
+        warnings.filterwarnings("ignore", message="FixedMasks never updates")
+        pruned = prune_low_magnitude(model, FixedMasks(sparsity), scope=scope, max_layer_sparsity=max_layer_sparsity)
     return pruned, [w for w in pruning_wrappers(pruned) if w.masks], loss
 
 

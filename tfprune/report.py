@@ -127,7 +127,7 @@ def format_report(report):
                  f"{t['sparsity']:>9.2%}")
     held = sum(1 for r in report["layers"] if r.get("at_cap"))
     if held:
-        lines.append(f"* {held} weight(s) held at max_layer_sparsity: global ranking would have pruned them further.")
+        lines.append(f"* {held} weight(s) held at max_layer_sparsity: global ranking or ERK would have pruned them further.")
     if under_mask:
         lines.append(f"! {under_mask} entries are non-zero under a zero mask (masked!=0): the model "
                      "computes with them, so it is denser than its masks say. Update weights through a Keras "

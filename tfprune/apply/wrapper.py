@@ -56,7 +56,7 @@ def _checked_max_layer_sparsity(max_layer_sparsity, scope, schedule):
         raise ValueError(f"`max_layer_sparsity` must be in (0, 1], got {max_layer_sparsity!r}.")
     if schedule.final_sparsity > max_layer_sparsity:
         raise ValueError(
-            f"The global target sparsity {schedule.final_sparsity:g} exceeds max_layer_sparsity="
+            f"The model's target sparsity {schedule.final_sparsity:g} exceeds max_layer_sparsity="
             f"{max_layer_sparsity:g}, the most any weight may be pruned, so it cannot be reached: raise "
             "max_layer_sparsity (at most 1.0) or lower the target."
         )
@@ -237,10 +237,11 @@ class PruneLowMagnitude(PruningWrapper):
         pruning_schedule: a `PruningSchedule`; default `ConstantSparsity(0.5)`.
         block_size, block_pooling_type, sparsity_m_by_n: the pruning granularity,
             see `tfprune.masks`.
-        scope: "layer" (each weight pruned to the target on its own) or "global"
-            (one magnitude threshold across every globally-pruned weight of the model).
-        max_layer_sparsity: scope="global" only: the most any one weight of this layer
-            is pruned; default 0.99.
+        scope: "layer" (each weight pruned to the target on its own), "global" (one
+            magnitude threshold across every globally-pruned weight of the model) or "erk"
+            (the target spread over the weights by Erdős–Rényi-Kernel).
+        max_layer_sparsity: scope="global" or "erk" only: the most any one weight of this
+            layer is pruned; default 0.99.
 
     Example:
 
