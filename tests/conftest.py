@@ -86,3 +86,19 @@ def prepare_tiny_tfds_dataset(data_dir):
     """A TFDS dataset built here from a generator (no download): 8x8 float images, supervised. Returns its name."""
     _tiny_tfds_builder()(data_dir=str(data_dir)).download_and_prepare()
     return "tiny_digits_for_tfprune"
+
+
+def loud_but_unread():
+    """A compiled Dense(16) -> Dense(3) classifier whose hidden units 0-7 have large weights (large norms) that the
+    output hardly reads (small gradients), and 8-15 small ones it does; with inputs and the labels it predicts."""
+    keras.utils.set_random_seed(0)
+    model = compile_classifier(keras.Sequential([
+        keras.Input((6,)), keras.layers.Dense(16, activation="relu", name="hidden"), keras.layers.Dense(3, name="out")]))
+    rng = np.random.default_rng(0)
+    kernel, rows = rng.normal(size=(6, 16)), rng.normal(size=(16, 3))
+    kernel[:, :8] *= 10
+    rows[:8] *= 1e-3
+    model.get_layer("hidden").set_weights([kernel, np.full(16, 0.1)])
+    model.get_layer("out").set_weights([rows, np.zeros(3)])
+    x = rng.normal(size=(256, 6)).astype("float32")
+    return model, x, np.argmax(model.predict(x, verbose=0), axis=-1)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import tfprune
-from tests.conftest import compile_classifier, mlp
+from tests.conftest import compile_classifier, loud_but_unread, mlp
 from tfprune.criteria.gradients import hessian_products, loss_gradients
 
 L = keras.layers
@@ -26,21 +26,6 @@ def test_gradients_and_hessian_products_of_least_squares_are_the_analytic_ones()
     (product,) = hessian_products(model, (x, y), "mse", [kernel], [v])
     np.testing.assert_allclose(product, sum(2 * xb.T @ xb / 32 for xb, _ in batches) @ v, atol=1e-3)
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(kernel), w)  # both passes leave the weights
-
-
-def loud_but_unread():
-    """Dense(16) whose units 0-7 have large weights that the output hardly reads, and 8-15 small ones it does."""
-    keras.utils.set_random_seed(0)
-    model = compile_classifier(keras.Sequential([keras.Input((6,)), L.Dense(16, activation="relu", name="hidden"),
-                                                 L.Dense(3, name="out")]))
-    rng = np.random.default_rng(0)
-    kernel, rows = rng.normal(size=(6, 16)), rng.normal(size=(16, 3))
-    kernel[:, :8] *= 10
-    rows[:8] *= 1e-3
-    model.get_layer("hidden").set_weights([kernel, np.full(16, 0.1)])
-    model.get_layer("out").set_weights([rows, np.zeros(3)])
-    x = rng.normal(size=(256, 6)).astype("float32")
-    return model, x, np.argmax(model.predict(x, verbose=0), axis=-1)
 
 
 @pytest.mark.parametrize("iterations", [1, 3])

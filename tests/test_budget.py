@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import tfprune
-from tests.conftest import compile_classifier
+from tests.conftest import compile_classifier, loud_but_unread
 from tfprune import data
 from tfprune.selection.budget import allocate_to_budget
 from tfprune.structured.channel_cost import ChannelCost
@@ -135,17 +135,8 @@ def test_keep_counts_keeps_the_most_important_groups_of_each_set():
 
 
 def test_taylor_importance_records_gradients_on_data_and_prunes_what_the_loss_does_not_need():
-    keras.utils.set_random_seed(0)
-    model = compile_classifier(keras.Sequential([keras.Input((6,)), L.Dense(16, activation="relu", name="hidden"),
-                                                 L.Dense(3, name="out")]))
-    rng = np.random.default_rng(0)
-    kernel, rows = rng.normal(size=(6, 16)), rng.normal(size=(16, 3))
-    kernel[:, :8] *= 10  # channels 0-7: large weights (large L2) ...
-    rows[:8] *= 1e-3     # ... that the output hardly reads (small gradient)
-    model.get_layer("hidden").set_weights([kernel, np.full(16, 0.1)])
-    model.get_layer("out").set_weights([rows, np.zeros(3)])
-    x = rng.normal(size=(256, 6)).astype("float32")
-    y = np.argmax(model.predict(x, verbose=0), axis=-1)
+    model, x, y = loud_but_unread()
+    kernel = model.get_layer("hidden").get_weights()[0]
     budget = tfprune.ParamsBudget(0.6)
 
     def pruned_channels(pruned):
