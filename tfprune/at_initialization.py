@@ -24,14 +24,14 @@ pruned.fit(x, y, epochs=10, callbacks=[tfprune.UpdatePruningStep()])   # masks f
 
 import warnings
 
+import keras
 import numpy as np
 
-from tfprune import masks as masks_lib
 from tfprune.api import prune_low_magnitude
 from tfprune.apply.wrapper import pruning_wrappers
 from tfprune.criteria.gradients import hessian_products, loss_gradients
 from tfprune.schedules import FixedMasks
-from tfprune.weight_pruning import erk_targets
+from tfprune.weight_pruning import scored_masks
 
 DISTRIBUTIONS = {"global": "global", "uniform": "layer", "erk": "erk"}
 
@@ -59,7 +59,8 @@ def snip(model, data, sparsity, distribution="global", loss=None, iterations=1, 
     masks = [mask for w in wrappers for mask in w.masks]
     for round_ in range(1, iterations + 1):
         gradients = loss_gradients(pruned, data, loss, weights)
-        scores = [np.where(_value(mask) > 0, np.abs(_value(w) * g), -np.inf)  # what earlier rounds pruned stays
+        numpy = keras.ops.convert_to_numpy
+        scores = [np.where(numpy(mask) > 0, np.abs(numpy(w) * g), -np.inf)  # what earlier rounds pruned stays
                   for w, g, mask in zip(weights, gradients, masks)]
         _apply(wrappers, scores, 1 - (1 - sparsity) ** (round_ / iterations), DISTRIBUTIONS[distribution])
     return pruned
@@ -74,7 +75,7 @@ def grasp(model, data, sparsity, distribution="global", loss=None, max_layer_spa
     weights = [v for w in wrappers for v in w.pruned_weights]
     gradients = loss_gradients(pruned, data, loss, weights)
     products = hessian_products(pruned, data, loss, weights, gradients)
-    scores = [_value(w) * hg for w, hg in zip(weights, products)]
+    scores = [keras.ops.convert_to_numpy(w) * hg for w, hg in zip(weights, products)]
     _apply(wrappers, scores, sparsity, DISTRIBUTIONS[distribution])
     return pruned
 
@@ -97,21 +98,9 @@ def _wrapped(model, data, sparsity, distribution, loss, max_layer_sparsity):
     return pruned, [w for w in pruning_wrappers(pruned) if w.masks], loss
 
 
-def _value(variable):
-    import keras
-
-    return keras.ops.convert_to_numpy(variable)
-
-
 def _apply(wrappers, scores, sparsity, scope):
-    """Masks keeping the highest `scores` of the wrappers' weights at `sparsity`, spread by `scope`, set at step 0."""
-    first = wrappers[0]
-    overrides = None
-    if scope == "erk":
-        per_weight = [s for targets in erk_targets(wrappers, sparsity).values() for s in targets]
-        overrides, scope = dict(enumerate(per_weight)), "layer"
-    keep = masks_lib.threshold_masks(scores, sparsity, first.granularity, [a for w in wrappers for a in w.weight_axes],
-                                     scope=scope, max_sparsity=first.max_layer_sparsity, overrides=overrides)
-    keep = iter(keep)
+    """Masks keeping the highest `scores` (one per weight, in order) at `sparsity`, spread by `scope`, set at step 0."""
+    scores = iter(scores)
+    keep = iter(scored_masks(wrappers, [[next(scores) for _ in w.pruned_weights] for w in wrappers], sparsity, scope))
     for w in wrappers:
         w.apply_masks([next(keep) for _ in w.pruned_weights], 0)

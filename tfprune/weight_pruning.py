@@ -43,13 +43,10 @@ def warn_if_m_by_n_ignores_schedule(schedule, m_by_n):
     )
 
 
-def layer_masks(wrapper, sparsity, weights):
-    """New masks for one `PruneLowMagnitude` wrapper alone from its current masked `weights`, at `sparsity`
+def layer_masks(wrapper, sparsity, scores):
+    """New masks for one `PruneLowMagnitude` wrapper alone from the `scores` of its weights' entries, at `sparsity`
     (ignored for N:M): one for all its weights, or a list with one per weight.
-
-    Scores are magnitudes, so already-pruned entries score 0 and stay pruned.
     """
-    scores = [MAGNITUDE.entry_scores(w) for w in weights]
     if wrapper.granularity.m_by_n:
         m, n = wrapper.granularity.m_by_n
         return [masks_lib.m_by_n_mask(s, m, n, axes) for s, axes in zip(scores, wrapper.weight_axes)]
@@ -152,16 +149,10 @@ class WeightPruning:
         scores need no mask and pruned weights stay pruned.
         """
         step, alone, ranked_sparsity = self._plan
-        values = iter(values)
-        per_wrapper = [[next(values) for _ in w.pruned_weights] for w in targets]
-        masks = [m for w, v in zip(targets[:alone_count], per_wrapper) for m in layer_masks(w, alone[w], v)]
-        ranked = targets[alone_count:]
-        if ranked:
-            scores = [MAGNITUDE.entry_scores(v) for layer_values in per_wrapper[alone_count:] for v in layer_values]
-            first = ranked[0]
-            masks += masks_lib.threshold_masks(scores, ranked_sparsity, first.granularity,
-                                               [a for w in ranked for a in w.weight_axes],
-                                               max_sparsity=first.max_layer_sparsity)
+        values = iter(values)  # magnitudes: already-pruned entries score 0 and stay pruned
+        scores = [[MAGNITUDE.entry_scores(next(values)) for _ in w.pruned_weights] for w in targets]
+        masks = [m for w, s in zip(targets[:alone_count], scores) for m in layer_masks(w, alone[w], s)]
+        masks += ranked_masks(targets[alone_count:], scores[alone_count:], ranked_sparsity)
         return [*masks, np.asarray(step, dtype=step_dtype())]
 
     def shortfalls(self, last_step):
@@ -180,6 +171,25 @@ class WeightPruning:
 
 _SHARED_BY_GLOBAL_SCOPE = {"pruning schedule": "pruning_schedule", "granularity": "granularity",
                            "max_layer_sparsity": "max_layer_sparsity"}
+
+
+def ranked_masks(wrappers, scores, sparsity):
+    """Masks for the weights of globally scoped `wrappers` from their `scores` (a list per wrapper), ranked
+    together to `sparsity`, each weight held at the wrappers' `max_layer_sparsity`."""
+    if not wrappers:
+        return []
+    first = wrappers[0]
+    return masks_lib.threshold_masks([s for per_weight in scores for s in per_weight], sparsity, first.granularity,
+                                     [a for w in wrappers for a in w.weight_axes], max_sparsity=first.max_layer_sparsity)
+
+
+def scored_masks(wrappers, scores, sparsity, scope):
+    """Masks for every weight of `wrappers` from `scores` (a list per wrapper) at `sparsity`, spread by `scope`
+    ("layer", "global" or "erk"): a flat list in the wrappers' order, as `apply_masks` takes them per wrapper."""
+    if scope == "global":
+        return ranked_masks(wrappers, scores, sparsity)
+    targets = erk_targets(wrappers, sparsity) if scope == "erk" else dict.fromkeys(wrappers, sparsity)
+    return [m for w, s in zip(wrappers, scores) for m in layer_masks(w, targets[w], s)]
 
 
 def erk_targets(wrappers, sparsity):
