@@ -43,7 +43,6 @@ import flatbuffers
 import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 
-from tfprune.deploy.bench import random_sample
 from tfprune.deploy.flatbuffer import is_tflite, op_name
 from tfprune.deploy.litert import LiteRTModel
 
@@ -314,8 +313,7 @@ def _cut_operators(model, folder, number, cut=_alone):
         name = op_name(model.operatorCodes[operator.opcodeIndex])
         content = _pack(cut(model, index + 1 if cut is _prefix else index))
         try:
-            runnable = LiteRTModel(content, name=f"#{index} {name}").smoke_test()
-            runnable.invoke(runnable.prepare(random_sample(runnable)))
+            LiteRTModel(content, name=f"#{index} {name}").smoke_test()  # one inference: what cannot run fails here
         except (RuntimeError, ValueError) as error:
             counted = "counted with the next operator" if cut is _prefix else "not counted"
             skipped.append((index, name, f"does not run cut out, {counted} ({str(error).splitlines()[0][:120]})"))
