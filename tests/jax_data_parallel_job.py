@@ -19,6 +19,7 @@ import numpy as np  # noqa: E402
 
 import tfprune  # noqa: E402
 from tfprune.apply.wrapper import pruning_wrappers  # noqa: E402
+from tfprune.criteria.importance import MAGNITUDE  # noqa: E402
 from tfprune.weight_pruning import layer_masks  # noqa: E402
 
 BATCH, EPOCHS, SPARSITY = 32, 3, 0.75
@@ -46,7 +47,8 @@ class RankGaps(keras.callbacks.Callback):
             if should_update:
                 self.model.jax_state_sync()  # the weights the update is about to rank
                 kernels = [keras.ops.convert_to_numpy(k) for k in wrapper.pruned_weights]
-                for kernel, mask in zip(kernels, layer_masks(wrapper, sparsity, kernels)):
+                scores = [MAGNITUDE.entry_scores(k) for k in kernels]  # what the controller ranks
+                for kernel, mask in zip(kernels, layer_masks(wrapper, sparsity, scores)):
                     magnitude = np.abs(kernel)
                     if 0 < mask.sum() < mask.size:
                         self.gaps.append(float(magnitude[mask].min() - magnitude[~mask].max()))
