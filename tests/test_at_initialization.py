@@ -87,7 +87,7 @@ def test_the_scoring_pass_leaves_no_trace_of_its_optimizer_and_takes_sample_weig
 
 
 def test_fixed_masks_without_snip_or_grasp_warn_that_the_model_stays_dense():
-    with pytest.warns(UserWarning, match="FixedMasks never updates the masks, so this model stays dense"):
+    with pytest.warns(UserWarning, match="FixedMasks does not set the first masks, so this model stays dense"):
         tfprune.prune_low_magnitude(mlp(), tfprune.FixedMasks(0.5))
 
 

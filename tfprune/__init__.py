@@ -21,6 +21,7 @@ __version__ = "0.1.0"
 
 _PUBLIC = {
     "ConstantSparsity": "tfprune.schedules",
+    "DynamicSparsity": "tfprune.dynamic_sparsity",
     "FixedMasks": "tfprune.schedules",
     "FlopsBudget": "tfprune.selection.budget",
     "ParamsBudget": "tfprune.selection.budget",
@@ -59,6 +60,7 @@ _PUBLIC = {
     "register_layer": "tfprune.layers.table",
     "shrink": "tfprune.structured.shrink",
     "snip": "tfprune.at_initialization",
+    "sparse_training": "tfprune.sparse_training",
     "sparsity_report": "tfprune.report",
     "strip_pruning": "tfprune.api",
 }

@@ -88,10 +88,10 @@ def prune_low_magnitude(
     if scope != "layer" and sparsity_m_by_n is not None:
         raise ValueError("N:M sparsity is local to groups of n weights; use scope='layer' with `sparsity_m_by_n`.")
     warn_if_m_by_n_ignores_schedule(pruning_schedule, sparsity_m_by_n)
-    if isinstance(pruning_schedule, schedules.FixedMasks):
-        warnings.warn("FixedMasks never updates the masks, so this model stays dense until they are set: use "
-                      "tfprune.snip or tfprune.grasp, which set them, or PruningController(pruned).prune_to(sparsity).",
-                      stacklevel=2)
+    if getattr(pruning_schedule, "masks_set_by", None):
+        warnings.warn(f"{type(pruning_schedule).__name__} does not set the first masks, so this model stays dense "
+                      f"until they are set: use {pruning_schedule.masks_set_by}, which sets them, or "
+                      "PruningController(pruned).prune_to(sparsity).", stacklevel=2)
     policy = pruning_policy or PruningPolicy()
     settings = dict(
         pruning_schedule=pruning_schedule,

@@ -31,9 +31,8 @@ from tfprune.api import prune_low_magnitude
 from tfprune.apply.wrapper import pruning_wrappers
 from tfprune.criteria.gradients import hessian_products, loss_gradients
 from tfprune.schedules import FixedMasks
-from tfprune.weight_pruning import scored_masks
-
-DISTRIBUTIONS = {"global": "global", "uniform": "layer", "erk": "erk"}
+from tfprune.selection.distributions import scope_of
+from tfprune.weight_pruning import apply_scored_masks
 
 
 def snip(model, data, sparsity, distribution="global", loss=None, iterations=1, max_layer_sparsity=None):
@@ -62,7 +61,7 @@ def snip(model, data, sparsity, distribution="global", loss=None, iterations=1, 
         numpy = keras.ops.convert_to_numpy
         scores = [np.where(numpy(mask) > 0, np.abs(numpy(w) * g), -np.inf)  # what earlier rounds pruned stays
                   for w, g, mask in zip(weights, gradients, masks)]
-        _apply(wrappers, scores, 1 - (1 - sparsity) ** (round_ / iterations), DISTRIBUTIONS[distribution])
+        apply_scored_masks(wrappers, scores, 1 - (1 - sparsity) ** (round_ / iterations), scope_of(distribution))
     return pruned
 
 
@@ -76,13 +75,12 @@ def grasp(model, data, sparsity, distribution="global", loss=None, max_layer_spa
     gradients = loss_gradients(pruned, data, loss, weights)
     products = hessian_products(pruned, data, loss, weights, gradients)
     scores = [keras.ops.convert_to_numpy(w) * hg for w, hg in zip(weights, products)]
-    _apply(wrappers, scores, sparsity, DISTRIBUTIONS[distribution])
+    apply_scored_masks(wrappers, scores, sparsity, scope_of(distribution))
     return pruned
 
 
 def _wrapped(model, data, sparsity, distribution, loss, max_layer_sparsity):
-    if distribution not in DISTRIBUTIONS:
-        raise ValueError(f"`distribution` must be one of {sorted(DISTRIBUTIONS)}, got {distribution!r}.")
+    scope = scope_of(distribution)
     if isinstance(sparsity, bool) or not isinstance(sparsity, (int, float)) or not 0 < sparsity < 1:
         raise ValueError(f"`sparsity` must be in (0, 1), the fraction of prunable weights to prune; got {sparsity!r}.")
     if data is None:
@@ -91,16 +89,8 @@ def _wrapped(model, data, sparsity, distribution, loss, max_layer_sparsity):
     loss = loss if loss is not None else getattr(model, "loss", None)
     if loss is None:
         raise ValueError("Give loss=... (e.g. 'sparse_categorical_crossentropy'), or compile the model with its loss.")
-    scope = DISTRIBUTIONS[distribution]
     with warnings.catch_warnings():  # its masks are set right after
-        warnings.filterwarnings("ignore", message="FixedMasks never updates")
+        warnings.filterwarnings("ignore", message="FixedMasks does not set the first masks")
         pruned = prune_low_magnitude(model, FixedMasks(sparsity), scope=scope, max_layer_sparsity=max_layer_sparsity)
     return pruned, [w for w in pruning_wrappers(pruned) if w.masks], loss
 
-
-def _apply(wrappers, scores, sparsity, scope):
-    """Masks keeping the highest `scores` (one per weight, in order) at `sparsity`, spread by `scope`, set at step 0."""
-    scores = iter(scores)
-    keep = iter(scored_masks(wrappers, [[next(scores) for _ in w.pruned_weights] for w in wrappers], sparsity, scope))
-    for w in wrappers:
-        w.apply_masks([next(keep) for _ in w.pruned_weights], 0)

@@ -114,9 +114,12 @@ class PruningController:
         return [line for part in self.parts for line in part.shortfalls(last_step)]
 
     def set_step_driven(self, driven):
-        """Marks the wrappers as driven by a callback, so that training them does not raise."""
+        """Marks the wrappers as driven by a callback, so that training them does not raise, and tells the parts
+        that a training run starts (`driven` True) or ends."""
         for w in self.wrappers:
             w.step_driven = driven
+        for part in self.parts:
+            part.set_step_driven(driven)
 
     def save_step(self, step):
         """Records `step` in every wrapper, so that a saved model resumes from it."""

@@ -34,7 +34,8 @@ from tfprune.validation import is_integer
 LONG_RUN_STEP = 2**31 - 1
 
 
-def _check_sparsity(name, value):
+def check_sparsity(name, value):
+    """Raises ValueError unless the sparsity argument `name` is a number in [0, 1)."""
     if not isinstance(value, (int, float, np.number)) or math.isnan(value) or not 0.0 <= value < 1.0:
         raise ValueError(
             f"`{name}` must be a number in [0, 1), got {value!r}. "
@@ -220,7 +221,7 @@ class PruningSchedule:
             raise ValueError(f"{type(self).__name__} needs a finite `end_step`, got -1.")
 
     def _validate_sparsity(self, sparsity, variable_name):
-        _check_sparsity(variable_name, sparsity)
+        check_sparsity(variable_name, sparsity)
 
     def get_config(self):
         """`{"class_name", "config": constructor arguments, ...}`, the format of tfmot that
@@ -296,7 +297,7 @@ class ConstantSparsity(PruningSchedule):
     """
 
     def __init__(self, target_sparsity, begin_step=0, end_step=-1, frequency=100):
-        _check_sparsity("target_sparsity", target_sparsity)
+        check_sparsity("target_sparsity", target_sparsity)
         super().__init__(begin_step, end_step, frequency)
         self.target_sparsity = float(target_sparsity)
 
@@ -331,8 +332,10 @@ class FixedMasks(PruningSchedule):
     (False, 0.9)
     """
 
+    masks_set_by = "tfprune.snip or tfprune.grasp"
+
     def __init__(self, sparsity):
-        _check_sparsity("sparsity", sparsity)
+        check_sparsity("sparsity", sparsity)
         self.sparsity = float(sparsity)
 
     def __call__(self, step):
@@ -365,8 +368,8 @@ class PolynomialDecay(PruningSchedule):
     """
 
     def __init__(self, initial_sparsity, final_sparsity, begin_step, end_step, power=3, frequency=100):
-        _check_sparsity("initial_sparsity", initial_sparsity)
-        _check_sparsity("final_sparsity", final_sparsity)
+        check_sparsity("initial_sparsity", initial_sparsity)
+        check_sparsity("final_sparsity", final_sparsity)
         super().__init__(begin_step, end_step, frequency)
         if end_step == -1:
             raise ValueError("PolynomialDecay needs a finite `end_step` (the step where sparsity reaches its final value).")

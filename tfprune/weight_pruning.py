@@ -3,7 +3,8 @@
 Layer-scoped wrappers are pruned each on its own schedule; globally scoped ones are ranked
 together (one threshold) on the schedule they share; ERK-scoped ones share a schedule too, and
 each of their weights is pruned on its own to its share of the target
-(`selection.distributions.erk_sparsities`). Every update runs as one compiled call
+(`selection.distributions.erk_sparsities`); those with a `DynamicSparsity` schedule hold their
+sparsity and move their masks (`dynamic_sparsity.Rewiring`). Every update runs as one compiled call
 that reads the weights, computes the masks on the host (`masks.threshold_masks`, which
 allocates with `selection.allocation`) and writes them back.
 """
@@ -16,6 +17,7 @@ from tfprune import masks as masks_lib
 from tfprune import schedules
 from tfprune.backend_calls import host_call, one_graph_call, step_dtype
 from tfprune.criteria.importance import MAGNITUDE
+from tfprune.dynamic_sparsity import DynamicSparsity, Rewiring
 from tfprune.selection.distributions import erk_sparsities
 from tfprune.stateless import sync_variables
 
@@ -65,10 +67,13 @@ class WeightPruning:
         self.model = model
         # Wrappers of weightless layers (Dropout, Flatten, ... as tfmot wraps them) only carry the step.
         masked = [w for w in wrappers if w.masks]
+        dynamic = [w for w in masked if isinstance(w.pruning_schedule, DynamicSparsity)]
+        self.rewiring = Rewiring(model, dynamic) if dynamic else None
+        self.masked = masked
+        masked = [w for w in masked if w not in dynamic]
         self.layer_scoped = [w for w in masked if w.scope == "layer"]
         self.global_scoped = tuple(w for w in masked if w.scope == "global")
         self.erk_scoped = tuple(w for w in masked if w.scope == "erk")
-        self.masked = [*self.layer_scoped, *self.global_scoped, *self.erk_scoped]
         _check_global_settings_agree(self.global_scoped)
         _check_global_settings_agree(self.erk_scoped, scope="erk")
         # Layers usually share one schedule: it is asked once per step, not once per layer.
@@ -82,6 +87,7 @@ class WeightPruning:
         """Recomputes masks where a schedule says so at `step`; returns True if any changed."""
         if not update_masks:
             return False
+        rewired = self.rewiring is not None and self.rewiring.update(step)
         alone = {}
         for schedule, wrappers in self._layer_scoped_by_schedule.items():
             should_update, sparsity = schedule.decision(step)
@@ -97,9 +103,14 @@ class WeightPruning:
             if should_update:
                 alone.update(erk_targets(self.erk_scoped, sparsity))
         if not alone and not ranked:
-            return False
+            return rewired
         self._run(step, alone, ranked, ranked_sparsity)
         return True
+
+    def set_step_driven(self, driven):
+        """A `fit` (or a custom loop driving `UpdatePruningStep`) starts (True) or ends (False)."""
+        if self.rewiring is not None:
+            self.rewiring.set_step_driven(driven)
 
     def prune_to(self, sparsity, *, step, overrides=None, scope=None):
         """Prunes every masked weight to `sparsity` now; see `PruningController.prune_to`."""
@@ -190,6 +201,15 @@ def scored_masks(wrappers, scores, sparsity, scope):
         return ranked_masks(wrappers, scores, sparsity)
     targets = erk_targets(wrappers, sparsity) if scope == "erk" else dict.fromkeys(wrappers, sparsity)
     return [m for w, s in zip(wrappers, scores) for m in layer_masks(w, targets[w], s)]
+
+
+def apply_scored_masks(wrappers, scores, sparsity, scope, step=0):
+    """Sets the masks of `wrappers` to keep the highest `scores` (one array per pruned weight, in order) at
+    `sparsity`, spread by `scope`, recording `step`: how pruning at initialization and sparse training start."""
+    scores = iter(scores)
+    keep = iter(scored_masks(wrappers, [[next(scores) for _ in w.pruned_weights] for w in wrappers], sparsity, scope))
+    for w in wrappers:
+        w.apply_masks([next(keep) for _ in w.pruned_weights], step)
 
 
 def erk_targets(wrappers, sparsity):

@@ -141,6 +141,14 @@ def optimizer_variable_index(optimizer, variable):
     return optimizer._get_variable_index(variable)
 
 
+def optimizer_slots(optimizer, variable):
+    """The optimizer's state of `variable` (momentum, Adam's moments, ...): the variables its
+    `add_variable_from_reference` made, named after the variable's path and of its shape."""
+    prefix = variable.path.replace("/", "_") + "_"
+    return [slot for slot in optimizer.variables
+            if slot.name.startswith(prefix) and tuple(slot.shape) == tuple(variable.shape)]
+
+
 def learning_rate_state(optimizer):
     """What the optimizer keeps its learning rate in: a variable, a `LearningRateSchedule` or a callable."""
     return optimizer._learning_rate

@@ -22,6 +22,16 @@ import math
 
 import numpy as np
 
+# The distributions the papers name, as the pruning scope that spreads a target that way.
+SCOPE_OF_DISTRIBUTION = {"global": "global", "uniform": "layer", "erk": "erk"}
+
+
+def scope_of(distribution):
+    """The pruning scope of a distribution name ("global", "uniform", "erk"), or a ValueError listing them."""
+    if distribution not in SCOPE_OF_DISTRIBUTION:
+        raise ValueError(f"`distribution` must be one of {sorted(SCOPE_OF_DISTRIBUTION)}, got {distribution!r}.")
+    return SCOPE_OF_DISTRIBUTION[distribution]
+
 
 def erk_sparsities(shapes, sparsity, max_sparsity=None):
     """The sparsity of each weight of `shapes` under ERK, such that all together reach `sparsity`.

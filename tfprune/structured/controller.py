@@ -328,6 +328,9 @@ class ChannelController:
                 return wrapper.pruned(role)[indices[:, 0]]
         return np.zeros(channel_set.size, bool)
 
+    def set_step_driven(self, driven):
+        """Nothing to start or stop with a training run: Taylor scores are recorded by the wrappers themselves."""
+
     def shortfalls(self, last_step):
         """Why a run ending at `last_step` stops short of the final sparsity (one line), or nothing."""
         line = self.schedule and self.schedule.shortfall([w.layer.name for w in self.wrappers], last_step)

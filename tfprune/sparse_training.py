@@ -1,0 +1,72 @@
+"""`sparse_training`: a model sparse from its first step whose weights move while it trains (SET, RigL).
+
+The model is wrapped by `prune_low_magnitude` with a `DynamicSparsity` schedule and its first
+masks set at `sparsity`, spread by `distribution`: at random within each weight for "uniform"
+and "erk" (as the papers start), by one magnitude threshold over all weights for "global". Train
+it with `fit` and `UpdatePruningStep`, as any pruned model; see `tfprune.dynamic_sparsity` for
+how the weights move.
+
+Example:
+
+```python
+steps = epochs * steps_per_epoch
+sparse = tfprune.sparse_training(model, sparsity=0.9, method="rigl", end_step=int(0.75 * steps))
+sparse.compile(keras.optimizers.SGD(0.1, momentum=0.9), "sparse_categorical_crossentropy")
+sparse.fit(x, y, epochs=epochs, callbacks=[tfprune.UpdatePruningStep()])
+```
+"""
+
+import warnings
+
+import numpy as np
+
+from tfprune.api import prune_low_magnitude
+from tfprune.apply.wrapper import pruning_wrappers
+from tfprune.backend_calls import host_value
+from tfprune.dynamic_sparsity import DynamicSparsity
+from tfprune.selection.distributions import scope_of
+from tfprune.weight_pruning import apply_scored_masks
+
+
+def sparse_training(model, sparsity=0.9, method="set", distribution="erk", update_every=100, drop_fraction=0.3,
+                    drop_schedule="cosine", end_step=None, seed=0, max_layer_sparsity=None):
+    """`model` (copied) sparse at `sparsity` from the first step, its weights moved by SET or RigL while it trains.
+
+    Args:
+        model: a built Keras model, usually before training.
+        sparsity: the fraction of prunable weights pruned throughout, in (0, 1).
+        method: "set" (grow at random) or "rigl" (grow where the gradient is largest).
+        distribution: "erk" (Erdős–Rényi-Kernel, RigL's default), "uniform" or "global".
+        update_every: training steps between updates.
+        drop_fraction: the fraction of each weight's active entries moved at the first update (RigL: 0.3).
+        drop_schedule: "cosine" (the fraction decays to 0 at `end_step`) or "constant".
+        end_step: the last step that moves weights (RigL: 75% of the run).
+        seed: the seed of the first masks and of SET's growth.
+        max_layer_sparsity: with "erk" or "global", no weight pruned beyond this (default 0.99).
+
+    Returns:
+        The pruned model (`PruneLowMagnitude` wrappers with a `DynamicSparsity` schedule).
+    """
+    if isinstance(sparsity, bool) or not isinstance(sparsity, (int, float)) or not 0 < sparsity < 1:
+        raise ValueError(f"`sparsity` must be in (0, 1), the fraction of prunable weights to prune; got {sparsity!r}.")
+    if end_step is None:
+        raise ValueError("Give end_step, the last training step that moves weights: RigL stops at 75% of the run, "
+                         "end_step=int(0.75 * epochs * steps_per_epoch).")
+    schedule = DynamicSparsity(sparsity, end_step, method, update_every, drop_fraction, drop_schedule, seed)
+    scope = scope_of(distribution)
+    with warnings.catch_warnings():  # its masks are set right after
+        warnings.filterwarnings("ignore", message="DynamicSparsity does not set the first masks")
+        pruned = prune_low_magnitude(model, schedule, scope=scope, max_layer_sparsity=max_layer_sparsity)
+    wrappers = [w for w in pruning_wrappers(pruned) if w.masks]
+    if not wrappers:
+        raise ValueError(f"Model '{model.name}' has no weight tfprune can prune (Dense, Conv, ...): there is nothing "
+                         "to train sparse.")
+    weights = [v for w in wrappers for v in w.pruned_weights]
+    if scope == "global":
+        scores = [np.abs(host_value(v)) for v in weights]
+    else:
+        rng = np.random.default_rng((seed, 0))
+        scores = [rng.random(v.shape) for v in weights]
+    apply_scored_masks(wrappers, scores, sparsity, scope)
+    return pruned
+
