@@ -28,7 +28,8 @@ class UpdatePruningStep(keras.callbacks.Callback):
     ```
 
     In a custom training loop, call `on_train_begin()` once, `on_train_batch_begin()` before
-    each step, `on_epoch_end()` after each epoch and `on_train_end()` at the end. Batch and
+    each step, `on_train_batch_end()` after it (dynamic sparse training moves weights then),
+    `on_epoch_end()` after each epoch and `on_train_end()` at the end. Batch and
     epoch arguments are ignored (tfmot's loop passes `batch=-1`): every call of
     `on_train_batch_begin` is one more step.
 
@@ -71,6 +72,10 @@ class UpdatePruningStep(keras.callbacks.Callback):
         if self.controller:
             self.step += 1
             self.controller.update(self.step, self.update_masks)
+
+    def on_train_batch_end(self, batch=None, logs=None):
+        if self.controller and self.update_masks:
+            self.controller.finish_step(self.step)
 
     def on_epoch_end(self, epoch=None, logs=None, batch=None):
         if self.controller:

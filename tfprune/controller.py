@@ -79,6 +79,14 @@ class PruningController:
             self._masks_changed(step)
         return any(changed)
 
+    def finish_step(self, step):
+        """After the batch of `step`: moves the masks of dynamic sparse training where its schedule says so (with
+        that batch's gradients for RigL); returns True if masks changed."""
+        changed = [part.finish_step(step) for part in self.parts]
+        if any(changed):
+            self._masks_changed(step)
+        return any(changed)
+
     def prune_to(self, sparsity, overrides=None, *, scope=None, step=None):
         """Prunes the model to `sparsity` now, whatever the schedules say.
 
@@ -116,10 +124,10 @@ class PruningController:
     def set_step_driven(self, driven):
         """Marks the wrappers as driven by a callback, so that training them does not raise, and tells the parts
         that a training run starts (`driven` True) or ends."""
-        for w in self.wrappers:
-            w.step_driven = driven
         for part in self.parts:
             part.set_step_driven(driven)
+        for w in self.wrappers:
+            w.step_driven = driven
 
     def save_step(self, step):
         """Records `step` in every wrapper, so that a saved model resumes from it."""

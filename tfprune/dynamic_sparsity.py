@@ -5,8 +5,12 @@ entries, those of smallest magnitude, and grows as many inactive ones back:
 
 - SET (Mocanu et al. 2018, "Scalable training of artificial neural networks with adaptive sparse
   connectivity"): at random;
-- RigL (Evci et al. 2020, "Rigging the Lottery"): those with the largest gradient, from the batch
-  just before the update (`apply.gradient_tap.GradientTap` keeps it from the optimizer).
+- RigL (Evci et al. 2020, "Rigging the Lottery"): those with the largest gradient, that of the
+  update step's batch (`apply.gradient_tap.GradientTap` keeps it from the optimizer).
+
+Weights move after the batch of an update step (`UpdatePruningStep.on_train_batch_end`), so a
+model saved at the end of an epoch holds every move up to its step, and a run resumed from it
+moves the same weights as one that was never stopped.
 
 The fraction decays as in RigL: `drop_fraction / 2 * (1 + cos(pi * step / end_step))` ("cosine"),
 or stays ("constant"). Grown weights start at zero, and their optimizer state (momentum, Adam's
@@ -154,10 +158,10 @@ class Rewiring:
             self._tap = None
         if driven and self.schedule.needs_gradients:
             self._tap = GradientTap(self._optimizer("RigL grows the weights of largest gradient"),
-                                    [v for _, v, _ in self.weights], self._records_before_updates())
+                                    [v for _, v, _ in self.weights], self._records_on_updates())
 
-    def update(self, step):
-        """Moves the masks if `step` is an update step; returns True if it did."""
+    def finish_step(self, step):
+        """After the batch of `step`: moves the masks if it is an update step; returns True if it did."""
         if not self.schedule.decision(step)[0]:
             return False
         sync_variables(self.model)
@@ -198,8 +202,9 @@ class Rewiring:
         gradients = self._tap.latest() if self._tap is not None else None
         if gradients is None and not self._warned_no_gradient:
             self._warned_no_gradient = True
-            warnings.warn(f"RigL skips its update at step {step}: no gradient was kept before it (this run started on "
-                          "an update step). Later updates use the batch before them.", stacklevel=2)
+            warnings.warn(f"RigL skips its update at step {step}: no gradient was kept for it. Train with the model's "
+                          "own optimizer (model.compile(optimizer=...)) and UpdatePruningStep's on_train_begin().",
+                          stacklevel=2)
         return gradients
 
     def _optimizer(self, what):
@@ -215,14 +220,14 @@ class Rewiring:
                              "make them trainable, or use method='set'.")
         return optimizer
 
-    def _records_before_updates(self):
-        """`records(iterations)` true on the batch just before each update step (the first batch is step 1)."""
+    def _records_on_updates(self):
+        """`records(iterations)` true on the batches of update steps (the first batch of a run is its step + 1)."""
         iterations = int(host_value(self._optimizer("RigL").iterations))
-        shift = max(0, *(int(host_value(w.pruning_step)) for w in self.wrappers)) + 2 - iterations
+        shift = max(0, *(int(host_value(w.pruning_step)) for w in self.wrappers)) + 1 - iterations
         every, end = self.schedule.frequency, self.schedule.end_step
 
         def records(optimizer_iterations):
-            next_step = keras.ops.cast(optimizer_iterations, step_dtype()) + shift  # the step of the batch after this one
-            return keras.ops.logical_and(keras.ops.equal(next_step % every, 0), next_step <= end)
+            step = keras.ops.cast(optimizer_iterations, step_dtype()) + shift  # the pruning step of this batch
+            return keras.ops.logical_and(keras.ops.equal(step % every, 0), step <= end)
 
         return records

@@ -87,7 +87,6 @@ class WeightPruning:
         """Recomputes masks where a schedule says so at `step`; returns True if any changed."""
         if not update_masks:
             return False
-        rewired = self.rewiring is not None and self.rewiring.update(step)
         alone = {}
         for schedule, wrappers in self._layer_scoped_by_schedule.items():
             should_update, sparsity = schedule.decision(step)
@@ -103,9 +102,13 @@ class WeightPruning:
             if should_update:
                 alone.update(erk_targets(self.erk_scoped, sparsity))
         if not alone and not ranked:
-            return rewired
+            return False
         self._run(step, alone, ranked, ranked_sparsity)
         return True
+
+    def finish_step(self, step):
+        """After the batch of `step`: moves the masks of dynamic sparse training; returns True if it did."""
+        return self.rewiring is not None and self.rewiring.finish_step(step)
 
     def set_step_driven(self, driven):
         """A `fit` (or a custom loop driving `UpdatePruningStep`) starts (True) or ends (False)."""

@@ -5,8 +5,8 @@ zeros and the layer reads it whole, so the gradient the optimizer receives for i
 dense: the tap keeps it. Every Keras backend's train step (and a custom loop) ends in
 `optimizer.apply(grads, variables)` (JAX through `stateless_apply`), so the tap stands in for
 the optimizer's `apply` on that one optimizer, while a `fit` runs, and hands the call on
-unchanged. It keeps the gradients only where `records(iterations)` is true (the batch before
-a rewiring step), so the other steps cost one comparison:
+unchanged. It keeps the gradients only where `records(iterations)` is true (the batch of a
+rewiring step), so the other steps cost one comparison:
 
 - TensorFlow and torch assign them to variables of the tap's own (inside the traced step on TensorFlow);
 - JAX, whose train step is pure, sends them to the host with a callback, as Taylor importance does.

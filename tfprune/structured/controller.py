@@ -331,6 +331,10 @@ class ChannelController:
     def set_step_driven(self, driven):
         """Nothing to start or stop with a training run: Taylor scores are recorded by the wrappers themselves."""
 
+    def finish_step(self, step):
+        """Nothing moves after a batch: channel masks change at the start of a step (`update`)."""
+        return False
+
     def shortfalls(self, last_step):
         """Why a run ending at `last_step` stops short of the final sparsity (one line), or nothing."""
         line = self.schedule and self.schedule.shortfall([w.layer.name for w in self.wrappers], last_step)

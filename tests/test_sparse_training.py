@@ -1,0 +1,183 @@
+"""Dynamic sparse training (SET, RigL): the sparsity holds, the weights move, grown ones start from nothing."""
+
+import keras
+import numpy as np
+import pytest
+
+import tfprune
+from tests.conftest import mlp
+from tfprune.dynamic_sparsity import DynamicSparsity, rewired
+from tfprune.graph import compat
+
+
+def _masks(model):
+    return [keras.ops.convert_to_numpy(m).astype(bool) for w in tfprune.PruningController(model).wrappers
+            for m in w.masks]
+
+
+def _compiled(model, learning_rate=0.05):
+    model.compile(keras.optimizers.SGD(learning_rate, momentum=0.9),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    return model
+
+
+def test_rewired_drops_the_smallest_active_weights_and_grows_the_highest_scored_inactive_ones():
+    rng = np.random.default_rng(0)
+    weight, mask, scores = rng.normal(size=(20, 10)), rng.random((20, 10)) < 0.3, rng.random((20, 10))
+    weight[~mask] = 0
+    after_drop, new = rewired(weight, mask, 0.25, scores)
+    count = round(0.25 * mask.sum())
+    dropped, grown = mask & ~after_drop, new & ~after_drop
+    assert dropped.sum() == grown.sum() == count and new.sum() == mask.sum()
+    assert np.abs(weight[dropped]).max() <= np.abs(weight[after_drop]).min()
+    assert scores[grown].min() >= scores[~new].max()  # just-dropped entries compete too
+    np.testing.assert_array_equal(rewired(weight, mask, 1e-4, scores)[1], mask)  # rounds to no move
+
+
+def test_the_schedule_holds_its_sparsity_and_decays_the_drop_fraction_as_rigl():
+    schedule = DynamicSparsity(0.9, end_step=1000, update_every=100, drop_fraction=0.3)
+    assert schedule.updates_until(1200) == list(range(100, 1001, 100))
+    assert schedule.drop_fraction_at(0) == pytest.approx(0.3) and schedule.drop_fraction_at(1000) == pytest.approx(0)
+    assert schedule.drop_fraction_at(500) == pytest.approx(0.15)
+    assert DynamicSparsity(0.9, 1000, drop_schedule="constant").drop_fraction_at(900) == 0.3
+    assert keras.saving.deserialize_keras_object(schedule.get_config()) == schedule
+    assert schedule.shortfall(["dense"], 10) is None  # at the sparsity from the first step
+
+
+class MaskLog(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.kept = []
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.kept.append([int(m.sum()) for m in _masks(self.model)])
+
+
+@pytest.mark.parametrize("method", ["set", "rigl"])
+def test_weights_move_at_constant_sparsity_through_fit(method, digits):
+    (x, y), _ = digits
+    sparse = tfprune.sparse_training(mlp(), 0.9, method=method, update_every=10, end_step=60)
+    report = tfprune.sparsity_report(sparse)["total"]
+    assert report["sparsity"] == pytest.approx(0.9, abs=0.002)
+    erk = [1 - m.mean() for m in _masks(sparse)]
+    assert erk[0] > 0.9 > erk[-1]  # ERK: the big first layer pruned more than the classifier
+    before, log = _masks(sparse), MaskLog()
+    _compiled(sparse).fit(x[:640], y[:640], batch_size=32, epochs=4, verbose=0,
+                          callbacks=[tfprune.UpdatePruningStep(), log])
+    assert all(kept == log.kept[0] for kept in log.kept) and log.kept[0] == [int(m.sum()) for m in before]
+    after = _masks(sparse)
+    moved = sum(int((b & ~a).sum()) for b, a in zip(before, after))
+    assert moved > 0.1 * sum(int(b.sum()) for b in before)
+    for w in tfprune.PruningController(sparse).wrappers:
+        kernel = keras.ops.convert_to_numpy(w.layer.kernel)
+        assert (kernel[~keras.ops.convert_to_numpy(w.masks[0]).astype(bool)] == 0).all()
+
+
+def test_grown_weights_start_at_zero_with_their_momentum_reset(digits):
+    (x, y), _ = digits
+    sparse = _compiled(tfprune.sparse_training(mlp(), 0.8, update_every=5, end_step=5, drop_fraction=0.5))
+    sparse.fit(x[:128], y[:128], batch_size=32, epochs=1, verbose=0, callbacks=[tfprune.UpdatePruningStep()])
+    wrapper = sparse.layers[0]
+    kernel = wrapper.layer.kernel
+    (momentum,) = compat.optimizer_slots(sparse.optimizer, kernel)
+    momentum.assign(np.ones(momentum.shape, "float32"))
+    kernel.assign(keras.ops.convert_to_numpy(kernel) + 1.0)  # so that dropped weights re-grown would show
+    before = keras.ops.convert_to_numpy(wrapper.masks[0]).astype(bool)
+    controller = tfprune.PruningController(sparse)
+    assert controller.finish_step(5)  # after the update step's batch, driven by hand as a custom loop does
+    after = keras.ops.convert_to_numpy(wrapper.masks[0]).astype(bool)
+    stayed = before & after
+    values, slots = keras.ops.convert_to_numpy(kernel), keras.ops.convert_to_numpy(momentum)
+    assert (values[after & ~stayed] == 0).all() and (slots[after & ~stayed] == 0).all()
+    assert (slots[stayed] == 1).all() and (values[stayed] != 0).all()
+    regrown = ~stayed & after & (keras.ops.convert_to_numpy(kernel) == 0)
+    assert regrown.sum() == (after & ~stayed).sum()
+
+
+def test_rigl_grows_where_the_loss_reads_and_set_does_not():
+    """Labels from the first 4 of 32 inputs: RigL's gradients move a linear classifier's weights to those rows."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2048, 32)).astype("float32")
+    y = np.argmax(x[:, :4] @ rng.normal(size=(4, 4)), axis=-1)
+    share = {}
+    for method in ("set", "rigl"):
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential([keras.Input((32,)), keras.layers.Dense(4)])
+        sparse = _compiled(tfprune.sparse_training(model, 0.9, method=method, update_every=8, end_step=64))
+        sparse.fit(x, y, batch_size=256, epochs=10, verbose=0, callbacks=[tfprune.UpdatePruningStep()])
+        (kernel,) = _masks(sparse)
+        share[method] = kernel[:4].sum() / kernel.sum()
+    assert share["set"] < 0.3 < 0.7 < share["rigl"]  # 4 rows of 32 hold 1/8 of the weights at random
+
+
+def test_a_run_saved_and_resumed_moves_the_same_weights(tmp_path, digits):
+    (x, y), _ = digits
+    x, y = x[:320], y[:320]
+
+    def start():
+        return _compiled(tfprune.sparse_training(mlp(), 0.9, method="rigl", update_every=7, end_step=40))
+
+    whole = start()
+    whole.fit(x, y, batch_size=32, epochs=4, shuffle=False, verbose=0, callbacks=[tfprune.UpdatePruningStep()])
+    halves = start()
+    halves.fit(x, y, batch_size=32, epochs=2, shuffle=False, verbose=0, callbacks=[tfprune.UpdatePruningStep()])
+    halves.save(tmp_path / "half.keras")
+    resumed = tfprune.load_model(tmp_path / "half.keras")
+    resumed.fit(x, y, batch_size=32, epochs=2, shuffle=False, verbose=0, callbacks=[tfprune.UpdatePruningStep()])
+    for a, b in zip(_masks(whole), _masks(resumed)):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (dict(sparsity=1.0, end_step=100), r"`sparsity` must be in \(0, 1\)"),
+    (dict(sparsity=0.9), "Give end_step"),
+    (dict(end_step=50, update_every=100), "`update_every`=100 is longer than the run's moving phase"),
+    (dict(end_step=100, method="rigl2"), "`method` must be one of"),
+    (dict(end_step=100, drop_fraction=0.0), r"`drop_fraction` must be in \(0, 1\]"),
+    (dict(end_step=100, distribution="random"), "`distribution` must be one of"),
+])
+def test_bad_arguments_are_named(arguments, message):
+    with pytest.raises(ValueError, match=message):
+        tfprune.sparse_training(mlp(), **arguments)
+
+
+def test_a_model_with_nothing_to_prune_is_refused():
+    model = keras.Sequential([keras.Input((4, 4, 3)), keras.layers.Flatten(), keras.layers.Dropout(0.1)])
+    with pytest.raises(ValueError, match="no weight tfprune can prune"):
+        tfprune.sparse_training(model, 0.5, end_step=100)
+
+
+def test_rigl_needs_an_optimizer_and_trainable_weights(digits):
+    (x, y), _ = digits
+    sparse = tfprune.sparse_training(mlp(), 0.8, method="rigl", end_step=100)
+    callback = tfprune.UpdatePruningStep()
+    callback.set_model(sparse)
+    with pytest.raises(ValueError, match=r"compile it with the optimizer you train with"):
+        callback.on_train_begin()
+    sparse.layers[0].trainable = False
+    with pytest.raises(ValueError, match=rf"\['{sparse.layers[0].layer.name}'\] are frozen"):
+        _compiled(sparse).fit(x[:64], y[:64], verbose=0, callbacks=[tfprune.UpdatePruningStep()])
+
+
+@pytest.mark.tensorflow_only("a tf.GradientTape training loop")
+def test_rigl_moves_weights_in_a_custom_training_loop(digits):
+    import tensorflow as tf
+
+    (x, y), _ = digits
+    sparse = _compiled(tfprune.sparse_training(mlp(), 0.9, method="rigl", update_every=5, end_step=20))
+    callback = tfprune.UpdatePruningStep()
+    callback.set_model(sparse)
+    callback.on_train_begin()
+    before = _masks(sparse)
+    for batch in range(20):
+        callback.on_train_batch_begin()
+        xb, yb = x[32 * batch:32 * batch + 32], y[32 * batch:32 * batch + 32]
+        with tf.GradientTape() as tape:
+            loss = sparse.loss(yb, sparse(xb, training=True))
+        sparse.optimizer.apply(tape.gradient(loss, sparse.trainable_variables), sparse.trainable_variables)
+        callback.on_train_batch_end()
+    callback.on_train_end()
+    after = _masks(sparse)
+    assert [a.sum() for a in after] == [b.sum() for b in before]
+    assert sum(int((b & ~a).sum()) for b, a in zip(before, after)) > 0
+    assert "apply" not in vars(sparse.optimizer)  # the tap is gone with the run
