@@ -141,6 +141,18 @@ def test_bad_arguments_are_named(arguments, message):
         tfprune.sparse_training(mlp(), **arguments)
 
 
+def test_static_sparse_training_keeps_its_random_erk_masks(digits):
+    (x, y), _ = digits
+    sparse = _compiled(tfprune.sparse_training(mlp(), 0.9, method="static"))
+    before = _masks(sparse)
+    other_seed = _masks(tfprune.sparse_training(mlp(), 0.9, method="static", seed=1))
+    assert [m.sum() for m in before] == [m.sum() for m in other_seed] and (before[0] != other_seed[0]).any()
+    assert 1 - before[0].mean() > 0.9 > 1 - before[-1].mean()  # ERK
+    sparse.fit(x[:320], y[:320], batch_size=32, epochs=2, verbose=0, callbacks=[tfprune.UpdatePruningStep()])
+    for a, b in zip(before, _masks(sparse)):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_a_model_with_nothing_to_prune_is_refused():
     model = keras.Sequential([keras.Input((4, 4, 3)), keras.layers.Flatten(), keras.layers.Dropout(0.1)])
     with pytest.raises(ValueError, match="no weight tfprune can prune"):

@@ -34,6 +34,7 @@ def prune_low_magnitude(
     max_layer_sparsity=None,
     strict=True,
     copy=True,
+    importance="magnitude",
     **kwargs,
 ):
     """Wraps a layer, a list of layers or a model so that its weights get pruned by magnitude.
@@ -62,6 +63,11 @@ def prune_low_magnitude(
             `sparsity_report` marks the weights held there.
         strict: raise (the default, as tfmot does) when the model holds a weighted layer
             that tfprune does not know how to prune; `strict=False` leaves it dense with a warning.
+        importance: what ranks the weights at each mask update: "magnitude" (tfmot's, the default), "lamp"
+            (layer-adaptive magnitude: with scope="global", it chooses each layer's sparsity), "obd" (Optimal Brain
+            Damage, 1/2 x Fisher x w^2, the Fisher from the batches since the last update), "movement" (-sum of
+            gradient x weight over the fit, for fine-tuning) or an `Importance`; see
+            `tfprune.criteria.importance`. "obd" and "movement" read the gradients the model's optimizer receives.
         copy: True (the default) prunes a copy of the model and leaves yours dense. False prunes
             your model's own layers in place, as tfmot does: the returned model shares them and
             their weights with yours, and your own container layers and subclassed model get the
@@ -100,6 +106,7 @@ def prune_low_magnitude(
         sparsity_m_by_n=sparsity_m_by_n,
         scope=scope,
         max_layer_sparsity=max_layer_sparsity,
+        importance=importance,
     )
 
     def wrap(layer, **layer_kwargs):

@@ -65,7 +65,8 @@ class DynamicSparsity(PruningSchedule):
                  seed=0):
         check_sparsity("sparsity", sparsity)
         if method not in METHODS:
-            raise ValueError(f"`method` must be one of {METHODS}, got {method!r}.")
+            raise ValueError(f"`method` must be one of {METHODS} (or 'static' in tfprune.sparse_training), got "
+                             f"{method!r}.")
         if drop_schedule not in DROP_SCHEDULES:
             raise ValueError(f"`drop_schedule` must be one of {DROP_SCHEDULES}, got {drop_schedule!r}.")
         if isinstance(drop_fraction, bool) or not isinstance(drop_fraction, (int, float)) or not 0 < drop_fraction <= 1:
@@ -158,7 +159,7 @@ class Rewiring:
             self._tap = None
         if driven and self.schedule.needs_gradients:
             self._tap = GradientTap(self._optimizer("RigL grows the weights of largest gradient"),
-                                    [v for _, v, _ in self.weights], self._records_on_updates())
+                                    [v for _, v, _ in self.weights], "latest", self._records_on_updates())
 
     def finish_step(self, step):
         """After the batch of `step`: moves the masks if it is an update step; returns True if it did."""
@@ -199,7 +200,11 @@ class Rewiring:
     def _gradients(self, step):
         if not self.schedule.needs_gradients:
             return None
-        gradients = self._tap.latest() if self._tap is not None else None
+        gradients, steps = self._tap.read() if self._tap is not None else (None, 0)
+        if self._tap is not None:
+            self._tap.reset()  # so that each update reads the gradient of its own batch, or none
+        if not steps:
+            gradients = None
         if gradients is None and not self._warned_no_gradient:
             self._warned_no_gradient = True
             warnings.warn(f"RigL skips its update at step {step}: no gradient was kept for it. Train with the model's "

@@ -1,4 +1,5 @@
-"""`sparse_training`: a model sparse from its first step whose weights move while it trains (SET, RigL).
+"""`sparse_training`: a model sparse from its first step whose weights move while it trains (SET, RigL), or stay
+("static", RigL's baseline: random masks, fixed).
 
 The model is wrapped by `prune_low_magnitude` with a `DynamicSparsity` schedule and its first
 masks set at `sparsity`, spread by `distribution`: at random within each weight for "uniform"
@@ -24,7 +25,9 @@ from tfprune.api import prune_low_magnitude
 from tfprune.apply.wrapper import pruning_wrappers
 from tfprune.backend_calls import host_value
 from tfprune.dynamic_sparsity import DynamicSparsity
+from tfprune.schedules import FixedMasks
 from tfprune.selection.distributions import scope_of
+from tfprune.validation import check_open_sparsity
 from tfprune.weight_pruning import apply_scored_masks
 
 
@@ -35,27 +38,30 @@ def sparse_training(model, sparsity=0.9, method="set", distribution="erk", updat
     Args:
         model: a built Keras model, usually before training.
         sparsity: the fraction of prunable weights pruned throughout, in (0, 1).
-        method: "set" (grow at random) or "rigl" (grow where the gradient is largest).
+        method: "set" (grow at random), "rigl" (grow where the gradient is largest) or "static" (the first masks
+            stay: sparse training with a fixed random topology, the papers' baseline).
         distribution: "erk" (Erdős–Rényi-Kernel, RigL's default), "uniform" or "global".
         update_every: training steps between updates.
         drop_fraction: the fraction of each weight's active entries moved at the first update (RigL: 0.3).
         drop_schedule: "cosine" (the fraction decays to 0 at `end_step`) or "constant".
-        end_step: the last step that moves weights (RigL: 75% of the run).
+        end_step: the last step that moves weights (RigL: 75% of the run); not used by "static".
         seed: the seed of the first masks and of SET's growth.
         max_layer_sparsity: with "erk" or "global", no weight pruned beyond this (default 0.99).
 
     Returns:
-        The pruned model (`PruneLowMagnitude` wrappers with a `DynamicSparsity` schedule).
+        The pruned model (`PruneLowMagnitude` wrappers with a `DynamicSparsity` schedule, `FixedMasks` for "static").
     """
-    if isinstance(sparsity, bool) or not isinstance(sparsity, (int, float)) or not 0 < sparsity < 1:
-        raise ValueError(f"`sparsity` must be in (0, 1), the fraction of prunable weights to prune; got {sparsity!r}.")
-    if end_step is None:
+    check_open_sparsity(sparsity)
+    if method == "static":
+        schedule = FixedMasks(sparsity)
+    elif end_step is None:
         raise ValueError("Give end_step, the last training step that moves weights: RigL stops at 75% of the run, "
                          "end_step=int(0.75 * epochs * steps_per_epoch).")
-    schedule = DynamicSparsity(sparsity, end_step, method, update_every, drop_fraction, drop_schedule, seed)
+    else:
+        schedule = DynamicSparsity(sparsity, end_step, method, update_every, drop_fraction, drop_schedule, seed)
     scope = scope_of(distribution)
     with warnings.catch_warnings():  # its masks are set right after
-        warnings.filterwarnings("ignore", message="DynamicSparsity does not set the first masks")
+        warnings.filterwarnings("ignore", message=f"{type(schedule).__name__} does not set the first masks")
         pruned = prune_low_magnitude(model, schedule, scope=scope, max_layer_sparsity=max_layer_sparsity)
     wrappers = [w for w in pruning_wrappers(pruned) if w.masks]
     if not wrappers:

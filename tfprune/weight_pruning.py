@@ -16,7 +16,7 @@ import numpy as np
 from tfprune import masks as masks_lib
 from tfprune import schedules
 from tfprune.backend_calls import host_call, one_graph_call, step_dtype
-from tfprune.criteria.importance import MAGNITUDE
+from tfprune.apply.gradient_tap import GradientTap
 from tfprune.dynamic_sparsity import DynamicSparsity, Rewiring
 from tfprune.selection.distributions import erk_sparsities
 from tfprune.stateless import sync_variables
@@ -82,6 +82,7 @@ class WeightPruning:
             self._layer_scoped_by_schedule.setdefault(mask_schedule(w), []).append(w)
         self._compiled = {}
         self._plan = None  # (step, {wrapper: sparsity} pruned alone, sparsity of the ranked ones) being run
+        self._taps = {}  # {statistic: GradientTap} of the criteria that read training gradients, during a fit
 
     def update(self, step, update_masks=True):
         """Recomputes masks where a schedule says so at `step`; returns True if any changed."""
@@ -111,9 +112,21 @@ class WeightPruning:
         return self.rewiring is not None and self.rewiring.finish_step(step)
 
     def set_step_driven(self, driven):
-        """A `fit` (or a custom loop driving `UpdatePruningStep`) starts (True) or ends (False)."""
+        """A `fit` (or a custom loop driving `UpdatePruningStep`) starts (True) or ends (False): the taps of the
+        criteria that read training gradients are installed on the model's optimizer, or removed."""
         if self.rewiring is not None:
             self.rewiring.set_step_driven(driven)
+        for tap in self._taps.values():
+            tap.remove()
+        self._taps, self._compiled = {}, {}
+        if not driven:
+            return
+        by_statistic = {}
+        for w in self.masked:
+            if w.importance.statistic is not None and w not in getattr(self.rewiring, "wrappers", ()):
+                by_statistic.setdefault(w.importance.statistic, []).extend(w.pruned_weights)
+        for statistic, variables in by_statistic.items():
+            self._taps[statistic] = GradientTap(_training_optimizer(self.model, variables), variables, statistic)
 
     def prune_to(self, sparsity, *, step, overrides=None, scope=None):
         """Prunes every masked weight to `sparsity` now; see `PruningController.prune_to`."""
@@ -121,7 +134,7 @@ class WeightPruning:
         own = {w: overrides.get(w, overrides.get(w.layer.name)) for w in self.masked}
         ranked = tuple(w for w in self.masked if (scope or w.scope) == "global" and own[w] is None
                        and not w.granularity.m_by_n)
-        _check_global_settings_agree(ranked, ("granularity", "max_layer_sparsity"))
+        _check_global_settings_agree(ranked, ("granularity", "max_layer_sparsity", "importance"))
         spread = tuple(w for w in self.masked if (scope or w.scope) == "erk" and own[w] is None
                        and not w.granularity.m_by_n and w not in ranked)
         _check_global_settings_agree(spread, ("granularity", "max_layer_sparsity"), scope="erk")
@@ -130,9 +143,16 @@ class WeightPruning:
         self._run(step, alone, ranked, sparsity)
 
     def _run(self, step, alone, ranked, ranked_sparsity):
+        unrecorded = sorted({type(w.importance).__name__ for w in (*alone, *ranked)
+                             if w.importance.statistic is not None and w.importance.statistic not in self._taps})
+        if unrecorded:
+            raise ValueError(f"{', '.join(unrecorded)} scores weights by the training gradients, which are recorded "
+                             "during fit with UpdatePruningStep: the masks can update only then. To prune at once, use "
+                             "tfprune.prune_once(model, sparsity, importance, data=(x, y)) on the unpruned model.")
         self._plan = (step, alone, ranked_sparsity)
         sync_variables(self.model)
         self._update_call(tuple(alone) + ranked, len(alone))()
+        self.restart_statistics()
 
     def _update_call(self, targets, alone_count):
         """One compiled call, without arguments, that updates the masks of a set of wrappers.
@@ -144,10 +164,14 @@ class WeightPruning:
         if key not in self._compiled:
             weights = [v for w in targets for v in w.pruned_weights]
             outputs = [(v.shape, "bool") for v in weights] + [((), step_dtype())]
+            taps = list(self._taps.items())
 
             def update():
-                *masks, step = host_call(lambda *values: self._new_masks(targets, alone_count, values),
-                                          [v.value for v in weights], outputs)
+                statistics = [tensor for _, tap in taps for tensor in tap.tensors()]
+                *masks, step = host_call(
+                    lambda *values: self._new_masks(targets, alone_count, values[:len(weights)],
+                                                    _by_variable(taps, values[len(weights):])),
+                    [v.value for v in weights] + statistics, outputs)
                 masks = iter(masks)
                 for w in targets:
                     w.apply_masks([next(masks) for _ in w.pruned_weights], step)
@@ -155,19 +179,25 @@ class WeightPruning:
             self._compiled[key] = one_graph_call(update)
         return self._compiled[key]
 
-    def _new_masks(self, targets, alone_count, values):
+    def _new_masks(self, targets, alone_count, values, statistics):
         """NumPy side of an update: boolean masks for every pruned weight of `targets`, then the step.
 
-        The first `alone_count` targets are pruned each on its own, the rest ranked together.
-        Pruned entries are already zero in the weights (see `wrapper.KeepPruned`), so the
-        scores need no mask and pruned weights stay pruned.
+        The first `alone_count` targets are pruned each on its own, the rest ranked together, by
+        each wrapper's importance (`statistics`: {id(variable): the statistic of its training
+        gradients} for criteria that read them). Pruned entries are already zero in the weights
+        (see `wrapper.KeepPruned`); they are scored below every kept entry, so they stay pruned.
         """
         step, alone, ranked_sparsity = self._plan
-        values = iter(values)  # magnitudes: already-pruned entries score 0 and stay pruned
-        scores = [[MAGNITUDE.entry_scores(next(values)) for _ in w.pruned_weights] for w in targets]
+        values = iter(values)
+        scores = [[_entry_scores(w, v, next(values), statistics) for v in w.pruned_weights] for w in targets]
         masks = [m for w, s in zip(targets[:alone_count], scores) for m in layer_masks(w, alone[w], s)]
         masks += ranked_masks(targets[alone_count:], scores[alone_count:], ranked_sparsity)
         return [*masks, np.asarray(step, dtype=step_dtype())]
+
+    def restart_statistics(self):
+        """After a mask update: the Fisher of OBD is the mean of the batches since the last one."""
+        if "squares" in self._taps:
+            self._taps["squares"].reset()
 
     def shortfalls(self, last_step):
         """Why a run ending at `last_step` leaves layers short of their final sparsity, one line per schedule.
@@ -184,7 +214,40 @@ class WeightPruning:
 
 
 _SHARED_BY_GLOBAL_SCOPE = {"pruning schedule": "pruning_schedule", "granularity": "granularity",
-                           "max_layer_sparsity": "max_layer_sparsity"}
+                           "max_layer_sparsity": "max_layer_sparsity", "importance": "importance"}
+
+
+def _entry_scores(wrapper, variable, value, statistics):
+    """The scores of one pruned weight's entries by `wrapper`'s importance; its pruned entries (zero) below all."""
+    scores = wrapper.importance.entry_scores(value, wrapper.layer, variable.name, statistics.get(id(variable)))
+    return np.where(value != 0, scores, -np.inf) if wrapper.importance.statistic is not None else scores
+
+
+def _by_variable(taps, values):
+    """{id(variable): its statistic} from the flat `values` of `taps` (each: its arrays, then its step count);
+    sums of squares become means."""
+    statistics, values = {}, iter(values)
+    for statistic, tap in taps:
+        arrays = [np.asarray(next(values)) for _ in tap.variables]
+        steps = int(next(values))
+        for variable, array in zip(tap.variables, arrays):
+            statistics[id(variable)] = array / max(steps, 1) if statistic == "squares" else array
+    return statistics
+
+
+def _training_optimizer(model, variables):
+    """The optimizer that trains `model`, which a criterion reading training gradients taps."""
+    optimizer = getattr(model, "optimizer", None)
+    if optimizer is None:
+        raise ValueError(f"Model '{model.name}' is pruned by a criterion that reads the training gradients, from the "
+                         "optimizer that trains it, but it has none: compile it with the optimizer you train with "
+                         "(model.compile(optimizer=...)), also in a custom training loop.")
+    trainable = {id(v) for v in model.trainable_variables}
+    frozen = [v.path for v in variables if id(v) not in trainable]
+    if frozen:
+        raise ValueError(f"{frozen} are frozen (trainable=False) and get no gradient to score them by: make them "
+                         "trainable, or prune them by 'magnitude' or 'lamp'.")
+    return optimizer
 
 
 def ranked_masks(wrappers, scores, sparsity):

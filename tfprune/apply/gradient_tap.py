@@ -1,51 +1,67 @@
-"""The gradients a training step hands its optimizer, kept for some variables at chosen steps.
+"""Statistics of the gradients a training step hands its optimizer, kept for some variables.
 
-RigL grows the inactive weights whose loss gradient is largest. A pruned weight is stored as
-zeros and the layer reads it whole, so the gradient the optimizer receives for it is already
-dense: the tap keeps it. Every Keras backend's train step (and a custom loop) ends in
-`optimizer.apply(grads, variables)` (JAX through `stateless_apply`), so the tap stands in for
-the optimizer's `apply` on that one optimizer, while a `fit` runs, and hands the call on
-unchanged. It keeps the gradients only where `records(iterations)` is true (the batch of a
-rewiring step), so the other steps cost one comparison:
+Some criteria read the loss's gradient during training: RigL grows the inactive weights of
+largest gradient, Optimal Brain Damage weighs each weight by the squared gradient (the Fisher
+approximation of the Hessian's diagonal), movement pruning sums -gradient x weight. A pruned
+weight is stored as zeros and the layer reads it whole, so the gradient the optimizer receives
+for it is already dense: the tap keeps what a criterion needs of it. Every Keras backend's train
+step (and a custom loop) ends in `optimizer.apply(grads, variables)` (JAX through
+`stateless_apply`), so the tap stands in for `apply` on that one optimizer while a `fit` runs,
+and hands the call on unchanged. What it keeps (`STATISTICS`):
 
-- TensorFlow and torch assign them to variables of the tap's own (inside the traced step on TensorFlow);
-- JAX, whose train step is pure, sends them to the host with a callback, as Taylor importance does.
+- "latest": the gradient of the last step that `records(iterations)` accepts (one comparison on the others);
+- "squares": the sum of squared gradients, every step;
+- "movement": the sum of -gradient x weight (the weight before the step), every step.
+
+TensorFlow and torch keep them in variables of the tap's own (assigned inside the traced step on
+TensorFlow); JAX, whose train step is pure, sends them to the host with a callback, as Taylor
+importance does.
 
 Example:
 
->>> tap = GradientTap(model.optimizer, [kernel], records=lambda iterations: iterations % 100 == 99)
+>>> tap = GradientTap(model.optimizer, [kernel], "squares")
 >>> model.fit(...)
->>> gradient, = tap.latest()
+>>> (squares,), steps = tap.read()
 >>> tap.remove()
 """
 
 import functools
 
 import keras
+import numpy as np
 from keras import ops
 
 from tfprune.backend_calls import host_value
+from tfprune.graph import compat
+
+STATISTICS = ("latest", "squares", "movement")
 
 
 class GradientTap:
-    """Keeps the gradient `optimizer` receives for each of `variables` at the iterations `records` accepts.
+    """Keeps `statistic` of the gradients `optimizer` receives for each of `variables`.
 
     Args:
         optimizer: the Keras optimizer that trains the variables.
         variables: the model variables to keep gradients of (trainable, known to the optimizer).
-        records: `records(iterations)` with the optimizer's iteration count before the step (a tensor inside
-            a traced step), true where the step's gradients are to be kept; keras.ops only.
+        statistic: one of `STATISTICS`.
+        records: with "latest": `records(iterations)` with the optimizer's iteration count before the step (a
+            tensor inside a traced step), true where the step's gradients are to be kept; keras.ops only.
     """
 
-    def __init__(self, optimizer, variables, records):
-        self.optimizer, self.variables, self.records = optimizer, list(variables), records
+    def __init__(self, optimizer, variables, statistic, records=None):
+        if statistic not in STATISTICS:
+            raise ValueError(f"`statistic` must be one of {STATISTICS}, got {statistic!r}.")
+        self.optimizer, self.variables, self.statistic = optimizer, list(variables), statistic
+        self.records = records if statistic == "latest" else None
         self._positions = {id(v): i for i, v in enumerate(self.variables)}
-        self._on_host = [None] * len(self.variables)
-        self._kept = None
-        if keras.backend.backend() != "jax":
-            self._kept = [keras.Variable(ops.zeros(v.shape, v.dtype), trainable=False, name="tapped_gradient")
+        self._on_host = keras.backend.backend() == "jax"
+        if self._on_host:
+            self._host = [np.zeros(v.shape, np.float32) for v in self.variables]
+            self._host_count = 0
+        else:
+            self._kept = [keras.Variable(ops.zeros(v.shape, "float32"), trainable=False, name="tapped_gradient")
                           for v in self.variables]
-        self._recorded = keras.Variable(0, dtype="int32", trainable=False, name="tapped_gradient_count")
+            self._count = keras.Variable(0, dtype="int32", trainable=False, name="tapped_steps")
         self._apply = optimizer.apply  # the class's method, bound: what `remove` puts back
         optimizer.apply = self._tapped_apply
 
@@ -54,45 +70,90 @@ class GradientTap:
         if self.optimizer.__dict__.get("apply") == self._tapped_apply:
             del self.optimizer.apply
 
-    def latest(self):
-        """The last kept gradient of each variable as NumPy arrays, or None before any was kept."""
-        if keras.backend.backend() == "jax":
+    def read(self):
+        """`(statistic of each variable as NumPy arrays, steps kept)`; the steps are 0 before any."""
+        *kept, count = self.tensors()
+        return [host_value(k) if not isinstance(k, np.ndarray) else k for k in kept], int(host_value(count))
+
+    def tensors(self):
+        """The statistics and the step count as the backend holds them (variables' values; NumPy under JAX), to
+        read inside a compiled call."""
+        if self._on_host:
             import jax
 
             jax.effects_barrier()
-            return None if any(g is None for g in self._on_host) else [g.copy() for g in self._on_host]
-        return [host_value(g) for g in self._kept] if int(host_value(self._recorded)) else None
+            return [k.copy() for k in self._host] + [np.asarray(self._host_count)]
+        return [k.value for k in self._kept] + [self._count.value]
+
+    def reset(self):
+        """Starts the sums again from zero."""
+        if self._on_host:
+            import jax
+
+            jax.effects_barrier()
+            for k in self._host:
+                k[...] = 0.0
+            self._host_count = 0
+            return
+        for k in self._kept:
+            k.assign(ops.zeros(k.shape, k.dtype))
+        self._count.assign(0)
 
     def _tapped_apply(self, grads, trainable_variables=None):
-        variables = self.optimizer._trainable_variables if trainable_variables is None else trainable_variables
-        tapped = [(self._positions[id(v)], g) for v, g in zip(variables, grads) if id(v) in self._positions]
+        variables = trainable_variables
+        if variables is None:
+            variables = compat.optimizer_trainable_variables(self.optimizer)
+        tapped = [(self._positions[id(v)], self._contribution(g, v)) for v, g in zip(variables, grads)
+                  if id(v) in self._positions]
         if tapped:
-            self._keep(tapped, self.records(self.optimizer.iterations))
+            now = True if self.records is None else self.records(self.optimizer.iterations)
+            self._keep(tapped, now)
         return self._apply(grads, trainable_variables)
+
+    def _contribution(self, gradient, variable):
+        gradient = ops.cast(gradient, "float32")
+        if self.statistic == "squares":
+            return ops.square(gradient)
+        if self.statistic == "movement":
+            return -gradient * ops.cast(variable.value, "float32")
+        return gradient
 
     def _keep(self, tapped, now):
         backend = keras.backend.backend()
         if backend == "jax":
             import jax
 
-            def send(*gradients):
-                jax.debug.callback(functools.partial(self._store_on_host, [i for i, _ in tapped]), *gradients)
+            def send(*contributions):
+                jax.debug.callback(functools.partial(self._add_on_host, [i for i, _ in tapped]), *contributions)
 
-            jax.lax.cond(now, send, lambda *gradients: None, *[g for _, g in tapped])
+            if now is True:
+                send(*[c for _, c in tapped])
+            else:
+                jax.lax.cond(now, send, lambda *contributions: None, *[c for _, c in tapped])
         elif backend == "tensorflow":
             import tensorflow as tf
 
             def assign():
-                with tf.control_dependencies([self._kept[i].assign(g) for i, g in tapped]
-                                             + [self._recorded.assign_add(1)]):
+                with tf.control_dependencies([self._assign(i, c) for i, c in tapped] + [self._count.assign_add(1)]):
                     return tf.constant(True)
 
-            tf.cond(now, assign, lambda: tf.constant(False))
+            if now is True:
+                assign()
+            else:
+                tf.cond(now, assign, lambda: tf.constant(False))
         elif bool(now):  # torch runs eagerly
-            for i, g in tapped:
-                self._kept[i].assign(g)
-            self._recorded.assign(self._recorded.value + 1)
+            for i, c in tapped:
+                self._assign(i, c)
+            self._count.assign(self._count.value + 1)
 
-    def _store_on_host(self, positions, *gradients):
-        for i, g in zip(positions, gradients):
-            self._on_host[i] = host_value(g)
+    def _assign(self, i, contribution):
+        kept = self._kept[i]
+        return kept.assign(contribution) if self.statistic == "latest" else kept.assign_add(contribution)
+
+    def _add_on_host(self, positions, *contributions):
+        for i, c in zip(positions, contributions):
+            if self.statistic == "latest":
+                self._host[i] = np.array(c, np.float32)
+            else:
+                self._host[i] += np.asarray(c, np.float32)
+        self._host_count += 1

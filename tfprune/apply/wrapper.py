@@ -242,6 +242,8 @@ class PruneLowMagnitude(PruningWrapper):
             (the target spread over the weights by Erdős–Rényi-Kernel).
         max_layer_sparsity: scope="global" or "erk" only: the most any one weight of this
             layer is pruned; default 0.99.
+        importance: what ranks the weight entries: "magnitude" (the default), "lamp", "obd",
+            "movement" or an `Importance`; see `tfprune.criteria.importance`.
 
     Example:
 
@@ -260,6 +262,7 @@ class PruneLowMagnitude(PruningWrapper):
         sparsity_m_by_n=None,
         scope="layer",
         max_layer_sparsity=None,
+        importance="magnitude",
         **kwargs,
     ):
         if not isinstance(layer, keras.layers.Layer):
@@ -282,6 +285,10 @@ class PruneLowMagnitude(PruningWrapper):
         self.granularity = masks_lib.Granularity(block_size, block_pooling_type, sparsity_m_by_n)
         self.scope = scope
         self.max_layer_sparsity = _checked_max_layer_sparsity(max_layer_sparsity, scope, self.pruning_schedule)
+        self.importance = importance_lib.get(importance)
+        if self.importance.needs_gradients:
+            raise ValueError(f"{type(self.importance).__name__} scores channels; weights are ranked by 'magnitude', "
+                             "'lamp', 'obd' or 'movement'.")
         self.pruned_weights = []
 
     # tfmot's attribute names for the granularity
@@ -325,6 +332,7 @@ class PruneLowMagnitude(PruningWrapper):
                 "sparsity_m_by_n": None if self.granularity.m_by_n is None else list(self.granularity.m_by_n),
                 "scope": self.scope,
                 "max_layer_sparsity": self.max_layer_sparsity,
+                "importance": importance_lib.serialize(self.importance),
             }
         )
         return config
@@ -362,6 +370,10 @@ class PruneChannels(PruningWrapper):
             pruning_schedule = schedules.deserialize(pruning_schedule)  # None stays None: a penalty-only run
         self.pruning_schedule = pruning_schedule
         self.importance = importance_lib.get(importance)
+        if self.importance.statistic is not None:
+            raise ValueError(f"{type(self.importance).__name__} scores single weights: use it with "
+                             "tfprune.prune_low_magnitude or tfprune.prune_once; channels are ranked by 'l1', 'l2', "
+                             "'bn_scale', 'taylor' or 'lamp'.")
         self.scope = scope
         self.round_to = round_to
         self.max_sparsity = max_sparsity

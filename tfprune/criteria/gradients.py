@@ -21,10 +21,12 @@ from tfprune.graph import compat
 
 
 class GradientSum(keras.optimizers.Optimizer):
-    """An optimizer that changes no weight: it adds each batch's gradient to a sum per variable (`sums`)."""
+    """An optimizer that changes no weight: it adds each batch's gradient (squared with `squared=True`) to a sum
+    per variable (`sums`)."""
 
-    def __init__(self):
+    def __init__(self, squared=False):
         super().__init__(learning_rate=0.0, name="gradient_sum")
+        self.squared = squared
 
     def build(self, variables):
         super().build(variables)
@@ -32,7 +34,8 @@ class GradientSum(keras.optimizers.Optimizer):
 
     def update_step(self, gradient, variable, learning_rate):
         total = self.sums[compat.optimizer_variable_index(self, variable)]
-        self.assign(total, total + keras.ops.cast(gradient, total.dtype))
+        gradient = keras.ops.cast(gradient, total.dtype)
+        self.assign(total, total + (keras.ops.square(gradient) if self.squared else gradient))
 
     def sum_of(self, variable):
         """The summed gradient of a model variable the optimizer was built for."""
@@ -46,6 +49,7 @@ def scoring_pass(model, data, loss, optimizer, keep=lambda variable: True):
 
     `data` is `(x, y)`, `(x, y, sample_weight)` or a finite dataset of batches.
     """
+    from tfprune.apply.wrapper import pruning_wrappers
     from tfprune.callbacks import UpdatePruningStep
 
     if getattr(model.dtype_policy, "name", "") == "mixed_float16":
@@ -56,7 +60,7 @@ def scoring_pass(model, data, loss, optimizer, keep=lambda variable: True):
     kept = [(variable, keras.ops.convert_to_numpy(variable)) for variable in model.variables if keep(variable)]
     model.compile(optimizer, loss)
     x, y, weights = (*data, None)[:3] if isinstance(data, tuple) else (data, None, None)
-    model.fit(x, y, sample_weight=weights, epochs=1, verbose=0, shuffle=False, callbacks=[UpdatePruningStep()])
+    model.fit(x, y, sample_weight=weights, epochs=1, verbose=0, shuffle=False, callbacks=[UpdatePruningStep()] if pruning_wrappers(model) else [])
     for variable, value in kept:
         variable.assign(value)
     if compiled:
@@ -71,6 +75,15 @@ def loss_gradients(model, data, loss, weights):
     optimizer = GradientSum()
     scoring_pass(model, data, loss, optimizer)
     return [optimizer.sum_of(weight) for weight in weights]
+
+
+def fisher_diagonal(model, data, loss, weights):
+    """The mean over `data`'s batches of each batch's squared gradient, for each of `weights`: the empirical Fisher
+    approximation of the Hessian's diagonal that Optimal Brain Damage weighs weights by."""
+    optimizer = GradientSum(squared=True)
+    scoring_pass(model, data, loss, optimizer)
+    batches = max(int(keras.ops.convert_to_numpy(optimizer.iterations)), 1)
+    return [optimizer.sum_of(weight) / batches for weight in weights]
 
 
 def hessian_products(model, data, loss, weights, vectors, step=1e-3):

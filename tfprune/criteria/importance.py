@@ -52,6 +52,10 @@ class Importance(Configurable):
     """
 
     needs_gradients = False
+    # A criterion of single weights that reads a statistic of the training gradients ("squares": the sum of
+    # squared gradients; "movement": the sum of -gradient x weight) gets it as the slice of that name, per
+    # entry, from the steps since the last mask update (`apply.gradient_tap.GradientTap`).
+    statistic = None
 
     def __call__(self, slices):
         """Returns one score per unit (array of shape (units,)), or None to leave these units unpruned."""
@@ -59,15 +63,23 @@ class Importance(Configurable):
             f"{type(self).__name__} must implement __call__(slices) returning one score per unit."
         )
 
-    def entry_scores(self, values, layer=None, name="weight"):
-        """A score for every entry of one weight, in its shape: the units of magnitude pruning.
+    def entry_scores(self, values, layer=None, name="weight", statistic=None):
+        """A score for every entry of one weight, in its shape: the units of magnitude pruning. A criterion
+        with a `statistic` reads it from `statistic` (an array of the weight's shape).
 
         >>> L1Norm().entry_scores(np.array([[-3.0, 1.0], [0.5, 0.0]]))
         array([[3. , 1. ],
                [0.5, 0. ]])
         """
         values = np.asarray(values)
-        scores = self([WeightSlice(layer, "entry", name, values.reshape(-1, 1))])
+        slices = [WeightSlice(layer, "entry", name, values.reshape(-1, 1))]
+        if self.statistic is not None:
+            if statistic is None:
+                raise ValueError(f"{type(self).__name__} scores weights by the training gradients, and none were "
+                                 "recorded: train with UpdatePruningStep before the masks update, or prune at once "
+                                 "with tfprune.prune_once(model, sparsity, importance, data=(x, y)).")
+            slices.append(WeightSlice(layer, "entry", self.statistic, np.asarray(statistic).reshape(-1, 1)))
+        scores = self(slices)
         if scores is None:
             raise ValueError(f"{type(self).__name__} cannot score single weight entries; use 'l1' or 'l2'.")
         return np.asarray(scores).reshape(values.shape)
@@ -117,12 +129,66 @@ class Taylor(Importance):
         return sum(recorded) if recorded else None
 
 
-_BY_NAME = {"l1": L1Norm, "l2": L2Norm, "bn_scale": BatchNormScale, "taylor": Taylor}
+@keras.saving.register_keras_serializable(package="tfprune")
+class LAMP(Importance):
+    """Layer-adaptive magnitude (Lee et al. 2021, "Layer-adaptive sparsity for the magnitude-based pruning"):
+    a unit's squared norm over the sum of the squared norms of the units of its weight (or set of channels)
+    that are at least as large. One global threshold on these scores then chooses every layer's sparsity.
+
+    >>> LAMP().entry_scores(np.array([1.0, 2.0, 3.0]))   # 1/14, 4/13, 9/9
+    array([0.07142857, 0.30769231, 1.        ])
+    """
+
+    def __call__(self, slices):
+        squares = sum(np.square(s.values).sum(axis=1) for s in slices).astype(np.float64)
+        order = np.argsort(squares, kind="stable")
+        at_least_as_large = np.cumsum(squares[order][::-1])[::-1]
+        scores = np.empty_like(squares)
+        scores[order] = squares[order] / np.maximum(at_least_as_large, 1e-300)
+        return scores
+
+
+@keras.saving.register_keras_serializable(package="tfprune")
+class OBD(Importance):
+    """Optimal Brain Damage (LeCun et al. 1989): 1/2 h w^2, the loss increase of setting a weight to zero under a
+    diagonal quadratic model of the loss, with h the Hessian's diagonal approximated by the Fisher: the mean
+    squared gradient of the batches since the last mask update (or of `data` in `tfprune.prune_once`).
+
+    Scores single weights only (prune_low_magnitude, prune_once).
+    """
+
+    statistic = "squares"
+
+    def __call__(self, slices):
+        squares = [s.values for s in slices if s.name == "squares"]
+        weights = [s.values for s in slices if s.name != "squares"]
+        if not squares:
+            return None
+        return 0.5 * sum((g * np.square(w)).sum(axis=1) for g, w in zip(squares, weights))
+
+
+@keras.saving.register_keras_serializable(package="tfprune")
+class Movement(Importance):
+    """Movement pruning (Sanh et al. 2020, "Movement pruning: adaptive sparsity by fine-tuning"): -sum over the
+    training steps of gradient x weight, high for weights moving away from zero. For pruning while fine-tuning
+    (prune_low_magnitude); it sums over the steps of the current `fit`.
+    """
+
+    statistic = "movement"
+
+    def __call__(self, slices):
+        moved = [s.values.sum(axis=1) for s in slices if s.name == "movement"]
+        return sum(moved) if moved else None
+
+
+_BY_NAME = {"l1": L1Norm, "l2": L2Norm, "bn_scale": BatchNormScale, "taylor": Taylor, "lamp": LAMP, "obd": OBD,
+            "movement": Movement, "magnitude": L1Norm}
 MAGNITUDE = L1Norm()
 
 
 def get(identifier):
-    """An `Importance` from a name ("l1", "l2", "bn_scale", "taylor"), a serialized dict or an instance."""
+    """An `Importance` from a name ("l1", "l2", "bn_scale", "taylor", "lamp", "obd", "movement", "magnitude": l1),
+    a serialized dict or an instance."""
     if isinstance(identifier, Importance):
         return identifier
     if isinstance(identifier, dict):

@@ -141,6 +141,11 @@ def optimizer_variable_index(optimizer, variable):
     return optimizer._get_variable_index(variable)
 
 
+def optimizer_trainable_variables(optimizer):
+    """The variables an optimizer was built for, in the order of the gradients `apply(grads)` takes without them."""
+    return optimizer._trainable_variables
+
+
 def optimizer_slots(optimizer, variable):
     """The optimizer's state of `variable` (momentum, Adam's moments, ...): the variables its
     `add_variable_from_reference` made, named after the variable's path and of its shape."""

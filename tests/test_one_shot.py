@@ -44,7 +44,7 @@ def test_snip_prunes_what_the_loss_does_not_read_and_the_masks_stay_through_fit(
 
 def test_grasp_prunes_the_lowest_w_times_hg_over_all_weights():
     model, x, y = loud_but_unread()
-    pruned = tfprune.grasp(model, (x, y), 0.6)
+    pruned = tfprune.grasp(model, (x, y), 0.6, temperature=1)
     report = tfprune.sparsity_report(pruned)
     assert report["total"]["sparsity"] == pytest.approx(0.6, abs=0.01)
     weights = [model.get_layer(name).kernel for name in ("hidden", "out")]
@@ -58,12 +58,32 @@ def test_grasp_prunes_the_lowest_w_times_hg_over_all_weights():
     assert dropped.max() <= kept.min() + 1e-6 * np.abs(kept).max()  # one threshold over both layers
 
 
+def test_grasp_divides_logits_by_its_temperature():
+    model, x, y = loud_but_unread()
+    logits = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    weights = [model.get_layer(name).kernel for name in ("hidden", "out")]
+    gradients = loss_gradients(model, (x, y), lambda t, p: logits.call(t, p / 200), weights)
+    scores = [keras.ops.convert_to_numpy(w) * hg for w, hg in zip(
+        weights, hessian_products(model, (x, y), lambda t, p: logits.call(t, p / 200), weights, gradients))]
+    tempered = tfprune.grasp(model, (x, y), 0.6, loss=logits)  # T = 200 by default for a loss of logits
+    masks = [keras.ops.convert_to_numpy(tempered.get_layer(f"prune_low_magnitude_{name}").masks[0]).astype(bool)
+             for name in ("hidden", "out")]
+    kept = np.concatenate([s[m] for s, m in zip(scores, masks)])
+    dropped = np.concatenate([s[~m] for s, m in zip(scores, masks)])
+    assert dropped.max() <= kept.min() + 1e-6 * np.abs(kept).max()
+    untempered = tfprune.grasp(model, (x, y), 0.6, loss=logits, temperature=1)
+    assert any((keras.ops.convert_to_numpy(a.masks[0]) != keras.ops.convert_to_numpy(b.masks[0])).any()
+               for a, b in zip(tfprune.PruningController(tempered).wrappers,
+                               tfprune.PruningController(untempered).wrappers) if a.masks)
+
+
 @pytest.mark.parametrize("call, message", [
     (lambda m, d: tfprune.snip(m, d, 1.0), r"`sparsity` must be in \(0, 1\)"),
     (lambda m, d: tfprune.snip(m, d, 0.5, distribution="random"), "`distribution` must be one of"),
     (lambda m, d: tfprune.snip(m, None, 0.5), r"give data=\(x, y\)"),
     (lambda m, d: tfprune.grasp(keras.Sequential(m.layers), d, 0.5), "Give loss="),
     (lambda m, d: tfprune.snip(m, d, 0.5, iterations=0), "`iterations` must be an integer >= 1"),
+    (lambda m, d: tfprune.grasp(m, d, 0.5, loss="mse", temperature=200), "does not take logits"),
 ])
 def test_bad_arguments_are_named(call, message):
     model = compile_classifier(mlp())

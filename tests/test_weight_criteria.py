@@ -1,0 +1,105 @@
+"""Weight criteria beyond magnitude (LAMP, Optimal Brain Damage, movement), gradual and in one shot."""
+
+import keras
+import numpy as np
+import pytest
+
+import tfprune
+from tests.conftest import compile_classifier, loud_but_unread, mlp
+from tfprune.criteria.gradients import fisher_diagonal
+from tfprune.criteria.importance import LAMP
+
+
+def _mask(model, name):
+    return keras.ops.convert_to_numpy(model.get_layer(f"prune_low_magnitude_{name}").masks[0]).astype(bool)
+
+
+def test_lamp_scores_each_entry_by_its_share_of_the_larger_ones():
+    rng = np.random.default_rng(0)
+    values = rng.normal(size=(30, 7))
+    scores = LAMP().entry_scores(values)
+    flat, order = values.reshape(-1), np.argsort(np.abs(values.reshape(-1)))
+    expected = np.square(flat[order]) / np.cumsum(np.square(flat[order])[::-1])[::-1]
+    np.testing.assert_allclose(scores.reshape(-1)[order], expected)
+    assert scores.max() == 1.0 and np.argmax(scores) == np.argmax(np.abs(values))  # the largest is never pruned
+
+
+def test_global_lamp_spreads_sparsity_where_global_magnitude_starves_the_small_scaled_layer():
+    model = mlp(hidden=(32,))
+    model.layers[-1].kernel.assign(keras.ops.convert_to_numpy(model.layers[-1].kernel) * 0.01)
+    by_magnitude = tfprune.prune_once(model, 0.8)
+    by_lamp = tfprune.prune_once(model, 0.8, importance="lamp")
+    last = model.layers[-1].name
+    assert 1 - _mask(by_magnitude, last).mean() == pytest.approx(0.99, abs=0.005)  # held only by the cap
+    assert 1 - _mask(by_lamp, last).mean() < 0.9
+    assert tfprune.sparsity_report(by_lamp)["total"]["sparsity"] == pytest.approx(0.8, abs=0.002)
+
+
+def test_obd_in_one_shot_keeps_the_highest_fisher_times_squared_weight():
+    model, x, y = loud_but_unread()
+    pruned = tfprune.prune_once(model, 0.5, importance="obd", data=(x, y))
+    weights = [model.get_layer(name).kernel for name in ("hidden", "out")]
+    fisher = fisher_diagonal(model, (x, y), model.loss, weights)
+    scores = [0.5 * f * np.square(keras.ops.convert_to_numpy(w)) for f, w in zip(fisher, weights)]
+    masks = [_mask(pruned, name) for name in ("hidden", "out")]
+    kept = np.concatenate([s[m] for s, m in zip(scores, masks)])
+    dropped = np.concatenate([s[~m] for s, m in zip(scores, masks)])
+    assert dropped.max() <= kept.min()
+    hidden = masks[0]
+    assert hidden[:, :8].mean() < hidden[:, 8:].mean()  # the loud columns the output hardly reads go first
+
+
+@pytest.mark.parametrize("importance", ["obd", "lamp"])
+def test_gradual_pruning_by_a_criterion_through_fit(importance):
+    model, x, y = loud_but_unread()
+    schedule = tfprune.PolynomialDecay(0.0, 0.5, begin_step=0, end_step=16, frequency=4)
+    pruned = compile_classifier(tfprune.prune_low_magnitude(model, schedule, scope="global", importance=importance))
+    pruned.fit(x, y, batch_size=32, epochs=2, verbose=0, callbacks=[tfprune.UpdatePruningStep()])
+    assert tfprune.sparsity_report(pruned)["total"]["sparsity"] == pytest.approx(0.5, abs=0.01)
+    hidden = _mask(pruned, "hidden")
+    if importance == "obd":  # the Fisher of the training batches: the loud columns the loss ignores go
+        assert hidden[:, :8].mean() < 0.5 < hidden[:, 8:].mean()
+    else:  # by magnitude: the loud columns stay
+        assert hidden[:, :8].mean() > 0.5 > hidden[:, 8:].mean()
+
+
+def test_movement_prunes_weights_moving_to_zero_before_small_ones_moving_away():
+    """y = sum of the first 4 inputs; the last 4 weights start large and shrink, the first 4 small and grow."""
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(512, 8)).astype("float32")
+    y = x[:, :4].sum(axis=1, keepdims=True)
+    pruned = {}
+    for importance in ("movement", "magnitude"):
+        model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(1, use_bias=False, name="linear")])
+        model.layers[0].kernel.assign(np.array([[0.1]] * 4 + [[3.0]] * 4, "float32"))
+        schedule = tfprune.ConstantSparsity(0.5, begin_step=16, frequency=16)
+        wrapped = tfprune.prune_low_magnitude(model, schedule, importance=importance)
+        wrapped.compile(keras.optimizers.SGD(0.01), "mse")
+        wrapped.fit(x, y, batch_size=32, epochs=1, verbose=0, callbacks=[tfprune.UpdatePruningStep()])
+        pruned[importance] = _mask(wrapped, "linear").reshape(-1)
+    np.testing.assert_array_equal(pruned["movement"], [True] * 4 + [False] * 4)
+    np.testing.assert_array_equal(pruned["magnitude"], [False] * 4 + [True] * 4)
+
+
+def test_gradient_criteria_say_when_they_cannot_score():
+    model, x, y = loud_but_unread()
+    pruned = tfprune.prune_low_magnitude(model, importance="obd")
+    with pytest.raises(ValueError, match=r"OBD scores weights by the training gradients.*tfprune.prune_once"):
+        tfprune.PruningController(pruned).prune_to(0.5)
+    with pytest.raises(ValueError, match="Movement scores sum over training steps"):
+        tfprune.prune_once(model, 0.5, importance="movement")
+    with pytest.raises(ValueError, match=r"OBD scores weights by the loss's gradients: give data"):
+        tfprune.prune_once(model, 0.5, importance="obd")
+    with pytest.raises(ValueError, match="Taylor scores channels"):
+        tfprune.prune_low_magnitude(model, importance="taylor")
+    with pytest.raises(ValueError, match="OBD scores single weights"):
+        tfprune.prune_channels(model, tfprune.ConstantSparsity(0.5), importance="obd")
+
+
+def test_the_importance_is_saved_with_the_model(tmp_path):
+    model, x, y = loud_but_unread()
+    pruned = compile_classifier(tfprune.prune_low_magnitude(model, scope="global", importance="lamp"))
+    pruned.save(tmp_path / "lamp.keras")
+    loaded = tfprune.load_model(tmp_path / "lamp.keras")
+    assert isinstance(loaded.get_layer("prune_low_magnitude_hidden").importance, LAMP)

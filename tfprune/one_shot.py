@@ -1,0 +1,166 @@
+"""Pruning in one shot: every weight scored once and the masks fixed, before training (SNIP, GraSP) or after it
+(`prune_once`, by any weight criterion).
+
+- SNIP (Lee et al. 2019, "Single-shot network pruning based on connection sensitivity"): a
+  weight's score is |w · g|, g the gradient of the loss over `data`; the lowest go. With
+  `iterations=K` (iterative SNIP, de Jorge et al. 2021) the density falls to (1 - sparsity)^(k/K)
+  in K rounds, each scored at the weights the previous rounds kept.
+- GraSP (Wang et al. 2020, "Picking winning tickets before training by preserving gradient
+  flow"): a weight's score is w · (H g), H the Hessian of the loss; the paper removes the
+  weights whose -w · Hg is largest, so those whose w · Hg is smallest go. H g comes from two
+  gradient passes (`criteria.gradients.hessian_products`).
+
+`prune_once` scores a (trained) model by magnitude, LAMP or Optimal Brain Damage (its Fisher from
+`data`) and prunes it at once, to fine-tune.
+
+All return a model wrapped by `prune_low_magnitude` with a `FixedMasks` schedule: train it with
+`fit` and `UpdatePruningStep`, and the masks stay. `distribution` spreads the sparsity as the
+papers do ("global": one threshold over all weights) or per weight ("uniform", "erk").
+
+Example:
+
+```python
+pruned = tfprune.snip(model, (x[:512], y[:512]), 0.9, loss="sparse_categorical_crossentropy")
+pruned.compile(...)
+pruned.fit(x, y, epochs=10, callbacks=[tfprune.UpdatePruningStep()])   # masks fixed at 90%
+```
+"""
+
+import warnings
+
+import keras
+import numpy as np
+
+from tfprune.api import prune_low_magnitude
+from tfprune.apply.wrapper import pruning_wrappers
+from tfprune.criteria import importance as importance_lib
+from tfprune.backend_calls import host_value
+from tfprune.criteria.gradients import fisher_diagonal, hessian_products, loss_gradients
+from tfprune.schedules import FixedMasks
+from tfprune.selection.distributions import scope_of
+from tfprune.validation import check_open_sparsity
+from tfprune.weight_pruning import apply_scored_masks
+
+
+def snip(model, data, sparsity, distribution="global", loss=None, iterations=1, max_layer_sparsity=None):
+    """`model` pruned at initialization by SNIP: the weights with the lowest |w · g| go, the masks fixed.
+
+    Args:
+        model: a built Keras model, before training (it is copied, not modified).
+        data: `(x, y)`, `(x, y, sample_weight)` or a finite dataset of batches: the loss's gradient (of
+            each batch's mean) is summed over it.
+        sparsity: the fraction of prunable weights to prune, in (0, 1).
+        distribution: "global" (one threshold, as the paper), "uniform" (every weight at `sparsity`) or "erk".
+        loss: the loss; default the one `model` was compiled with.
+        iterations: rounds of iterative SNIP (1: the paper's single shot).
+        max_layer_sparsity: with "global" or "erk", no weight pruned beyond this (default 0.99).
+
+    Returns:
+        The pruned model (`PruneLowMagnitude` wrappers, `FixedMasks` schedule).
+    """
+    if not isinstance(iterations, int) or iterations < 1:
+        raise ValueError(f"`iterations` must be an integer >= 1, got {iterations!r}.")
+    loss = _gradient_loss(model, data, loss, "SNIP")
+    pruned, wrappers = _wrapped(model, sparsity, distribution, max_layer_sparsity)
+    weights = [v for w in wrappers for v in w.pruned_weights]
+    masks = [mask for w in wrappers for mask in w.masks]
+    for round_ in range(1, iterations + 1):
+        gradients = loss_gradients(pruned, data, loss, weights)
+        numpy = keras.ops.convert_to_numpy
+        scores = [np.where(numpy(mask) > 0, np.abs(numpy(w) * g), -np.inf)  # what earlier rounds pruned stays
+                  for w, g, mask in zip(weights, gradients, masks)]
+        apply_scored_masks(wrappers, scores, 1 - (1 - sparsity) ** (round_ / iterations), scope_of(distribution))
+    return pruned
+
+
+def grasp(model, data, sparsity, distribution="global", loss=None, max_layer_sparsity=None, temperature=None):
+    """`model` pruned at initialization by GraSP: the weights with the lowest w · Hg go, the masks fixed.
+
+    Arguments as `snip` (without iterations), and:
+        temperature: the logits are divided by it in the loss that g and H come from, as the paper's code does
+            (T = 200, the default when the loss takes logits: a Keras loss object with `from_logits=True`). A
+            loss of probabilities (such as the name 'sparse_categorical_crossentropy') is used as it is.
+    """
+    loss = _tempered(_gradient_loss(model, data, loss, "GraSP"), temperature)
+    pruned, wrappers = _wrapped(model, sparsity, distribution, max_layer_sparsity)
+    weights = [v for w in wrappers for v in w.pruned_weights]
+    gradients = loss_gradients(pruned, data, loss, weights)
+    products = hessian_products(pruned, data, loss, weights, gradients)
+    scores = [keras.ops.convert_to_numpy(w) * hg for w, hg in zip(weights, products)]
+    apply_scored_masks(wrappers, scores, sparsity, scope_of(distribution))
+    return pruned
+
+
+def prune_once(model, sparsity, importance="magnitude", data=None, loss=None, distribution="global",
+               max_layer_sparsity=None):
+    """`model` pruned now to `sparsity` by `importance`, the masks fixed: one-shot pruning, to fine-tune after.
+
+    Args:
+        model: a built Keras model, usually trained (it is copied, not modified).
+        sparsity: the fraction of prunable weights to prune, in (0, 1).
+        importance: "magnitude", "lamp" (with "global", each layer's sparsity from LAMP scores), "obd" (Optimal
+            Brain Damage: 1/2 x Fisher x w^2, the Fisher from `data`) or an `Importance` of single weights.
+        data: `(x, y)`, `(x, y, sample_weight)` or a finite dataset, for criteria that read gradients ("obd").
+        loss: the loss for `data`; default the one `model` was compiled with.
+        distribution: "global" (one threshold over all weights), "uniform" or "erk".
+        max_layer_sparsity: with "global" or "erk", no weight pruned beyond this (default 0.99).
+
+    Returns:
+        The pruned model (`PruneLowMagnitude` wrappers with this importance, `FixedMasks` schedule).
+
+    Example:
+
+    >>> pruned = tfprune.prune_once(trained, 0.9, "obd", data=(x[:2048], y[:2048]))
+    """
+    importance = importance_lib.get(importance)
+    if importance.statistic == "movement":
+        raise ValueError("Movement scores sum over training steps, which one shot has none of: prune while "
+                         "fine-tuning, prune_low_magnitude(model, schedule, importance='movement').")
+    pruned, wrappers = _wrapped(model, sparsity, distribution, max_layer_sparsity, importance)
+    weights = [v for w in wrappers for v in w.pruned_weights]
+    if importance.statistic is not None:
+        statistics = fisher_diagonal(pruned, data, _gradient_loss(model, data, loss, type(importance).__name__),
+                                     weights)
+    else:
+        statistics = [None] * len(weights)
+    statistics = iter(statistics)
+    scores = [w.importance.entry_scores(host_value(v), w.layer, v.name, next(statistics))
+              for w in wrappers for v in w.pruned_weights]
+    apply_scored_masks(wrappers, scores, sparsity, scope_of(distribution))
+    return pruned
+
+
+def _tempered(loss, temperature):
+    """`loss` of the logits divided by `temperature` (default 200 for a loss of logits, else none)."""
+    from_logits = isinstance(loss, keras.losses.Loss) and loss.get_config().get("from_logits") is True
+    if temperature is None:
+        temperature = 200.0 if from_logits else 1.0
+    elif isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or temperature <= 0:
+        raise ValueError(f"`temperature` must be a positive number, got {temperature!r}.")
+    elif temperature != 1 and not from_logits:
+        raise ValueError(f"temperature={temperature} divides logits, but the loss {loss!r} does not take logits: pass "
+                         "a Keras loss object with from_logits=True (and a model without a final softmax).")
+    if temperature == 1:
+        return loss
+    return lambda y_true, y_pred: loss.call(y_true, y_pred / temperature)  # per example: Keras weighs and averages
+
+
+def _wrapped(model, sparsity, distribution, max_layer_sparsity, importance="magnitude"):
+    """`model` wrapped with `FixedMasks` at `sparsity` (masks not set yet), and its wrappers with masks."""
+    scope = scope_of(distribution)
+    check_open_sparsity(sparsity)
+    with warnings.catch_warnings():  # its masks are set right after
+        warnings.filterwarnings("ignore", message="FixedMasks does not set the first masks")
+        pruned = prune_low_magnitude(model, FixedMasks(sparsity), scope=scope, max_layer_sparsity=max_layer_sparsity,
+                                     importance=importance)
+    return pruned, [w for w in pruning_wrappers(pruned) if w.masks]
+
+
+def _gradient_loss(model, data, loss, what):
+    """The loss that `what` takes gradients of over `data`, checked: `loss`, or the one `model` was compiled with."""
+    if data is None:
+        raise ValueError(f"{what} scores weights by the loss's gradients: give data=(x, y) or a dataset of batches.")
+    loss = loss if loss is not None else getattr(model, "loss", None)
+    if loss is None:
+        raise ValueError("Give loss=... (e.g. 'sparse_categorical_crossentropy'), or compile the model with its loss.")
+    return loss
