@@ -84,6 +84,7 @@ def test_grasp_divides_logits_by_its_temperature():
     (lambda m, d: tfprune.grasp(keras.Sequential(m.layers), d, 0.5), "Give loss="),
     (lambda m, d: tfprune.snip(m, d, 0.5, iterations=0), "`iterations` must be an integer >= 1"),
     (lambda m, d: tfprune.grasp(m, d, 0.5, loss="mse", temperature=200), "does not take logits"),
+    (lambda m, d: tfprune.snip(m, (d[0][:, :32], d[1]), 0.5), r"(?s)`data` does not fit model .* expected axis -1"),
 ])
 def test_bad_arguments_are_named(call, message):
     model = compile_classifier(mlp())

@@ -60,13 +60,19 @@ def scoring_pass(model, data, loss, optimizer, keep=lambda variable: True):
     kept = [(variable, keras.ops.convert_to_numpy(variable)) for variable in model.variables if keep(variable)]
     model.compile(optimizer, loss)
     x, y, weights = (*data, None)[:3] if isinstance(data, tuple) else (data, None, None)
-    model.fit(x, y, sample_weight=weights, epochs=1, verbose=0, shuffle=False, callbacks=[UpdatePruningStep()] if pruning_wrappers(model) else [])
-    for variable, value in kept:
-        variable.assign(value)
-    if compiled:
-        model.compile_from_config(compiled)
-    else:
-        model.compiled = False  # Keras' own flag: fit and evaluate ask for compile()
+    try:
+        model.fit(x, y, sample_weight=weights, epochs=1, verbose=0, shuffle=False,
+                  callbacks=[UpdatePruningStep()] if pruning_wrappers(model) else [])
+    except ValueError as error:
+        raise ValueError(f"`data` does not fit model '{model.name}' (its gradients come from one epoch of fit on "
+                         f"it): {error}") from error
+    finally:
+        for variable, value in kept:
+            variable.assign(value)
+        if compiled:
+            model.compile_from_config(compiled)
+        else:
+            model.compiled = False  # Keras' own flag: fit and evaluate ask for compile()
 
 
 def loss_gradients(model, data, loss, weights):
