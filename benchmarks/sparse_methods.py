@@ -8,7 +8,9 @@ epochs with SGD (momentum 0.9) and spreads its sparsity over the weights by ERK 
 - GMP: gradual magnitude pruning (Zhu & Gupta 2017), PolynomialDecay from 0 to the target over the first
   75% of the steps, masks every 50 steps;
 - one-shot + fine-tune: dense for half the epochs, magnitude pruning to the target at once, fine-tuned
-  for the other half;
+  for the other half; OBD: the same with Optimal Brain Damage (`prune_once(importance="obd")`, the Fisher of
+  the first 1,024 training images);
+- LAMP: GMP ranked by LAMP scores with one global threshold (the distribution is LAMP's own);
 - SNIP, GraSP: `tfprune.snip` / `tfprune.grasp` on the first 1,024 training images, masks fixed;
 - random (static): random masks at initialization, fixed (`sparse_training(method="static")`);
 - SET, RigL: `sparse_training(method=...)`, update_every 100, drop_fraction 0.3 (cosine), end at 75%.
@@ -29,7 +31,6 @@ import json
 import os
 import platform
 import time
-import warnings
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -40,12 +41,13 @@ import numpy as np  # noqa: E402
 import tfprune  # noqa: E402
 from tfprune.data import load_mnist  # noqa: E402
 from tfprune.files import atomic_write  # noqa: E402
+from tfprune.selection.distributions import scope_of  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 L = keras.layers
 BATCH = 64
 SCORING_IMAGES = 1024
-METHODS = ("dense", "gmp", "one-shot", "snip", "grasp", "random", "set", "rigl")
+METHODS = ("dense", "gmp", "one-shot", "snip", "grasp", "random", "set", "rigl", "obd", "lamp")
 
 
 def lenet_300_100():
@@ -93,19 +95,22 @@ def run_method(method, build, sparsity, x, y, args):
     end = int(0.75 * steps)
     model = build()
     distribution = args.distribution
-    scope = {"uniform": "layer"}.get(distribution, distribution)
+    scope = scope_of(distribution)
     if method == "dense":
         return model, train(model, x, y, args.epochs, args.learning_rate, pruned=False)
     if method == "gmp":
         schedule = tfprune.PolynomialDecay(0.0, sparsity, begin_step=0, end_step=end - end % 50, frequency=50)
         pruned = tfprune.prune_low_magnitude(model, schedule, scope=scope)
         return pruned, train(pruned, x, y, args.epochs, args.learning_rate)
-    if method == "one-shot":
+    if method == "lamp":
+        schedule = tfprune.PolynomialDecay(0.0, sparsity, begin_step=0, end_step=end - end % 50, frequency=50)
+        pruned = tfprune.prune_low_magnitude(model, schedule, scope="global", importance="lamp")
+        return pruned, train(pruned, x, y, args.epochs, args.learning_rate)
+    if method in ("one-shot", "obd"):
         train(model, x, y, args.epochs // 2, args.learning_rate, pruned=False)
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="FixedMasks does not set the first masks")
-            pruned = tfprune.prune_low_magnitude(model, tfprune.FixedMasks(sparsity), scope=scope)
-        tfprune.PruningController(pruned).prune_to(sparsity)
+        data = (x[:SCORING_IMAGES], y[:SCORING_IMAGES]) if method == "obd" else None
+        pruned = tfprune.prune_once(model, sparsity, {"one-shot": "magnitude"}.get(method, method), data=data,
+                                    distribution=distribution)
         return pruned, train(pruned, x, y, args.epochs - args.epochs // 2, args.learning_rate)
     if method in ("snip", "grasp"):
         scorer = tfprune.snip if method == "snip" else tfprune.grasp
