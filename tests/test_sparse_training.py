@@ -153,6 +153,16 @@ def test_static_sparse_training_keeps_its_random_erk_masks(digits):
         np.testing.assert_array_equal(a, b)
 
 
+def test_named_layers_stay_dense_and_the_rest_carries_the_sparsity():
+    model = mlp()
+    sparse = tfprune.sparse_training(model, 0.9, method="static", distribution="uniform",
+                                     dense_layers=[model.layers[0].name])
+    assert not isinstance(sparse.layers[0], tfprune.PruneLowMagnitude)
+    assert [round(1 - m.mean(), 3) for m in _masks(sparse)] == [0.9, 0.9]
+    with pytest.raises(ValueError, match=r"dense_layers names \['conv1'\], which model"):
+        tfprune.sparse_training(model, 0.9, method="static", dense_layers=["conv1"])
+
+
 def test_a_model_with_nothing_to_prune_is_refused():
     model = keras.Sequential([keras.Input((4, 4, 3)), keras.layers.Flatten(), keras.layers.Dropout(0.1)])
     with pytest.raises(ValueError, match="no weight tfprune can prune"):

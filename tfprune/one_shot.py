@@ -36,13 +36,15 @@ from tfprune.apply.wrapper import pruning_wrappers
 from tfprune.criteria import importance as importance_lib
 from tfprune.backend_calls import host_value
 from tfprune.criteria.gradients import fisher_diagonal, hessian_products, loss_gradients
+from tfprune.policy import KeepDense
 from tfprune.schedules import FixedMasks
 from tfprune.selection.distributions import scope_of
 from tfprune.validation import check_open_sparsity
 from tfprune.weight_pruning import apply_scored_masks
 
 
-def snip(model, data, sparsity, distribution="global", loss=None, iterations=1, max_layer_sparsity=None):
+def snip(model, data, sparsity, distribution="global", loss=None, iterations=1, max_layer_sparsity=None,
+         dense_layers=()):
     """`model` pruned at initialization by SNIP: the weights with the lowest |w · g| go, the masks fixed.
 
     Args:
@@ -54,6 +56,7 @@ def snip(model, data, sparsity, distribution="global", loss=None, iterations=1, 
         loss: the loss; default the one `model` was compiled with.
         iterations: rounds of iterative SNIP (1: the paper's single shot).
         max_layer_sparsity: with "global" or "erk", no weight pruned beyond this (default 0.99).
+        dense_layers: names of layers left dense (the papers often keep the first one).
 
     Returns:
         The pruned model (`PruneLowMagnitude` wrappers, `FixedMasks` schedule).
@@ -61,7 +64,7 @@ def snip(model, data, sparsity, distribution="global", loss=None, iterations=1, 
     if not isinstance(iterations, int) or iterations < 1:
         raise ValueError(f"`iterations` must be an integer >= 1, got {iterations!r}.")
     loss = _gradient_loss(model, data, loss, "SNIP")
-    pruned, wrappers = _wrapped(model, sparsity, distribution, max_layer_sparsity)
+    pruned, wrappers = _wrapped(model, sparsity, distribution, max_layer_sparsity, dense_layers)
     weights = [v for w in wrappers for v in w.pruned_weights]
     masks = [mask for w in wrappers for mask in w.masks]
     for round_ in range(1, iterations + 1):
@@ -73,7 +76,8 @@ def snip(model, data, sparsity, distribution="global", loss=None, iterations=1, 
     return pruned
 
 
-def grasp(model, data, sparsity, distribution="global", loss=None, max_layer_sparsity=None, temperature=None):
+def grasp(model, data, sparsity, distribution="global", loss=None, max_layer_sparsity=None, temperature=None,
+          dense_layers=()):
     """`model` pruned at initialization by GraSP: the weights with the lowest w · Hg go, the masks fixed.
 
     Arguments as `snip` (without iterations), and:
@@ -82,7 +86,7 @@ def grasp(model, data, sparsity, distribution="global", loss=None, max_layer_spa
             loss of probabilities (such as the name 'sparse_categorical_crossentropy') is used as it is.
     """
     loss = _tempered(_gradient_loss(model, data, loss, "GraSP"), temperature)
-    pruned, wrappers = _wrapped(model, sparsity, distribution, max_layer_sparsity)
+    pruned, wrappers = _wrapped(model, sparsity, distribution, max_layer_sparsity, dense_layers)
     weights = [v for w in wrappers for v in w.pruned_weights]
     gradients = loss_gradients(pruned, data, loss, weights)
     products = hessian_products(pruned, data, loss, weights, gradients)
@@ -92,7 +96,7 @@ def grasp(model, data, sparsity, distribution="global", loss=None, max_layer_spa
 
 
 def prune_once(model, sparsity, importance="magnitude", data=None, loss=None, distribution="global",
-               max_layer_sparsity=None):
+               max_layer_sparsity=None, dense_layers=()):
     """`model` pruned now to `sparsity` by `importance`, the masks fixed: one-shot pruning, to fine-tune after.
 
     Args:
@@ -104,6 +108,7 @@ def prune_once(model, sparsity, importance="magnitude", data=None, loss=None, di
         loss: the loss for `data`; default the one `model` was compiled with.
         distribution: "global" (one threshold over all weights), "uniform" or "erk".
         max_layer_sparsity: with "global" or "erk", no weight pruned beyond this (default 0.99).
+        dense_layers: names of layers left dense.
 
     Returns:
         The pruned model (`PruneLowMagnitude` wrappers with this importance, `FixedMasks` schedule).
@@ -116,7 +121,7 @@ def prune_once(model, sparsity, importance="magnitude", data=None, loss=None, di
     if importance.statistic == "movement":
         raise ValueError("Movement scores sum over training steps, which one shot has none of: prune while "
                          "fine-tuning, prune_low_magnitude(model, schedule, importance='movement').")
-    pruned, wrappers = _wrapped(model, sparsity, distribution, max_layer_sparsity, importance)
+    pruned, wrappers = _wrapped(model, sparsity, distribution, max_layer_sparsity, dense_layers, importance)
     weights = [v for w in wrappers for v in w.pruned_weights]
     if importance.statistic is not None:
         statistics = fisher_diagonal(pruned, data, _gradient_loss(model, data, loss, type(importance).__name__),
@@ -145,14 +150,15 @@ def _tempered(loss, temperature):
     return lambda y_true, y_pred: loss.call(y_true, y_pred / temperature)  # per example: Keras weighs and averages
 
 
-def _wrapped(model, sparsity, distribution, max_layer_sparsity, importance="magnitude"):
-    """`model` wrapped with `FixedMasks` at `sparsity` (masks not set yet), and its wrappers with masks."""
+def _wrapped(model, sparsity, distribution, max_layer_sparsity, dense_layers, importance="magnitude"):
+    """`model` wrapped with `FixedMasks` at `sparsity` (masks not set yet) but for `dense_layers`, and its wrappers
+    with masks."""
     scope = scope_of(distribution)
     check_open_sparsity(sparsity)
     with warnings.catch_warnings():  # its masks are set right after
         warnings.filterwarnings("ignore", message="FixedMasks does not set the first masks")
         pruned = prune_low_magnitude(model, FixedMasks(sparsity), scope=scope, max_layer_sparsity=max_layer_sparsity,
-                                     importance=importance)
+                                     importance=importance, pruning_policy=KeepDense(dense_layers))
     return pruned, [w for w in pruning_wrappers(pruned) if w.masks]
 
 

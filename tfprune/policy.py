@@ -32,6 +32,30 @@ class PruningPolicy:
         """Raises ValueError if `model` does not suit this policy."""
 
 
+class KeepDense(PruningPolicy):
+    """Prunes every supported layer but those named in `names` (the papers of pruning at initialization and
+    sparse training often keep the first layer dense).
+
+    Example:
+
+    >>> pruned = tfprune.prune_low_magnitude(model, pruning_policy=KeepDense(["conv_in"]))
+    """
+
+    def __init__(self, names):
+        self.names = frozenset([names] if isinstance(names, str) else names)
+
+    def allow_pruning(self, layer):
+        return layer.name not in self.names
+
+    def ensure_model_supports_pruning(self, model):
+        from tfprune.graph.traverse import layers_in
+
+        missing = sorted(self.names - {layer.name for layer in layers_in(model)})
+        if missing:
+            raise ValueError(f"dense_layers names {missing}, which model '{model.name}' does not have; its layers: "
+                             f"{[layer.name for layer in model.layers]}.")
+
+
 class PruneForLatencyOnXNNPack(PruningPolicy):
     """Prunes only the 1x1 Conv2D layers, and only in a model XNNPACK can run sparsely.
 

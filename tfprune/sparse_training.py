@@ -25,6 +25,7 @@ from tfprune.api import prune_low_magnitude
 from tfprune.apply.wrapper import pruning_wrappers
 from tfprune.backend_calls import host_value
 from tfprune.dynamic_sparsity import DynamicSparsity
+from tfprune.policy import KeepDense
 from tfprune.schedules import FixedMasks
 from tfprune.selection.distributions import scope_of
 from tfprune.validation import check_open_sparsity
@@ -32,7 +33,7 @@ from tfprune.weight_pruning import apply_scored_masks
 
 
 def sparse_training(model, sparsity=0.9, method="set", distribution="erk", update_every=100, drop_fraction=0.3,
-                    drop_schedule="cosine", end_step=None, seed=0, max_layer_sparsity=None):
+                    drop_schedule="cosine", end_step=None, seed=0, max_layer_sparsity=None, dense_layers=()):
     """`model` (copied) sparse at `sparsity` from the first step, its weights moved by SET or RigL while it trains.
 
     Args:
@@ -47,6 +48,7 @@ def sparse_training(model, sparsity=0.9, method="set", distribution="erk", updat
         end_step: the last step that moves weights (RigL: 75% of the run); not used by "static".
         seed: the seed of the first masks and of SET's growth.
         max_layer_sparsity: with "erk" or "global", no weight pruned beyond this (default 0.99).
+        dense_layers: names of layers left dense (RigL keeps the first convolution dense with "uniform").
 
     Returns:
         The pruned model (`PruneLowMagnitude` wrappers with a `DynamicSparsity` schedule, `FixedMasks` for "static").
@@ -62,7 +64,8 @@ def sparse_training(model, sparsity=0.9, method="set", distribution="erk", updat
     scope = scope_of(distribution)
     with warnings.catch_warnings():  # its masks are set right after
         warnings.filterwarnings("ignore", message=f"{type(schedule).__name__} does not set the first masks")
-        pruned = prune_low_magnitude(model, schedule, scope=scope, max_layer_sparsity=max_layer_sparsity)
+        pruned = prune_low_magnitude(model, schedule, scope=scope, max_layer_sparsity=max_layer_sparsity,
+                                     pruning_policy=KeepDense(dense_layers))
     wrappers = [w for w in pruning_wrappers(pruned) if w.masks]
     if not wrappers:
         raise ValueError(f"Model '{model.name}' has no weight tfprune can prune (Dense, Conv, ...): there is nothing "
