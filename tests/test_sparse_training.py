@@ -1,5 +1,7 @@
 """Dynamic sparse training (SET, RigL): the sparsity holds, the weights move, grown ones start from nothing."""
 
+import warnings
+
 import keras
 import numpy as np
 import pytest
@@ -118,12 +120,18 @@ def test_a_run_saved_and_resumed_moves_the_same_weights(tmp_path, digits):
         return _compiled(tfprune.sparse_training(mlp(), 0.9, method="rigl", update_every=7, end_step=40))
 
     whole = start()
-    whole.fit(x, y, batch_size=32, epochs=4, shuffle=False, verbose=0, callbacks=[tfprune.UpdatePruningStep()])
+    first = _masks(whole)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # RigL warns when it skips an update
+        whole.fit(x, y, batch_size=32, epochs=4, shuffle=False, verbose=0, callbacks=[tfprune.UpdatePruningStep()])
+    assert any((a != b).any() for a, b in zip(first, _masks(whole)))
     halves = start()
     halves.fit(x, y, batch_size=32, epochs=2, shuffle=False, verbose=0, callbacks=[tfprune.UpdatePruningStep()])
     halves.save(tmp_path / "half.keras")
     resumed = tfprune.load_model(tmp_path / "half.keras")
-    resumed.fit(x, y, batch_size=32, epochs=2, shuffle=False, verbose=0, callbacks=[tfprune.UpdatePruningStep()])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        resumed.fit(x, y, batch_size=32, epochs=2, shuffle=False, verbose=0, callbacks=[tfprune.UpdatePruningStep()])
     for a, b in zip(_masks(whole), _masks(resumed)):
         np.testing.assert_array_equal(a, b)
 
@@ -177,7 +185,7 @@ def test_rigl_needs_an_optimizer_and_trainable_weights(digits):
     with pytest.raises(ValueError, match=r"compile it with the optimizer you train with"):
         callback.on_train_begin()
     sparse.layers[0].trainable = False
-    with pytest.raises(ValueError, match=rf"\['{sparse.layers[0].layer.name}'\] are frozen"):
+    with pytest.raises(ValueError, match=rf"\['{sparse.layers[0].layer.kernel.path}'\] are frozen"):
         _compiled(sparse).fit(x[:64], y[:64], verbose=0, callbacks=[tfprune.UpdatePruningStep()])
 
 
@@ -203,3 +211,24 @@ def test_rigl_moves_weights_in_a_custom_training_loop(digits):
     assert [a.sum() for a in after] == [b.sum() for b in before]
     assert sum(int((b & ~a).sum()) for b, a in zip(before, after)) > 0
     assert "apply" not in vars(sparse.optimizer)  # the tap is gone with the run
+
+
+def test_rigl_reads_the_unscaled_gradients_under_loss_scaling_and_survives_an_interrupted_fit(digits):
+    (x, y), _ = digits
+    sparse = tfprune.sparse_training(mlp(), 0.9, method="rigl", update_every=4, end_step=40)
+    sparse.compile(keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD(0.05)),
+                   keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+
+    class Interrupt(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if batch == 2:
+                raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):  # the tap stays on the optimizer: on_train_end never ran
+        sparse.fit(x[:320], y[:320], batch_size=32, verbose=0, callbacks=[tfprune.UpdatePruningStep(), Interrupt()])
+    before = _masks(sparse)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # RigL warns when an update finds no gradient of its own batch
+        sparse.fit(x[:320], y[:320], batch_size=32, epochs=2, verbose=0, callbacks=[tfprune.UpdatePruningStep()])
+    assert any((a != b).any() for a, b in zip(before, _masks(sparse)))
+    assert "apply" not in vars(sparse.optimizer.inner_optimizer)

@@ -6,7 +6,6 @@ import pytest
 
 import tfprune
 from tests.conftest import compile_classifier, loud_but_unread, mlp
-from tfprune.criteria.gradients import fisher_diagonal
 from tfprune.criteria.importance import LAMP
 
 
@@ -35,18 +34,32 @@ def test_global_lamp_spreads_sparsity_where_global_magnitude_starves_the_small_s
     assert tfprune.sparsity_report(by_lamp)["total"]["sparsity"] == pytest.approx(0.8, abs=0.002)
 
 
-def test_obd_in_one_shot_keeps_the_highest_fisher_times_squared_weight():
+def test_obd_in_one_shot_keeps_the_highest_mean_squared_batch_gradient_times_squared_weight():
+    """Least squares, two batches of 32: the batch gradient is 2 X'(Xw - y) / 32, OBD's score 1/2 mean(g^2) w^2."""
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 6)).astype("float32") * np.arange(1, 7, dtype="float32")
+    y = rng.normal(size=(64, 3)).astype("float32")
+    model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(3, use_bias=False, name="linear")])
+    model.compile("sgd", "mse")
+    w = keras.ops.convert_to_numpy(model.layers[0].kernel)
+    batches = [(x[:32], y[:32]), (x[32:], y[32:])]
+    squares = np.mean([np.square(2 * xb.T @ (xb @ w - yb) / (32 * 3)) for xb, yb in batches], axis=0)  # mse: /3 too
+    scores = 0.5 * squares * np.square(w)
+    mask = _mask(tfprune.prune_once(model, 0.5, importance="obd", data=(x, y)), "linear")
+    assert scores[~mask].max() <= scores[mask].min()
+    assert not (mask == (np.abs(w) >= np.median(np.abs(w)))).all()  # not what magnitude keeps
+
+
+def test_obd_skips_an_update_before_any_gradient_and_warns():
     model, x, y = loud_but_unread()
-    pruned = tfprune.prune_once(model, 0.5, importance="obd", data=(x, y))
-    weights = [model.get_layer(name).kernel for name in ("hidden", "out")]
-    fisher = fisher_diagonal(model, (x, y), model.loss, weights)
-    scores = [0.5 * f * np.square(keras.ops.convert_to_numpy(w)) for f, w in zip(fisher, weights)]
-    masks = [_mask(pruned, name) for name in ("hidden", "out")]
-    kept = np.concatenate([s[m] for s, m in zip(scores, masks)])
-    dropped = np.concatenate([s[~m] for s, m in zip(scores, masks)])
-    assert dropped.max() <= kept.min()
-    hidden = masks[0]
-    assert hidden[:, :8].mean() < hidden[:, 8:].mean()  # the loud columns the output hardly reads go first
+    schedule = tfprune.ConstantSparsity(0.5, begin_step=1, frequency=4)  # the first batch: nothing recorded yet
+    pruned = compile_classifier(tfprune.prune_low_magnitude(model, schedule, importance="obd"))
+    with pytest.warns(UserWarning, match="The masks do not update at step 1"):
+        pruned.fit(x[:64], y[:64], batch_size=32, epochs=1, verbose=0, callbacks=[tfprune.UpdatePruningStep()])
+    assert _mask(pruned, "hidden").all()
+    pruned.fit(x, y, batch_size=32, epochs=1, verbose=0, callbacks=[tfprune.UpdatePruningStep()])
+    assert _mask(pruned, "hidden").mean() == 0.5
 
 
 @pytest.mark.parametrize("importance", ["obd", "lamp"])

@@ -4,7 +4,8 @@ Every `update_every` steps until `end_step`, each pruned weight drops a fraction
 entries, those of smallest magnitude, and grows as many inactive ones back:
 
 - SET (Mocanu et al. 2018, "Scalable training of artificial neural networks with adaptive sparse
-  connectivity"): at random;
+  connectivity"): at random. As RigL's and jaxpruner's SET do, the drop is by |w| (the paper drops the
+  positive and the negative weights nearest zero separately) and grown weights start at zero;
 - RigL (Evci et al. 2020, "Rigging the Lottery"): those with the largest gradient, that of the
   update step's batch (`apply.gradient_tap.GradientTap` keeps it from the optimizer).
 
@@ -28,8 +29,8 @@ import warnings
 import keras
 import numpy as np
 
-from tfprune.apply.gradient_tap import GradientTap
-from tfprune.backend_calls import host_value, step_dtype
+from tfprune.apply.gradient_tap import GradientTap, training_optimizer
+from tfprune.backend_calls import host_value
 from tfprune.graph import compat
 from tfprune.schedules import PruningSchedule, check_sparsity
 from tfprune.stateless import sync_variables
@@ -114,24 +115,32 @@ class DynamicSparsity(PruningSchedule):
                             drop_schedule=self.drop_schedule, seed=self.seed)
 
 
-def rewired(weight, mask, fraction, grow_scores):
+def rewired(weight, mask, fraction, grow_scores, rng=None):
     """`(after_drop, new_mask)` for one weight: the `fraction` of its active entries (`mask` True) of smallest
     magnitude dropped, then as many inactive entries of highest `grow_scores` grown (just-dropped ones included).
+    Ties are broken at random by `rng` (a NumPy Generator), else by position.
 
     >>> rewired(np.array([3.0, -1.0, 0.0, 2.0]), np.array([True, True, False, True]), 0.34, np.array([0, 0, 5.0, 0]))
     (array([ True, False, False,  True]), array([ True, False,  True,  True]))
     """
-    count = min(int(round(fraction * mask.sum())), int(mask.sum()))
+    count = int(round(fraction * mask.sum()))
     if count == 0:
         return mask.copy(), mask.copy()
-    flat_mask = mask.reshape(-1)
-    drop = np.argpartition(np.where(flat_mask, np.abs(weight).reshape(-1), np.inf), count - 1)[:count]
-    after_drop = flat_mask.copy()
+    order = rng.permutation(mask.size) if rng is not None else np.arange(mask.size)
+    active = mask.reshape(-1)[order]
+    drop = np.argpartition(np.where(active, np.abs(weight).reshape(-1)[order], np.inf), count - 1)[:count]
+    after_drop = active.copy()
     after_drop[drop] = False
-    grow = np.argpartition(np.where(after_drop, -np.inf, grow_scores.reshape(-1)), -count)[-count:]
+    grow = np.argpartition(np.where(after_drop, -np.inf, grow_scores.reshape(-1)[order]), -count)[-count:]
     new_mask = after_drop.copy()
     new_mask[grow] = True
-    return after_drop.reshape(mask.shape), new_mask.reshape(mask.shape)
+    return tuple(_unpermuted(m, order).reshape(mask.shape) for m in (after_drop, new_mask))
+
+
+def _unpermuted(values, order):
+    result = np.empty_like(values)
+    result[order] = values
+    return result
 
 
 class Rewiring:
@@ -149,7 +158,7 @@ class Rewiring:
                 raise ValueError(f"Dynamic sparse training moves single weights, but '{w.layer.name}' is pruned in "
                                  "blocks or N:M: leave block_size and sparsity_m_by_n at their defaults.")
         self.weights = [(w, v, m.mask) for w in self.wrappers for v, m in zip(w.pruned_weights, w.masked)]
-        self._tap = None
+        self._tap, self._shift = None, 0
         self._warned_no_gradient = False
 
     def set_step_driven(self, driven):
@@ -158,8 +167,11 @@ class Rewiring:
             self._tap.remove()
             self._tap = None
         if driven and self.schedule.needs_gradients:
-            self._tap = GradientTap(self._optimizer("RigL grows the weights of largest gradient"),
-                                    [v for _, v, _ in self.weights], "latest", self._records_on_updates())
+            variables = [v for _, v, _ in self.weights]
+            optimizer = training_optimizer(self.model, variables, "RigL grows the weights of largest gradient")
+            self._shift = self._step_minus_iterations(optimizer)
+            self._tap = GradientTap(optimizer, variables, "latest",
+                                    records=lambda iterations: self.schedule(iterations + self._shift)[0])
 
     def finish_step(self, step):
         """After the batch of `step`: moves the masks if it is an update step; returns True if it did."""
@@ -173,9 +185,8 @@ class Rewiring:
         fraction = self.schedule.drop_fraction_at(step)
         moved = []
         for i, (_, variable, mask) in enumerate(self.weights):
-            score = np.abs(gradients[i]) if gradients is not None else np.zeros(variable.shape)
-            score = score.astype(np.float64) + 1e-12 * rng.random(variable.shape)  # SET: random; RigL: ties at random
-            moved.append(rewired(host_value(variable), host_value(mask) > 0, fraction, score))
+            score = np.abs(gradients[i]) if gradients is not None else rng.random(variable.shape)  # RigL, SET
+            moved.append(rewired(host_value(variable), host_value(mask) > 0, fraction, score, rng))
         self._write(step, moved)
         return True
 
@@ -200,39 +211,25 @@ class Rewiring:
     def _gradients(self, step):
         if not self.schedule.needs_gradients:
             return None
-        gradients, steps = self._tap.read() if self._tap is not None else (None, 0)
+        gradients, steps, kept_at = None, 0, -1
         if self._tap is not None:
+            gradients, steps = self._tap.read()
+            kept_at = self._tap.kept_at()
             self._tap.reset()  # so that each update reads the gradient of its own batch, or none
-        if not steps:
-            gradients = None
-        if gradients is None and not self._warned_no_gradient:
+        if steps and kept_at + self._shift == step:
+            return gradients
+        if not self._warned_no_gradient:
             self._warned_no_gradient = True
-            warnings.warn(f"RigL skips its update at step {step}: no gradient was kept for it. Train with the model's "
-                          "own optimizer (model.compile(optimizer=...)) and UpdatePruningStep's on_train_begin().",
-                          stacklevel=2)
-        return gradients
+            why = (f"the gradient kept is that of step {kept_at + self._shift} (the optimizer's iterations moved "
+                   "apart from the pruning step: skipped loss-scaled steps, rewinding, steps_per_execution > 1)"
+                   if steps else "no gradient was kept for it (a train step traced before on_train_begin(), or an "
+                   "optimizer other than the model's)")
+            warnings.warn(f"RigL skips its update at step {step}: {why}.", stacklevel=2)
+        return None
 
-    def _optimizer(self, what):
-        optimizer = getattr(self.model, "optimizer", None)
-        if optimizer is None:
-            raise ValueError(f"{what}, which it reads from the optimizer that trains the model, but model "
-                             f"'{self.model.name}' has none: compile it with the optimizer you train with "
-                             "(model.compile(optimizer=...)), also in a custom training loop.")
-        trainable = {id(v) for v in self.model.trainable_variables}
-        frozen = [w.layer.name for w, v, _ in self.weights if id(v) not in trainable]
-        if frozen:
-            raise ValueError(f"{what}, but {sorted(set(frozen))} are frozen (trainable=False) and get no gradient: "
-                             "make them trainable, or use method='set'.")
-        return optimizer
-
-    def _records_on_updates(self):
-        """`records(iterations)` true on the batches of update steps (the first batch of a run is its step + 1)."""
-        iterations = int(host_value(self._optimizer("RigL").iterations))
-        shift = max(0, *(int(host_value(w.pruning_step)) for w in self.wrappers)) + 1 - iterations
-        every, end = self.schedule.frequency, self.schedule.end_step
-
-        def records(optimizer_iterations):
-            step = keras.ops.cast(optimizer_iterations, step_dtype()) + shift  # the pruning step of this batch
-            return keras.ops.logical_and(keras.ops.equal(step % every, 0), step <= end)
-
-        return records
+    def _step_minus_iterations(self, optimizer):
+        """The pruning step of a batch minus the optimizer's iteration count before it, for the run starting now
+        (its first batch is the saved step + 1)."""
+        optimizer = getattr(optimizer, "inner_optimizer", optimizer)
+        saved = max(0, *(int(host_value(w.pruning_step)) for w in self.wrappers))
+        return saved + 1 - int(host_value(optimizer.iterations))

@@ -64,7 +64,8 @@ def snip(model, data, sparsity, distribution="global", loss=None, iterations=1, 
     if not isinstance(iterations, int) or iterations < 1:
         raise ValueError(f"`iterations` must be an integer >= 1, got {iterations!r}.")
     loss = _gradient_loss(model, data, loss, "SNIP")
-    pruned, wrappers = _wrapped(model, sparsity, distribution, max_layer_sparsity, dense_layers)
+    check_open_sparsity(sparsity)
+    pruned, wrappers = wrapped_for_masks(model, FixedMasks(sparsity), distribution, max_layer_sparsity, dense_layers)
     weights = [v for w in wrappers for v in w.pruned_weights]
     masks = [mask for w in wrappers for mask in w.masks]
     for round_ in range(1, iterations + 1):
@@ -86,7 +87,8 @@ def grasp(model, data, sparsity, distribution="global", loss=None, max_layer_spa
             loss of probabilities (such as the name 'sparse_categorical_crossentropy') is used as it is.
     """
     loss = _tempered(_gradient_loss(model, data, loss, "GraSP"), temperature)
-    pruned, wrappers = _wrapped(model, sparsity, distribution, max_layer_sparsity, dense_layers)
+    check_open_sparsity(sparsity)
+    pruned, wrappers = wrapped_for_masks(model, FixedMasks(sparsity), distribution, max_layer_sparsity, dense_layers)
     weights = [v for w in wrappers for v in w.pruned_weights]
     gradients = loss_gradients(pruned, data, loss, weights)
     products = hessian_products(pruned, data, loss, weights, gradients)
@@ -121,7 +123,9 @@ def prune_once(model, sparsity, importance="magnitude", data=None, loss=None, di
     if importance.statistic == "movement":
         raise ValueError("Movement scores sum over training steps, which one shot has none of: prune while "
                          "fine-tuning, prune_low_magnitude(model, schedule, importance='movement').")
-    pruned, wrappers = _wrapped(model, sparsity, distribution, max_layer_sparsity, dense_layers, importance)
+    check_open_sparsity(sparsity)
+    pruned, wrappers = wrapped_for_masks(model, FixedMasks(sparsity), distribution, max_layer_sparsity, dense_layers,
+                                         importance)
     weights = [v for w in wrappers for v in w.pruned_weights]
     if importance.statistic is not None:
         statistics = fisher_diagonal(pruned, data, _gradient_loss(model, data, loss, type(importance).__name__),
@@ -150,16 +154,19 @@ def _tempered(loss, temperature):
     return lambda y_true, y_pred: loss.call(y_true, y_pred / temperature)  # per example: Keras weighs and averages
 
 
-def _wrapped(model, sparsity, distribution, max_layer_sparsity, dense_layers, importance="magnitude"):
-    """`model` wrapped with `FixedMasks` at `sparsity` (masks not set yet) but for `dense_layers`, and its wrappers
-    with masks."""
+def wrapped_for_masks(model, schedule, distribution, max_layer_sparsity=None, dense_layers=(), importance="magnitude"):
+    """`model` wrapped by `prune_low_magnitude` with `schedule` (whose masks the caller sets) but for `dense_layers`,
+    and its wrappers that have masks; a ValueError if it has none."""
     scope = scope_of(distribution)
-    check_open_sparsity(sparsity)
-    with warnings.catch_warnings():  # its masks are set right after
-        warnings.filterwarnings("ignore", message="FixedMasks does not set the first masks")
-        pruned = prune_low_magnitude(model, FixedMasks(sparsity), scope=scope, max_layer_sparsity=max_layer_sparsity,
+    with warnings.catch_warnings():  # the caller sets the masks right after
+        warnings.filterwarnings("ignore", message=f"{type(schedule).__name__} does not set the first masks")
+        pruned = prune_low_magnitude(model, schedule, scope=scope, max_layer_sparsity=max_layer_sparsity,
                                      importance=importance, pruning_policy=KeepDense(dense_layers))
-    return pruned, [w for w in pruning_wrappers(pruned) if w.masks]
+    wrappers = [w for w in pruning_wrappers(pruned) if w.masks]
+    if not wrappers:
+        raise ValueError(f"Model '{model.name}' has no weight tfprune can prune (Dense, Conv, ...): there is nothing "
+                         "to prune.")
+    return pruned, wrappers
 
 
 def _gradient_loss(model, data, loss, what):

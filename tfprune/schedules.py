@@ -332,7 +332,7 @@ class FixedMasks(PruningSchedule):
     (False, 0.9)
     """
 
-    masks_set_by = "tfprune.snip or tfprune.grasp"
+    masks_set_by = "tfprune.snip, tfprune.grasp, tfprune.prune_once or tfprune.sparse_training(method='static')"
 
     def __init__(self, sparsity):
         check_sparsity("sparsity", sparsity)

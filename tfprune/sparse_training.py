@@ -17,15 +17,11 @@ sparse.fit(x, y, epochs=epochs, callbacks=[tfprune.UpdatePruningStep()])
 ```
 """
 
-import warnings
-
 import numpy as np
 
-from tfprune.api import prune_low_magnitude
-from tfprune.apply.wrapper import pruning_wrappers
 from tfprune.backend_calls import host_value
 from tfprune.dynamic_sparsity import DynamicSparsity
-from tfprune.policy import KeepDense
+from tfprune.one_shot import wrapped_for_masks
 from tfprune.schedules import FixedMasks
 from tfprune.selection.distributions import scope_of
 from tfprune.validation import check_open_sparsity
@@ -61,16 +57,9 @@ def sparse_training(model, sparsity=0.9, method="set", distribution="erk", updat
                          "end_step=int(0.75 * epochs * steps_per_epoch).")
     else:
         schedule = DynamicSparsity(sparsity, end_step, method, update_every, drop_fraction, drop_schedule, seed)
-    scope = scope_of(distribution)
-    with warnings.catch_warnings():  # its masks are set right after
-        warnings.filterwarnings("ignore", message=f"{type(schedule).__name__} does not set the first masks")
-        pruned = prune_low_magnitude(model, schedule, scope=scope, max_layer_sparsity=max_layer_sparsity,
-                                     pruning_policy=KeepDense(dense_layers))
-    wrappers = [w for w in pruning_wrappers(pruned) if w.masks]
-    if not wrappers:
-        raise ValueError(f"Model '{model.name}' has no weight tfprune can prune (Dense, Conv, ...): there is nothing "
-                         "to train sparse.")
+    pruned, wrappers = wrapped_for_masks(model, schedule, distribution, max_layer_sparsity, dense_layers)
     weights = [v for w in wrappers for v in w.pruned_weights]
+    scope = scope_of(distribution)
     if scope == "global":
         scores = [np.abs(host_value(v)) for v in weights]
     else:

@@ -16,7 +16,7 @@ import numpy as np
 from tfprune import masks as masks_lib
 from tfprune import schedules
 from tfprune.backend_calls import host_call, one_graph_call, step_dtype
-from tfprune.apply.gradient_tap import GradientTap
+from tfprune.apply.gradient_tap import GradientTap, training_optimizer
 from tfprune.dynamic_sparsity import DynamicSparsity, Rewiring
 from tfprune.selection.distributions import erk_sparsities
 from tfprune.stateless import sync_variables
@@ -83,6 +83,7 @@ class WeightPruning:
         self._compiled = {}
         self._plan = None  # (step, {wrapper: sparsity} pruned alone, sparsity of the ranked ones) being run
         self._taps = {}  # {statistic: GradientTap} of the criteria that read training gradients, during a fit
+        self._warned_empty = False
 
     def update(self, step, update_masks=True):
         """Recomputes masks where a schedule says so at `step`; returns True if any changed."""
@@ -104,8 +105,7 @@ class WeightPruning:
                 alone.update(erk_targets(self.erk_scoped, sparsity))
         if not alone and not ranked:
             return False
-        self._run(step, alone, ranked, ranked_sparsity)
-        return True
+        return self._run(step, alone, ranked, ranked_sparsity)
 
     def finish_step(self, step):
         """After the batch of `step`: moves the masks of dynamic sparse training; returns True if it did."""
@@ -126,7 +126,9 @@ class WeightPruning:
             if w.importance.statistic is not None and w not in getattr(self.rewiring, "wrappers", ()):
                 by_statistic.setdefault(w.importance.statistic, []).extend(w.pruned_weights)
         for statistic, variables in by_statistic.items():
-            self._taps[statistic] = GradientTap(_training_optimizer(self.model, variables), variables, statistic)
+            optimizer = training_optimizer(self.model, variables, "The pruning criterion scores weights by the "
+                                                                  "training gradients")
+            self._taps[statistic] = GradientTap(optimizer, variables, statistic)
 
     def prune_to(self, sparsity, *, step, overrides=None, scope=None):
         """Prunes every masked weight to `sparsity` now; see `PruningController.prune_to`."""
@@ -149,10 +151,20 @@ class WeightPruning:
             raise ValueError(f"{', '.join(unrecorded)} scores weights by the training gradients, which are recorded "
                              "during fit with UpdatePruningStep: the masks can update only then. To prune at once, use "
                              "tfprune.prune_once(model, sparsity, importance, data=(x, y)) on the unpruned model.")
+        empty = sorted({w.importance.statistic for w in (*alone, *ranked)} - {None}
+                       - {statistic for statistic, tap in self._taps.items() if tap.steps()})
+        if empty:
+            if not self._warned_empty:
+                self._warned_empty = True
+                warnings.warn(f"The masks do not update at step {step}: their criterion reads the training gradients "
+                              "and no step has run since the last update (pruning on the first batch of a fit). "
+                              "Begin pruning later (begin_step >= 2).", stacklevel=4)
+            return False
         self._plan = (step, alone, ranked_sparsity)
         sync_variables(self.model)
         self._update_call(tuple(alone) + ranked, len(alone))()
         self.restart_statistics()
+        return True
 
     def _update_call(self, targets, alone_count):
         """One compiled call, without arguments, that updates the masks of a set of wrappers.
@@ -195,7 +207,8 @@ class WeightPruning:
         return [*masks, np.asarray(step, dtype=step_dtype())]
 
     def restart_statistics(self):
-        """After a mask update: the Fisher of OBD is the mean of the batches since the last one."""
+        """After a mask update: OBD's squared gradients are the mean of the batches since the last one (of every
+        layer: layers on schedules of their own share the count)."""
         if "squares" in self._taps:
             self._taps["squares"].reset()
 
@@ -233,21 +246,6 @@ def _by_variable(taps, values):
         for variable, array in zip(tap.variables, arrays):
             statistics[id(variable)] = array / max(steps, 1) if statistic == "squares" else array
     return statistics
-
-
-def _training_optimizer(model, variables):
-    """The optimizer that trains `model`, which a criterion reading training gradients taps."""
-    optimizer = getattr(model, "optimizer", None)
-    if optimizer is None:
-        raise ValueError(f"Model '{model.name}' is pruned by a criterion that reads the training gradients, from the "
-                         "optimizer that trains it, but it has none: compile it with the optimizer you train with "
-                         "(model.compile(optimizer=...)), also in a custom training loop.")
-    trainable = {id(v) for v in model.trainable_variables}
-    frozen = [v.path for v in variables if id(v) not in trainable]
-    if frozen:
-        raise ValueError(f"{frozen} are frozen (trainable=False) and get no gradient to score them by: make them "
-                         "trainable, or prune them by 'magnitude' or 'lamp'.")
-    return optimizer
 
 
 def ranked_masks(wrappers, scores, sparsity):

@@ -52,9 +52,9 @@ class Importance(Configurable):
     """
 
     needs_gradients = False
-    # A criterion of single weights that reads a statistic of the training gradients ("squares": the sum of
-    # squared gradients; "movement": the sum of -gradient x weight) gets it as the slice of that name, per
-    # entry, from the steps since the last mask update (`apply.gradient_tap.GradientTap`).
+    # A criterion of single weights that reads a statistic of the training gradients ("squares": the mean of
+    # squared gradients since the last mask update; "movement": the sum of -gradient x weight over the fit)
+    # gets it per entry as a slice with the role "statistic" (`apply.gradient_tap.GradientTap`).
     statistic = None
 
     def __call__(self, slices):
@@ -78,7 +78,7 @@ class Importance(Configurable):
                 raise ValueError(f"{type(self).__name__} scores weights by the training gradients, and none were "
                                  "recorded: train with UpdatePruningStep before the masks update, or prune at once "
                                  "with tfprune.prune_once(model, sparsity, importance, data=(x, y)).")
-            slices.append(WeightSlice(layer, "entry", self.statistic, np.asarray(statistic).reshape(-1, 1)))
+            slices.append(WeightSlice(layer, "statistic", self.statistic, np.asarray(statistic).reshape(-1, 1)))
         scores = self(slices)
         if scores is None:
             raise ValueError(f"{type(self).__name__} cannot score single weight entries; use 'l1' or 'l2'.")
@@ -151,8 +151,9 @@ class LAMP(Importance):
 @keras.saving.register_keras_serializable(package="tfprune")
 class OBD(Importance):
     """Optimal Brain Damage (LeCun et al. 1989): 1/2 h w^2, the loss increase of setting a weight to zero under a
-    diagonal quadratic model of the loss, with h the Hessian's diagonal approximated by the Fisher: the mean
-    squared gradient of the batches since the last mask update (or of `data` in `tfprune.prune_once`).
+    diagonal quadratic model of the loss, with h the Hessian's diagonal approximated by an empirical Fisher of
+    batch means: the mean over batches of the squared (mean) batch gradient, of the batches since the last mask
+    update (or of `data` in `tfprune.prune_once`). Per-example gradients would give the empirical Fisher proper.
 
     Scores single weights only (prune_low_magnitude, prune_once).
     """
@@ -160,8 +161,8 @@ class OBD(Importance):
     statistic = "squares"
 
     def __call__(self, slices):
-        squares = [s.values for s in slices if s.name == "squares"]
-        weights = [s.values for s in slices if s.name != "squares"]
+        squares = [s.values for s in slices if s.role == "statistic"]
+        weights = [s.values for s in slices if s.role != "statistic"]
         if not squares:
             return None
         return 0.5 * sum((g * np.square(w)).sum(axis=1) for g, w in zip(squares, weights))
@@ -171,19 +172,21 @@ class OBD(Importance):
 class Movement(Importance):
     """Movement pruning (Sanh et al. 2020, "Movement pruning: adaptive sparsity by fine-tuning"): -sum over the
     training steps of gradient x weight, high for weights moving away from zero. For pruning while fine-tuning
-    (prune_low_magnitude); it sums over the steps of the current `fit`.
+    (prune_low_magnitude); it sums over the steps of the current `fit`. Unlike the paper's straight-through
+    scores, pruned weights are not scored again: they stay pruned.
     """
 
     statistic = "movement"
 
     def __call__(self, slices):
-        moved = [s.values.sum(axis=1) for s in slices if s.name == "movement"]
+        moved = [s.values.sum(axis=1) for s in slices if s.role == "statistic"]
         return sum(moved) if moved else None
 
 
+MAGNITUDE = L1Norm()  # what prune_low_magnitude ranks weights by unless told otherwise ("magnitude")
+
 _BY_NAME = {"l1": L1Norm, "l2": L2Norm, "bn_scale": BatchNormScale, "taylor": Taylor, "lamp": LAMP, "obd": OBD,
             "movement": Movement, "magnitude": L1Norm}
-MAGNITUDE = L1Norm()
 
 
 def get(identifier):
