@@ -34,8 +34,9 @@ def test_global_lamp_spreads_sparsity_where_global_magnitude_starves_the_small_s
     assert tfprune.sparsity_report(by_lamp)["total"]["sparsity"] == pytest.approx(0.8, abs=0.002)
 
 
-def test_obd_in_one_shot_keeps_the_highest_mean_squared_batch_gradient_times_squared_weight():
-    """Least squares, two batches of 32: the batch gradient is 2 X'(Xw - y) / 32, OBD's score 1/2 mean(g^2) w^2."""
+def test_obd_in_one_shot_keeps_the_highest_empirical_fisher_times_squared_weight():
+    """Least squares: an example's gradient is 2 x'(xw - y) / 3, OBD's score 1/2 mean(g^2) w^2 (the empirical
+    Fisher: one example per batch)."""
     keras.utils.set_random_seed(0)
     rng = np.random.default_rng(0)
     x = rng.normal(size=(64, 6)).astype("float32") * np.arange(1, 7, dtype="float32")
@@ -43,12 +44,33 @@ def test_obd_in_one_shot_keeps_the_highest_mean_squared_batch_gradient_times_squ
     model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(3, use_bias=False, name="linear")])
     model.compile("sgd", "mse")
     w = keras.ops.convert_to_numpy(model.layers[0].kernel)
-    batches = [(x[:32], y[:32]), (x[32:], y[32:])]
-    squares = np.mean([np.square(2 * xb.T @ (xb @ w - yb) / (32 * 3)) for xb, yb in batches], axis=0)  # mse: /3 too
+    squares = np.mean([np.square(2 * np.outer(xi, xi @ w - yi) / 3) for xi, yi in zip(x, y)], axis=0)  # mse: / 3
     scores = 0.5 * squares * np.square(w)
     mask = _mask(tfprune.prune_once(model, 0.5, importance="obd", data=(x, y)), "linear")
     assert scores[~mask].max() <= scores[mask].min()
     assert not (mask == (np.abs(w) >= np.median(np.abs(w)))).all()  # not what magnitude keeps
+
+
+def test_obs_keeps_the_lowest_cost_weights_and_moves_the_rest_to_reconstruct_the_outputs():
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    x = (rng.normal(size=(512, 8)) @ rng.normal(size=(8, 8))).astype("float32")  # correlated inputs
+    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(4, use_bias=False, name="linear")])
+    w = keras.ops.convert_to_numpy(model.layers[0].kernel).astype(np.float64)
+    pruned = tfprune.prune_once(model, 0.5, importance="obs", data=x, distribution="uniform")
+    keep = _mask(pruned, "linear")
+    hessian = x.T.astype(np.float64) @ x / len(x)
+    hessian += 0.01 * np.mean(np.diag(hessian)) * np.eye(8)
+    costs = np.square(w) / np.diag(np.linalg.inv(hessian))[:, None]
+    assert costs[~keep].max() <= costs[keep].min()
+    new = keras.ops.convert_to_numpy(pruned.layers[0].layer.kernel)
+    assert (new[~keep] == 0).all()
+    for j in range(4):  # each output's kept weights solve its least squares on the inputs they keep
+        rest = keep[:, j]
+        best = np.linalg.solve(hessian[np.ix_(rest, rest)], hessian[rest] @ w[:, j])
+        np.testing.assert_allclose(new[rest, j], best, rtol=1e-4, atol=1e-5)
+    error = np.mean(np.square(x @ (new - w))), np.mean(np.square(x @ (np.where(keep, w, 0) - w)))
+    assert error[0] < 0.8 * error[1]
 
 
 def test_obd_skips_an_update_before_any_gradient_and_warns():
@@ -108,6 +130,12 @@ def test_gradient_criteria_say_when_they_cannot_score():
         tfprune.prune_low_magnitude(model, importance="taylor")
     with pytest.raises(ValueError, match="OBD scores single weights"):
         tfprune.prune_channels(model, tfprune.ConstantSparsity(0.5), importance="obd")
+    with pytest.raises(ValueError, match="OBS prunes in one shot"):
+        tfprune.prune_low_magnitude(model, importance="obs")
+    tokens = keras.Input((4, 8))
+    attention = keras.Model(tokens, keras.layers.MultiHeadAttention(2, 4)(tokens, tokens))
+    with pytest.raises(ValueError, match="OBS handles Dense and Conv2D layers"):
+        tfprune.prune_once(attention, 0.5, importance="obs", data=np.zeros((4, 4, 8), "float32"))
 
 
 def test_the_importance_is_saved_with_the_model(tmp_path):

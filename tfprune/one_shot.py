@@ -10,8 +10,9 @@
   weights whose -w · Hg is largest, so those whose w · Hg is smallest go. H g comes from two
   gradient passes (`criteria.gradients.hessian_products`).
 
-`prune_once` scores a (trained) model by magnitude, LAMP or Optimal Brain Damage (its Fisher from
-`data`) and prunes it at once, to fine-tune.
+`prune_once` scores a (trained) model by magnitude, LAMP, Optimal Brain Damage (its Fisher from
+`data`) or Optimal Brain Surgeon (layer-wise, with its compensating update) and prunes it at once,
+to fine-tune.
 
 All return a model wrapped by `prune_low_magnitude` with a `FixedMasks` schedule: train it with
 `fit` and `UpdatePruningStep`, and the masks stay. `distribution` spreads the sparsity as the
@@ -34,6 +35,7 @@ import numpy as np
 from tfprune.api import prune_low_magnitude
 from tfprune.apply.wrapper import pruning_wrappers
 from tfprune.criteria import importance as importance_lib
+from tfprune.criteria import second_order
 from tfprune.backend_calls import host_value
 from tfprune.criteria.gradients import fisher_diagonal, hessian_products, loss_gradients
 from tfprune.policy import KeepDense
@@ -105,8 +107,11 @@ def prune_once(model, sparsity, importance="magnitude", data=None, loss=None, di
         model: a built Keras model, usually trained (it is copied, not modified).
         sparsity: the fraction of prunable weights to prune, in (0, 1).
         importance: "magnitude", "lamp" (with "global", each layer's sparsity from LAMP scores), "obd" (Optimal
-            Brain Damage: 1/2 x Fisher x w^2, the Fisher from `data`) or an `Importance` of single weights.
-        data: `(x, y)`, `(x, y, sample_weight)` or a finite dataset, for criteria that read gradients ("obd").
+            Brain Damage: 1/2 x Fisher x w^2, the Fisher from `data`), "obs" (Optimal Brain Surgeon, layer-wise:
+            scores from each layer's inputs over `data`, and the kept weights moved to make up for the pruned;
+            Dense and Conv2D layers, `criteria.second_order`) or an `Importance` of single weights.
+        data: `(x, y)`, `(x, y, sample_weight)` or a finite dataset, for criteria that read gradients ("obd");
+            `(x, y)` or the inputs `x` (arrays) for "obs".
         loss: the loss for `data`; default the one `model` was compiled with.
         distribution: "global" (one threshold over all weights), "uniform" or "erk".
         max_layer_sparsity: with "global" or "erk", no weight pruned beyond this (default 0.99).
@@ -127,15 +132,24 @@ def prune_once(model, sparsity, importance="magnitude", data=None, loss=None, di
     pruned, wrappers = wrapped_for_masks(model, FixedMasks(sparsity), distribution, max_layer_sparsity, dense_layers,
                                          importance)
     weights = [v for w in wrappers for v in w.pruned_weights]
-    if importance.statistic is not None:
-        statistics = fisher_diagonal(pruned, data, _gradient_loss(model, data, loss, type(importance).__name__),
-                                     weights)
+    hessians = None
+    if importance.statistic == "squares":
+        statistics = fisher_diagonal(pruned, data, _gradient_loss(model, data, loss, "OBD"), weights)
+    elif importance.statistic == "inverse_hessian_diagonal":
+        if data is None:
+            raise ValueError("OBS scores weights by each layer's inputs: give data=(x, y) or the inputs x.")
+        hessians = second_order.input_hessians(pruned, wrappers, data)
+        statistics = [second_order.inverse_diagonal(hessians[w], v.shape) for w in wrappers for v in w.pruned_weights]
     else:
         statistics = [None] * len(weights)
-    statistics = iter(statistics)
-    scores = [w.importance.entry_scores(host_value(v), w.layer, v.name, next(statistics))
-              for w in wrappers for v in w.pruned_weights]
+    statistics, dense = iter(statistics), [host_value(v) for v in weights]
+    scores = [w.importance.entry_scores(value, w.layer, v.name, next(statistics))
+              for (w, v), value in zip([(w, v) for w in wrappers for v in w.pruned_weights], dense)]
     apply_scored_masks(wrappers, scores, sparsity, scope_of(distribution))
+    if hessians is not None:  # Optimal Brain Surgeon moves the kept weights to make up for the pruned ones
+        for w, value in zip(wrappers, dense):
+            (kernel,) = w.pruned_weights
+            kernel.assign(second_order.compensated(value, w.weight_mask(kernel), hessians[w]).astype(value.dtype))
     return pruned
 
 

@@ -123,7 +123,8 @@ class WeightPruning:
             return
         by_statistic = {}
         for w in self.masked:
-            if w.importance.statistic is not None and w not in getattr(self.rewiring, "wrappers", ()):
+            fixed = isinstance(w.pruning_schedule, schedules.FixedMasks)  # set once: nothing to record for
+            if w.importance.statistic is not None and not fixed and w not in getattr(self.rewiring, "wrappers", ()):
                 by_statistic.setdefault(w.importance.statistic, []).extend(w.pruned_weights)
         for statistic, variables in by_statistic.items():
             optimizer = training_optimizer(self.model, variables, "The pruning criterion scores weights by the "

@@ -33,6 +33,7 @@ from tfprune import registry, schedules
 from tfprune.apply import penalties as penalties_lib
 from tfprune.apply.constraint import KeepPruned, MaskedWeight, keep_pruned
 from tfprune.apply.gates import ChannelGates
+from tfprune.apply.gradient_tap import STATISTICS as TAPPED_STATISTICS
 from tfprune.apply.taylor import TaylorRecorder
 from tfprune.backend_calls import host_value, step_dtype
 from tfprune.criteria import importance as importance_lib
@@ -289,6 +290,11 @@ class PruneLowMagnitude(PruningWrapper):
         if self.importance.needs_gradients:
             raise ValueError(f"{type(self.importance).__name__} scores channels; weights are ranked by 'magnitude', "
                              "'lamp', 'obd' or 'movement'.")
+        one_shot = self.importance.statistic is not None and self.importance.statistic not in TAPPED_STATISTICS
+        if one_shot and not isinstance(self.pruning_schedule, schedules.FixedMasks):
+            raise ValueError(f"{type(self.importance).__name__} prunes in one shot, from the layers' inputs: "
+                             f"tfprune.prune_once(model, sparsity, importance='{type(self.importance).__name__.lower()}',"
+                             " data=(x, y)).")
         self.pruned_weights = []
 
     # tfmot's attribute names for the granularity

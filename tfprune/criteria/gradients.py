@@ -42,12 +42,13 @@ class GradientSum(keras.optimizers.Optimizer):
         return keras.ops.convert_to_numpy(self.sums[compat.optimizer_variable_index(self, variable)])
 
 
-def scoring_pass(model, data, loss, optimizer, keep=lambda variable: True):
+def scoring_pass(model, data, loss, optimizer, keep=lambda variable: True, batch_size=None):
     """One epoch of `fit` over `data` with `optimizer`, in which pruning wrappers run as in training; afterwards
     every variable that `keep` accepts has its value from before again, and the model is compiled as before (a
     model that was not asks for `compile` again, instead of training with `optimizer`).
 
-    `data` is `(x, y)`, `(x, y, sample_weight)` or a finite dataset of batches.
+    `data` is `(x, y)`, `(x, y, sample_weight)` (in batches of `batch_size`, default Keras' 32) or a finite
+    dataset of batches.
     """
     from tfprune.apply.wrapper import pruning_wrappers
     from tfprune.callbacks import UpdatePruningStep
@@ -61,7 +62,8 @@ def scoring_pass(model, data, loss, optimizer, keep=lambda variable: True):
     model.compile(optimizer, loss)
     x, y, weights = (*data, None)[:3] if isinstance(data, tuple) else (data, None, None)
     try:
-        model.fit(x, y, sample_weight=weights, epochs=1, verbose=0, shuffle=False,
+        model.fit(x, y, sample_weight=weights, batch_size=None if y is None else batch_size, epochs=1, verbose=0,
+                  shuffle=False,
                   callbacks=[UpdatePruningStep()] if pruning_wrappers(model) else [])
     except ValueError as error:
         raise ValueError(f"`data` does not fit model '{model.name}' (its gradients come from one epoch of fit on "
@@ -83,11 +85,12 @@ def loss_gradients(model, data, loss, weights):
     return [optimizer.sum_of(weight) for weight in weights]
 
 
-def fisher_diagonal(model, data, loss, weights):
-    """The mean over `data`'s batches of each batch's squared gradient, for each of `weights`: the empirical Fisher
-    approximation of the Hessian's diagonal that Optimal Brain Damage weighs weights by."""
+def fisher_diagonal(model, data, loss, weights, batch_size=1):
+    """The mean over `data`'s batches of each batch's squared gradient, for each of `weights`: with arrays in
+    batches of one example (`batch_size`), the empirical Fisher approximation of the Hessian's diagonal that
+    Optimal Brain Damage weighs weights by (a dataset comes in its own batches)."""
     optimizer = GradientSum(squared=True)
-    scoring_pass(model, data, loss, optimizer)
+    scoring_pass(model, data, loss, optimizer, batch_size=batch_size)
     batches = max(int(keras.ops.convert_to_numpy(optimizer.iterations)), 1)
     return [optimizer.sum_of(weight) / batches for weight in weights]
 

@@ -169,6 +169,23 @@ class OBD(Importance):
 
 
 @keras.saving.register_keras_serializable(package="tfprune")
+class OBS(Importance):
+    """Optimal Brain Surgeon, layer by layer (Hassibi & Stork 1993; L-OBS, Dong et al. 2017): w^2 / (2 [H^-1]_ii),
+    H the Hessian of the layer's reconstruction error from its inputs over `data`; `tfprune.prune_once` then moves
+    the kept weights to make up for the pruned ones. One shot only; see `criteria.second_order`.
+    """
+
+    statistic = "inverse_hessian_diagonal"
+
+    def __call__(self, slices):
+        diagonal = [s.values for s in slices if s.role == "statistic"]
+        weights = [s.values for s in slices if s.role != "statistic"]
+        if not diagonal:
+            return None
+        return sum((np.square(w) / (2 * d)).sum(axis=1) for d, w in zip(diagonal, weights))
+
+
+@keras.saving.register_keras_serializable(package="tfprune")
 class Movement(Importance):
     """Movement pruning (Sanh et al. 2020, "Movement pruning: adaptive sparsity by fine-tuning"): -sum over the
     training steps of gradient x weight, high for weights moving away from zero. For pruning while fine-tuning
@@ -186,11 +203,12 @@ class Movement(Importance):
 MAGNITUDE = L1Norm()  # what prune_low_magnitude ranks weights by unless told otherwise ("magnitude")
 
 _BY_NAME = {"l1": L1Norm, "l2": L2Norm, "bn_scale": BatchNormScale, "taylor": Taylor, "lamp": LAMP, "obd": OBD,
-            "movement": Movement, "magnitude": L1Norm}
+            "obs": OBS, "movement": Movement, "magnitude": L1Norm}
 
 
 def get(identifier):
-    """An `Importance` from a name ("l1", "l2", "bn_scale", "taylor", "lamp", "obd", "movement", "magnitude": l1),
+    """An `Importance` from a name ("l1", "l2", "bn_scale", "taylor", "lamp", "obd", "obs", "movement", "magnitude":
+    l1),
     a serialized dict or an instance."""
     if isinstance(identifier, Importance):
         return identifier
