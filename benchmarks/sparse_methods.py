@@ -8,8 +8,9 @@ epochs with SGD (momentum 0.9) and spreads its sparsity over the weights by ERK 
 - GMP: gradual magnitude pruning (Zhu & Gupta 2017), PolynomialDecay from 0 to the target over the first
   75% of the steps, masks every 50 steps;
 - one-shot + fine-tune: dense for half the epochs, magnitude pruning to the target at once, fine-tuned
-  for the other half; OBD: the same with Optimal Brain Damage (`prune_once(importance="obd")`, the Fisher of
-  the first 1,024 training images);
+  for the other half; OBD and OBS: the same with Optimal Brain Damage (`prune_once(importance="obd")`, the
+  empirical Fisher of the first 1,024 training images) or layer-wise Optimal Brain Surgeon (`importance="obs"`,
+  from the layers' inputs on those images, with its compensating update);
 - LAMP: GMP ranked by LAMP scores with one global threshold (the distribution is LAMP's own);
 - SNIP, GraSP: `tfprune.snip` / `tfprune.grasp` on the first 1,024 training images, masks fixed;
 - random (static): random masks at initialization, fixed (`sparse_training(method="static")`);
@@ -47,7 +48,7 @@ RESULTS = Path(__file__).parent / "results"
 L = keras.layers
 BATCH = 64
 SCORING_IMAGES = 1024
-METHODS = ("dense", "gmp", "one-shot", "snip", "grasp", "random", "set", "rigl", "obd", "lamp")
+METHODS = ("dense", "gmp", "one-shot", "snip", "grasp", "random", "set", "rigl", "obd", "obs", "lamp")
 
 
 def lenet_300_100():
@@ -106,9 +107,9 @@ def run_method(method, build, sparsity, x, y, args):
         schedule = tfprune.PolynomialDecay(0.0, sparsity, begin_step=0, end_step=end - end % 50, frequency=50)
         pruned = tfprune.prune_low_magnitude(model, schedule, scope="global", importance="lamp")
         return pruned, train(pruned, x, y, args.epochs, args.learning_rate)
-    if method in ("one-shot", "obd"):
+    if method in ("one-shot", "obd", "obs"):
         train(model, x, y, args.epochs // 2, args.learning_rate, pruned=False)
-        data = (x[:SCORING_IMAGES], y[:SCORING_IMAGES]) if method == "obd" else None
+        data = (x[:SCORING_IMAGES], y[:SCORING_IMAGES]) if method != "one-shot" else None
         pruned = tfprune.prune_once(model, sparsity, {"one-shot": "magnitude"}.get(method, method), data=data,
                                     distribution=distribution)
         return pruned, train(pruned, x, y, args.epochs - args.epochs // 2, args.learning_rate)
