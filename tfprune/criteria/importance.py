@@ -52,6 +52,9 @@ class Importance(Configurable):
     """
 
     needs_gradients = False
+    # A criterion that sets `needs_activations = True` receives, per producing layer, a slice named "entropy"
+    # computed from the layer's outputs over data (`prune_to_budget(..., data=x)`, one shot).
+    needs_activations = False
     # A criterion of single weights that reads a statistic of the training gradients ("squares": the mean of
     # squared gradients since the last mask update; "movement": the sum of -gradient x weight over the fit)
     # gets it per entry as a slice with the role "statistic" (`apply.gradient_tap.GradientTap`).
@@ -130,6 +133,50 @@ class Taylor(Importance):
 
 
 @keras.saving.register_keras_serializable(package="tfprune")
+class Entropy(Importance):
+    """Entropy of a channel's output over data (Luo & Wu 2017, "An entropy-based pruning method for CNN
+    compression"): each image's output of the channel, averaged over its positions (global average pooling),
+    binned into `bins` equal bins between the channel's least and greatest value over the images; the score is
+    the entropy -sum p log p of that histogram. A channel whose output hardly changes from image to image
+    carries little information and goes first. The output is that of the layer that produces the channel (with
+    its own activation, if it has one). One shot: `prune_to_budget(model, budget, importance="entropy", data=x)`.
+    """
+
+    needs_activations = True
+
+    def __init__(self, bins=32):
+        if isinstance(bins, bool) or not isinstance(bins, int) or bins < 2:
+            raise ValueError(f"`bins` must be an integer >= 2, got {bins!r}.")
+        self.bins = bins
+
+    def get_config(self):
+        return {"bins": self.bins}
+
+    def __call__(self, slices):
+        recorded = [s.values.reshape(len(s.values), -1).sum(axis=1) for s in slices if s.name == "entropy"]
+        return sum(recorded) if recorded else None
+
+
+def histogram_entropy(values, bins):
+    """The entropy (in nats) of each column of `values` (examples, channels), binned into `bins` equal bins between
+    its least and greatest value; 0 for a constant column.
+
+    >>> histogram_entropy(np.array([[0.0, 1.0], [1.0, 1.0], [2.0, 1.0], [3.0, 1.0]]), bins=4).round(3)
+    array([1.386, 0.   ])
+    """
+    values = np.asarray(values, np.float64)
+    low, high = values.min(axis=0), values.max(axis=0)
+    span = np.where(high > low, high - low, 1.0)
+    index = np.clip(((values - low) / span * bins).astype(int), 0, bins - 1)
+    entropies = np.zeros(values.shape[1])
+    for channel in range(values.shape[1]):
+        p = np.bincount(index[:, channel], minlength=bins) / len(values)
+        p = p[p > 0]
+        entropies[channel] = -(p * np.log(p)).sum() + 0.0  # not -0.0
+    return entropies
+
+
+@keras.saving.register_keras_serializable(package="tfprune")
 class LAMP(Importance):
     """Layer-adaptive magnitude (Lee et al. 2021, "Layer-adaptive sparsity for the magnitude-based pruning"):
     a unit's squared norm over the sum of the squared norms of the units of its weight (or set of channels)
@@ -203,12 +250,12 @@ class Movement(Importance):
 MAGNITUDE = L1Norm()  # what prune_low_magnitude ranks weights by unless told otherwise ("magnitude")
 
 _BY_NAME = {"l1": L1Norm, "l2": L2Norm, "bn_scale": BatchNormScale, "taylor": Taylor, "lamp": LAMP, "obd": OBD,
-            "obs": OBS, "movement": Movement, "magnitude": L1Norm}
+            "obs": OBS, "movement": Movement, "magnitude": L1Norm, "entropy": Entropy}
 
 
 def get(identifier):
-    """An `Importance` from a name ("l1", "l2", "bn_scale", "taylor", "lamp", "obd", "obs", "movement", "magnitude":
-    l1),
+    """An `Importance` from a name ("l1", "l2", "bn_scale", "taylor", "entropy", "lamp", "obd", "obs", "movement",
+    "magnitude": l1),
     a serialized dict or an instance."""
     if isinstance(identifier, Importance):
         return identifier

@@ -19,6 +19,8 @@ H is damped by 1% of its mean diagonal, as SparseGPT does, so that dead inputs d
 import keras
 import numpy as np
 
+from tfprune.criteria.activations import layer_values
+
 DAMPING = 0.01
 
 
@@ -40,24 +42,15 @@ def input_rows(layer):
                      f"({type(layer).__name__}): leave it dense (dense_layers=[...]) or prune by 'obd'.")
 
 
-def input_hessians(model, layers, data, batch_size=256):
+def input_hessians(model, layers, data):
     """{layer: H = XᵀX / n, damped (float64)} for `layers` of the Functional or Sequential `model`, over `data`'s
     inputs (`(x, ...)` or an array); n counts rows (examples x output positions). A pruning wrapper's inputs are
     its layer's."""
     functions = [input_rows(getattr(layer, "layer", layer)) for layer in layers]
-    try:
-        inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
-        probe = keras.Model(inputs, [layer.input for layer in layers])
-    except (AttributeError, ValueError) as error:
-        raise ValueError(f"OBS reads each layer's inputs from model '{model.name}', which needs a Functional or "
-                         f"Sequential model ({error}).") from error
-    x = data[0] if isinstance(data, tuple) else data
     totals, counts = [0.0] * len(layers), [0] * len(layers)
-    for start in range(0, len(x), batch_size):
-        outputs = probe(x[start:start + batch_size], training=False)
-        outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
-        for i, (rows_of, inputs) in enumerate(zip(functions, outputs)):
-            rows = rows_of(keras.ops.convert_to_numpy(inputs)).astype(np.float64)
+    for inputs in layer_values(model, [layer.input for layer in layers], data):
+        for i, (rows_of, value) in enumerate(zip(functions, inputs)):
+            rows = rows_of(value).astype(np.float64)
             totals[i], counts[i] = totals[i] + rows.T @ rows, counts[i] + len(rows)
     return {layer: damped(total / max(count, 1)) for layer, total, count in zip(layers, totals, counts)}
 

@@ -106,6 +106,7 @@ class ChannelController:
         self.schedule, self.importance = first.pruning_schedule, first.importance
         self.scope, self.round_to, self.max_sparsity = first.scope, first.round_to, first.max_sparsity
         self.budget = first.budget
+        self.activation_scores = None  # {id(layer): per output channel} for activation-based importance (entropy)
         self._cost = None  # the budget's ChannelCost, made on first use
         with warnings.catch_warnings():  # prune_channels has already warned about layers it keeps
             warnings.simplefilter("ignore")
@@ -272,7 +273,13 @@ class ChannelController:
                 w.taylor.reset()
 
     def _recorded_gradients(self):
-        """{id(layer): mean squared gate gradient per output channel} for gradient-based importance."""
+        """{id(layer): per output channel, the mean squared gate gradient (gradient-based importance) or the
+        entropy of its outputs (`activation_scores`, set by `prune_to_budget`)}."""
+        if self.importance.needs_activations:
+            if self.activation_scores is None:
+                raise ValueError(f"{type(self.importance).__name__} scores channels by their outputs over data, in one "
+                                 "shot: tfprune.prune_to_budget(model, budget, importance='entropy', data=x).")
+            return self.activation_scores
         if not self.importance.needs_gradients:
             return {}
         recorded = {id(w.layer): w.taylor.mean() for w in self.wrappers if w.taylor is not None}
@@ -298,7 +305,8 @@ class ChannelController:
                     slices.append(WeightSlice(layer, role, axis.variable.name,
                                               values[indices].reshape(len(indices), -1)))
             if role == "output" and recorded.get(id(layer)) is not None:
-                slices.append(WeightSlice(layer, role, "taylor", recorded[id(layer)][indices]))
+                name = "entropy" if self.importance.needs_activations else "taylor"
+                slices.append(WeightSlice(layer, role, name, recorded[id(layer)][indices]))
         scores = (importance or self.importance)(slices)
         if scores is None:
             return None

@@ -7,6 +7,7 @@ import keras
 
 from tfprune import schedules
 from tfprune.criteria import importance as importance_lib
+from tfprune.criteria.activations import channel_entropies
 from tfprune.criteria.gradients import scoring_pass
 from tfprune.graph.rebuild import copy_layer, rebuild, same_layer
 from tfprune.layers.table import masked_roles
@@ -150,6 +151,9 @@ def _checked_settings(pruning_schedule, importance, scope, round_to, max_sparsit
             f"{type(importance).__name__} importance records gradients during fit on the TensorFlow, JAX and torch "
             f"backends only (this is {keras.backend.backend()}); use importance='l2' or 'l1' here."
         )
+    if importance.needs_activations and pruning_schedule is not None:
+        raise ValueError(f"{type(importance).__name__} scores channels by their outputs over data, in one shot: "
+                         "tfprune.prune_to_budget(model, budget, importance='entropy', data=x).")
     if round_to is None and budget is not None and budget.kind == "latency":
         round_to = budget.table.round_to  # the multiples the table measured, which the device's kernels prefer
     return {"pruning_schedule": pruning_schedule, "importance": importance, "scope": scope,
@@ -203,8 +207,9 @@ def prune_to_budget(model, budget, importance="l2", data=None, loss=None, round_
     Args:
         model: a built Sequential or Functional model (it is copied, not modified).
         budget: `tfprune.FlopsBudget(ratio)`, `tfprune.ParamsBudget(ratio)` or `tfprune.LatencyBudget`.
-        importance: "l2", "l1", "bn_scale", "taylor" or a `tfprune.Importance`.
-        data: for an importance scored by gradients ("taylor"): `(x, y)` or a dataset of them, which one
+        importance: "l2", "l1", "bn_scale", "taylor", "entropy" or a `tfprune.Importance`.
+        data: for "entropy", the images (`x` or `(x, y)`, arrays) whose outputs it reads; for an importance
+            scored by gradients ("taylor"): `(x, y)` or a dataset of them, which one
             pass of `fit` at a learning rate of 0 runs over to record the scores (weights, BatchNorm
             statistics and steps are put back after; the returned model is left compiled with that
             zero learning rate: compile it again to fine-tune).
@@ -231,16 +236,23 @@ def prune_to_budget(model, budget, importance="l2", data=None, loss=None, round_
     budget = budgets.get(budget)
     if budget is None:
         raise ValueError("prune_to_budget needs a budget, e.g. tfprune.FlopsBudget(0.5).")
-    needs_gradients = importance_lib.get(importance).needs_gradients
+    criterion = importance_lib.get(importance)
     loss = loss if loss is not None else getattr(model, "loss", None)
-    if needs_gradients and (data is None or loss is None):
+    if criterion.needs_gradients and (data is None or loss is None):
         raise ValueError(f"importance={importance!r} scores channels by gradients: give data=(x, y) (or a dataset) "
                          "to record them on, and loss=... unless the model is compiled with its loss.")
+    if criterion.needs_activations and data is None:
+        raise ValueError(f"importance={importance!r} scores channels by their outputs: give data=x (or (x, y)), "
+                         "images to read them on.")
     pruned = prune_channels(model, None, importance, round_to=round_to, ignored_layers=ignored_layers,
                             max_sparsity=max_sparsity, budget=budget, copy=copy)
-    if needs_gradients:
+    if criterion.needs_gradients:
         _record_gradients(pruned, data, loss)
-    ChannelController(pruned).prune_to_budget(step=0)
+    controller = ChannelController(pruned)
+    if criterion.needs_activations:
+        producers = [w for w in controller.wrappers if "output" in w.channel_masks]
+        controller.activation_scores = channel_entropies(pruned, producers, data, criterion.bins)
+    controller.prune_to_budget(step=0)
     return pruned
 
 
