@@ -33,7 +33,12 @@ def host_value(x):
     array([1., 2.], dtype=float32)
     """
     value = x.value if isinstance(x, keras.Variable) else x
-    value = np.asarray(value) if keras.backend.backend() == "tensorflow" else ops.convert_to_numpy(value)
+    if keras.backend.backend() == "tensorflow":
+        value = np.asarray(value)
+    elif keras.backend.backend() == "torch" and hasattr(value, "detach"):  # torch's __array__ takes no copy=
+        value = value.detach().cpu().numpy().copy()  # not a view: the variable may change after
+    else:
+        value = ops.convert_to_numpy(value)
     return value if value.flags.writeable else value.copy()
 
 
