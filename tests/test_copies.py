@@ -236,3 +236,14 @@ def test_a_layer_built_again_by_its_container_and_held_twice_is_wrapped_once_and
     pruned.save(tmp_path / "m.keras")
     loaded = tfprune.load_model(tmp_path / "m.keras")
     np.testing.assert_allclose(loaded.predict(data, verbose=0), expected, atol=1e-6)
+
+
+def test_a_loaded_keras_hub_model_resumes_pruning_before_it_is_called(tmp_path):
+    """keras-hub's encoder builds on load without calling its Dropout layers: their wrappers (the step only) are
+    built when a controller needs them, instead of failing `fit`."""
+    pruned = tfprune.prune_low_magnitude(_bert(), tfprune.ConstantSparsity(0.5, begin_step=1, frequency=1))
+    pruned.save(tmp_path / "bert.keras")
+    loaded = tfprune.load_model(tmp_path / "bert.keras")
+    controller = tfprune.PruningController(loaded)
+    controller.prune_to(0.5)
+    assert tfprune.sparsity_report(loaded)["total"]["sparsity"] == pytest.approx(0.5, abs=0.01)

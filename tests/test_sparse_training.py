@@ -242,3 +242,21 @@ def test_a_sparse_trained_model_strips_to_the_same_predictions_and_zeros(digits)
     np.testing.assert_allclose(plain.predict(x[:64], verbose=0), sparse.predict(x[:64], verbose=0), atol=1e-6)
     stripped, masked = (tfprune.sparsity_report(m)["total"]["sparsity"] for m in (plain, sparse))
     assert stripped == masked >= 0.9 - 0.002  # above 0.9 where grown weights read pixels that are always 0
+
+
+def test_a_model_whose_layers_cannot_be_copied_trains_sparse_in_place():
+    class Block(keras.layers.Layer):  # as keras.io examples write layers: no **kwargs, no get_config
+        def __init__(self):
+            super().__init__()
+            self.dense = keras.layers.Dense(16, activation="relu")
+
+        def call(self, x):
+            return self.dense(x)
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((64,))
+    model = keras.Model(inputs, keras.layers.Dense(10)(Block()(inputs)))
+    with pytest.raises(ValueError, match="pass copy=False"):
+        tfprune.sparse_training(model, 0.8, end_step=10, update_every=5)
+    sparse = tfprune.sparse_training(model, 0.8, end_step=10, update_every=5, copy=False)
+    assert tfprune.sparsity_report(sparse)["total"]["sparsity"] == pytest.approx(0.8, abs=0.01)

@@ -46,7 +46,7 @@ from tfprune.weight_pruning import apply_scored_masks
 
 
 def snip(model, data, sparsity, distribution="global", loss=None, iterations=1, max_layer_sparsity=None,
-         dense_layers=()):
+         dense_layers=(), copy=True):
     """`model` pruned at initialization by SNIP: the weights with the lowest |w · g| go, the masks fixed.
 
     Args:
@@ -59,6 +59,8 @@ def snip(model, data, sparsity, distribution="global", loss=None, iterations=1, 
         iterations: rounds of iterative SNIP (1: the paper's single shot).
         max_layer_sparsity: with "global" or "erk", no weight pruned beyond this (default 0.99).
         dense_layers: names of layers left dense (the papers often keep the first one).
+        copy: False prunes your model's own layers in place (for layers that cannot be re-created from their
+            config), as `prune_low_magnitude(copy=False)` does.
 
     Returns:
         The pruned model (`PruneLowMagnitude` wrappers, `FixedMasks` schedule).
@@ -67,7 +69,8 @@ def snip(model, data, sparsity, distribution="global", loss=None, iterations=1, 
         raise ValueError(f"`iterations` must be an integer >= 1, got {iterations!r}.")
     loss = _gradient_loss(model, data, loss, "SNIP")
     check_open_sparsity(sparsity)
-    pruned, wrappers = wrapped_for_masks(model, FixedMasks(sparsity), distribution, max_layer_sparsity, dense_layers)
+    pruned, wrappers = wrapped_for_masks(model, FixedMasks(sparsity), distribution, max_layer_sparsity, dense_layers,
+                                         copy=copy)
     weights = [v for w in wrappers for v in w.pruned_weights]
     masks = [mask for w in wrappers for mask in w.masks]
     for round_ in range(1, iterations + 1):
@@ -80,7 +83,7 @@ def snip(model, data, sparsity, distribution="global", loss=None, iterations=1, 
 
 
 def grasp(model, data, sparsity, distribution="global", loss=None, max_layer_sparsity=None, temperature=None,
-          dense_layers=()):
+          dense_layers=(), copy=True):
     """`model` pruned at initialization by GraSP: the weights with the lowest w · Hg go, the masks fixed.
 
     Arguments as `snip` (without iterations), and:
@@ -90,7 +93,8 @@ def grasp(model, data, sparsity, distribution="global", loss=None, max_layer_spa
     """
     loss = _tempered(_gradient_loss(model, data, loss, "GraSP"), temperature)
     check_open_sparsity(sparsity)
-    pruned, wrappers = wrapped_for_masks(model, FixedMasks(sparsity), distribution, max_layer_sparsity, dense_layers)
+    pruned, wrappers = wrapped_for_masks(model, FixedMasks(sparsity), distribution, max_layer_sparsity, dense_layers,
+                                         copy=copy)
     weights = [v for w in wrappers for v in w.pruned_weights]
     gradients = loss_gradients(pruned, data, loss, weights)
     products = hessian_products(pruned, data, loss, weights, gradients)
@@ -100,7 +104,7 @@ def grasp(model, data, sparsity, distribution="global", loss=None, max_layer_spa
 
 
 def prune_once(model, sparsity, importance="magnitude", data=None, loss=None, distribution="global",
-               max_layer_sparsity=None, dense_layers=()):
+               max_layer_sparsity=None, dense_layers=(), copy=True):
     """`model` pruned now to `sparsity` by `importance`, the masks fixed: one-shot pruning, to fine-tune after.
 
     Args:
@@ -116,6 +120,7 @@ def prune_once(model, sparsity, importance="magnitude", data=None, loss=None, di
         distribution: "global" (one threshold over all weights), "uniform" or "erk".
         max_layer_sparsity: with "global" or "erk", no weight pruned beyond this (default 0.99).
         dense_layers: names of layers left dense.
+        copy: False prunes your model's own layers in place, as in `snip`.
 
     Returns:
         The pruned model (`PruneLowMagnitude` wrappers with this importance, `FixedMasks` schedule).
@@ -130,7 +135,7 @@ def prune_once(model, sparsity, importance="magnitude", data=None, loss=None, di
                          "fine-tuning, prune_low_magnitude(model, schedule, importance='movement').")
     check_open_sparsity(sparsity)
     pruned, wrappers = wrapped_for_masks(model, FixedMasks(sparsity), distribution, max_layer_sparsity, dense_layers,
-                                         importance)
+                                         importance, copy)
     weights = [v for w in wrappers for v in w.pruned_weights]
     hessians = None
     if importance.statistic == "squares":
@@ -168,14 +173,15 @@ def _tempered(loss, temperature):
     return lambda y_true, y_pred: loss.call(y_true, y_pred / temperature)  # per example: Keras weighs and averages
 
 
-def wrapped_for_masks(model, schedule, distribution, max_layer_sparsity=None, dense_layers=(), importance="magnitude"):
-    """`model` wrapped by `prune_low_magnitude` with `schedule` (whose masks the caller sets) but for `dense_layers`,
-    and its wrappers that have masks; a ValueError if it has none."""
+def wrapped_for_masks(model, schedule, distribution, max_layer_sparsity=None, dense_layers=(), importance="magnitude",
+                      copy=True):
+    """`model` wrapped by `prune_low_magnitude` with `schedule` (whose masks the caller sets) but for `dense_layers`
+    (a copy, or in place with `copy=False`), and its wrappers that have masks; a ValueError if it has none."""
     scope = scope_of(distribution)
     with warnings.catch_warnings():  # the caller sets the masks right after
         warnings.filterwarnings("ignore", message=f"{type(schedule).__name__} does not set the first masks")
         pruned = prune_low_magnitude(model, schedule, scope=scope, max_layer_sparsity=max_layer_sparsity,
-                                     importance=importance, pruning_policy=KeepDense(dense_layers))
+                                     importance=importance, pruning_policy=KeepDense(dense_layers), copy=copy)
     wrappers = [w for w in pruning_wrappers(pruned) if w.masks]
     if not wrappers:
         raise ValueError(f"Model '{model.name}' has no weight tfprune can prune (Dense, Conv, ...): there is nothing "

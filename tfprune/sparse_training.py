@@ -29,7 +29,7 @@ from tfprune.weight_pruning import apply_scored_masks
 
 
 def sparse_training(model, sparsity=0.9, method="set", distribution="erk", update_every=100, drop_fraction=0.3,
-                    drop_schedule="cosine", end_step=None, seed=0, max_layer_sparsity=None, dense_layers=()):
+                    drop_schedule="cosine", end_step=None, seed=0, max_layer_sparsity=None, dense_layers=(), copy=True):
     """`model` (copied) sparse at `sparsity` from the first step, its weights moved by SET or RigL while it trains.
 
     Args:
@@ -37,7 +37,8 @@ def sparse_training(model, sparsity=0.9, method="set", distribution="erk", updat
         sparsity: the fraction of prunable weights pruned throughout, in (0, 1).
         method: "set" (grow at random), "rigl" (grow where the gradient is largest) or "static" (the first masks
             stay: sparse training with a fixed random topology, the papers' baseline).
-        distribution: "erk" (Erdős–Rényi-Kernel, RigL's default), "uniform" or "global".
+        distribution: "erk" (Erdős–Rényi-Kernel, RigL's default), "uniform" or "global" (by the initial
+            magnitudes: layers initialized small, such as embeddings at ±0.05, lose the most).
         update_every: training steps between updates.
         drop_fraction: the fraction of each weight's active entries moved at the first update (RigL: 0.3).
         drop_schedule: "cosine" (the fraction decays to 0 at `end_step`) or "constant".
@@ -45,6 +46,8 @@ def sparse_training(model, sparsity=0.9, method="set", distribution="erk", updat
         seed: the seed of the first masks and of SET's growth.
         max_layer_sparsity: with "erk" or "global", no weight pruned beyond this (default 0.99).
         dense_layers: names of layers left dense (RigL keeps the first convolution dense with "uniform").
+        copy: False prunes your model's own layers in place (for layers that cannot be re-created from their
+            config), as `prune_low_magnitude(copy=False)` does.
 
     Returns:
         The pruned model (`PruneLowMagnitude` wrappers with a `DynamicSparsity` schedule, `FixedMasks` for "static").
@@ -57,7 +60,7 @@ def sparse_training(model, sparsity=0.9, method="set", distribution="erk", updat
                          "end_step=int(0.75 * epochs * steps_per_epoch).")
     else:
         schedule = DynamicSparsity(sparsity, end_step, method, update_every, drop_fraction, drop_schedule, seed)
-    pruned, wrappers = wrapped_for_masks(model, schedule, distribution, max_layer_sparsity, dense_layers)
+    pruned, wrappers = wrapped_for_masks(model, schedule, distribution, max_layer_sparsity, dense_layers, copy=copy)
     weights = [v for w in wrappers for v in w.pruned_weights]
     scope = scope_of(distribution)
     if scope == "global":

@@ -448,8 +448,11 @@ def pruning_wrappers(model):
 
 
 def check_built(wrappers):
-    """Raises ValueError naming the first of `wrappers` that is not built (its masks do not exist yet)."""
+    """Raises ValueError naming the first of `wrappers` that is not built (its masks do not exist yet). Wrappers of
+    weightless layers (Dropout: their step only) are built here: a loaded model may not have called them yet."""
     for w in wrappers:
+        if not w.built and not w.layer.weights:
+            w.build()
         if not w.built:
             raise ValueError(f"Pruned layer '{w.name}' is not built yet: call the model on data (or build it) first.")
 

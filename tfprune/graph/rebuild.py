@@ -178,7 +178,8 @@ def _recreate(layer, cls):
             "must be re-creatable from its config: let __init__ take **kwargs and pass them to "
             "super().__init__(**kwargs), and give it a get_config() returning its other constructor arguments. "
             "Or prune your model's layers in place, sharing them with your model: "
-            "prune_low_magnitude(model, ..., copy=False), then strip_pruning(pruned, copy=False)."
+            "pass copy=False (to prune_low_magnitude, prune_channels, snip, grasp, prune_once or sparse_training), "
+            "then strip_pruning(pruned, copy=False)."
         ) from error
 
 
