@@ -122,8 +122,6 @@ def test_gradient_criteria_say_when_they_cannot_score():
     pruned = tfprune.prune_low_magnitude(model, importance="obd")
     with pytest.raises(ValueError, match=r"OBD scores weights by the training gradients.*tfprune.prune_once"):
         tfprune.PruningController(pruned).prune_to(0.5)
-    with pytest.raises(ValueError, match="Movement scores sum over training steps"):
-        tfprune.prune_once(model, 0.5, importance="movement")
     with pytest.raises(ValueError, match=r"OBD scores weights by the loss's gradients: give data"):
         tfprune.prune_once(model, 0.5, importance="obd")
     with pytest.raises(ValueError, match="Taylor scores channels"):
@@ -136,6 +134,18 @@ def test_gradient_criteria_say_when_they_cannot_score():
     attention = keras.Model(tokens, keras.layers.MultiHeadAttention(2, 4)(tokens, tokens))
     with pytest.raises(ValueError, match="OBS handles Dense and Conv2D layers"):
         tfprune.prune_once(attention, 0.5, importance="obs", data=np.zeros((4, 4, 8), "float32"))
+
+
+def test_saliency_ranks_by_the_first_order_loss_change_in_one_shot_and_while_training():
+    model, x, y = loud_but_unread()
+    once = tfprune.prune_once(model, 0.5, importance="saliency", data=(x, y), distribution="uniform")
+    snipped = tfprune.snip(model, (x, y), 0.5, distribution="uniform")
+    np.testing.assert_array_equal(_mask(once, "hidden"), _mask(snipped, "hidden"))  # SNIP is this criterion at init
+    schedule = tfprune.ConstantSparsity(0.5, begin_step=8, frequency=8)
+    gradual = compile_classifier(tfprune.prune_low_magnitude(model, schedule, importance="saliency"))
+    gradual.fit(x, y, batch_size=32, epochs=1, verbose=0, callbacks=[tfprune.UpdatePruningStep()])
+    hidden = _mask(gradual, "hidden")
+    assert hidden.mean() == 0.5 and hidden[:, :8].mean() < hidden[:, 8:].mean()  # the loud unread columns go
 
 
 def test_the_importance_is_saved_with_the_model(tmp_path):

@@ -63,21 +63,18 @@ def snip(model, data, sparsity, distribution="global", loss=None, iterations=1, 
             config), as `prune_low_magnitude(copy=False)` does.
 
     Returns:
-        The pruned model (`PruneLowMagnitude` wrappers, `FixedMasks` schedule).
+        The pruned model (`PruneLowMagnitude` wrappers with `importance.Saliency`, `FixedMasks` schedule).
     """
     if not isinstance(iterations, int) or iterations < 1:
         raise ValueError(f"`iterations` must be an integer >= 1, got {iterations!r}.")
     loss = _gradient_loss(model, data, loss, "SNIP")
     check_open_sparsity(sparsity)
     pruned, wrappers = wrapped_for_masks(model, FixedMasks(sparsity), distribution, max_layer_sparsity, dense_layers,
-                                         copy=copy)
-    weights = [v for w in wrappers for v in w.pruned_weights]
+                                         importance_lib.Saliency(), copy)
     masks = [mask for w in wrappers for mask in w.masks]
     for round_ in range(1, iterations + 1):
-        gradients = loss_gradients(pruned, data, loss, weights)
-        numpy = keras.ops.convert_to_numpy
-        scores = [np.where(numpy(mask) > 0, np.abs(numpy(w) * g), -np.inf)  # what earlier rounds pruned stays
-                  for w, g, mask in zip(weights, gradients, masks)]
+        scores, _ = _scores(pruned, wrappers, data, loss)
+        scores = [np.where(host_value(mask) > 0, s, -np.inf) for s, mask in zip(scores, masks)]  # pruned stay
         apply_scored_masks(wrappers, scores, 1 - (1 - sparsity) ** (round_ / iterations), scope_of(distribution))
     return pruned
 
@@ -91,16 +88,8 @@ def grasp(model, data, sparsity, distribution="global", loss=None, max_layer_spa
             (T = 200, the default when the loss takes logits: a Keras loss object with `from_logits=True`). A
             loss of probabilities (such as the name 'sparse_categorical_crossentropy') is used as it is.
     """
-    loss = _tempered(_gradient_loss(model, data, loss, "GraSP"), temperature)
-    check_open_sparsity(sparsity)
-    pruned, wrappers = wrapped_for_masks(model, FixedMasks(sparsity), distribution, max_layer_sparsity, dense_layers,
-                                         copy=copy)
-    weights = [v for w in wrappers for v in w.pruned_weights]
-    gradients = loss_gradients(pruned, data, loss, weights)
-    products = hessian_products(pruned, data, loss, weights, gradients)
-    scores = [keras.ops.convert_to_numpy(w) * hg for w, hg in zip(weights, products)]
-    apply_scored_masks(wrappers, scores, sparsity, scope_of(distribution))
-    return pruned
+    return prune_once(model, sparsity, importance_lib.GraSP(temperature), data, loss, distribution,
+                      max_layer_sparsity, dense_layers, copy)
 
 
 def prune_once(model, sparsity, importance="magnitude", data=None, loss=None, distribution="global",
@@ -113,8 +102,9 @@ def prune_once(model, sparsity, importance="magnitude", data=None, loss=None, di
         importance: "magnitude", "lamp" (with "global", each layer's sparsity from LAMP scores), "obd" (Optimal
             Brain Damage: 1/2 x Fisher x w^2, the Fisher from `data`), "obs" (Optimal Brain Surgeon, layer-wise:
             scores from each layer's inputs over `data`, and the kept weights moved to make up for the pruned;
-            Dense and Conv2D layers, `criteria.second_order`) or an `Importance` of single weights.
-        data: `(x, y)`, `(x, y, sample_weight)` or a finite dataset, for criteria that read gradients ("obd");
+            Dense and Conv2D layers, `criteria.second_order`), "saliency" (SNIP's |w · g|), "grasp", "movement"
+            (-w · g of one pass over `data`) or an `Importance` of single weights.
+        data: `(x, y)`, `(x, y, sample_weight)` or a finite dataset, for criteria that read gradients;
             `(x, y)` or the inputs `x` (arrays) for "obs".
         loss: the loss for `data`; default the one `model` was compiled with.
         distribution: "global" (one threshold over all weights), "uniform" or "erk".
@@ -130,32 +120,49 @@ def prune_once(model, sparsity, importance="magnitude", data=None, loss=None, di
     >>> pruned = tfprune.prune_once(trained, 0.9, "obd", data=(x[:2048], y[:2048]))
     """
     importance = importance_lib.get(importance)
-    if importance.statistic == "movement":
-        raise ValueError("Movement scores sum over training steps, which one shot has none of: prune while "
-                         "fine-tuning, prune_low_magnitude(model, schedule, importance='movement').")
+    if importance.statistic not in (None, "inverse_hessian_diagonal"):
+        loss = _gradient_loss(model, data, loss, type(importance).__name__)
     check_open_sparsity(sparsity)
     pruned, wrappers = wrapped_for_masks(model, FixedMasks(sparsity), distribution, max_layer_sparsity, dense_layers,
                                          importance, copy)
+    scores, compensate = _scores(pruned, wrappers, data, loss)
+    apply_scored_masks(wrappers, scores, sparsity, scope_of(distribution))
+    compensate()
+    return pruned
+
+
+def _scores(pruned, wrappers, data, loss):
+    """The scores of every pruned weight of `wrappers` by their importance, with the statistic it reads computed
+    over `data`; and a function to call once the masks are set (Optimal Brain Surgeon's update, else nothing)."""
+    importance = wrappers[0].importance
     weights = [v for w in wrappers for v in w.pruned_weights]
-    hessians = None
-    if importance.statistic == "squares":
-        statistics = fisher_diagonal(pruned, data, _gradient_loss(model, data, loss, "OBD"), weights)
-    elif importance.statistic == "inverse_hessian_diagonal":
+    dense = [host_value(v) for v in weights]
+    statistic, compensate = importance.statistic, lambda: None
+    if statistic == "squares":
+        statistics = fisher_diagonal(pruned, data, loss, weights)
+    elif statistic == "movement":
+        statistics = [-value * g for value, g in zip(dense, loss_gradients(pruned, data, loss, weights))]
+    elif statistic == "hessian_gradient":
+        tempered = _tempered(loss, importance.temperature)
+        gradients = loss_gradients(pruned, data, tempered, weights)
+        products = hessian_products(pruned, data, tempered, weights, gradients)
+        statistics = [value * hg for value, hg in zip(dense, products)]
+    elif statistic == "inverse_hessian_diagonal":
         if data is None:
             raise ValueError("OBS scores weights by each layer's inputs: give data=(x, y) or the inputs x.")
         hessians = second_order.input_hessians(pruned, wrappers, data)
         statistics = [second_order.inverse_diagonal(hessians[w], v.shape) for w in wrappers for v in w.pruned_weights]
+
+        def compensate():  # Optimal Brain Surgeon moves the kept weights to make up for the pruned ones
+            for w, value in zip(wrappers, dense):
+                (kernel,) = w.pruned_weights
+                kernel.assign(second_order.compensated(value, w.weight_mask(kernel), hessians[w]).astype(value.dtype))
     else:
         statistics = [None] * len(weights)
-    statistics, dense = iter(statistics), [host_value(v) for v in weights]
-    scores = [w.importance.entry_scores(value, w.layer, v.name, next(statistics))
-              for (w, v), value in zip([(w, v) for w in wrappers for v in w.pruned_weights], dense)]
-    apply_scored_masks(wrappers, scores, sparsity, scope_of(distribution))
-    if hessians is not None:  # Optimal Brain Surgeon moves the kept weights to make up for the pruned ones
-        for w, value in zip(wrappers, dense):
-            (kernel,) = w.pruned_weights
-            kernel.assign(second_order.compensated(value, w.weight_mask(kernel), hessians[w]).astype(value.dtype))
-    return pruned
+    statistics = iter(statistics)
+    pairs = [(w, v) for w in wrappers for v in w.pruned_weights]
+    scores = [w.importance.entry_scores(value, w.layer, v.name, next(statistics)) for (w, v), value in zip(pairs, dense)]
+    return scores, compensate
 
 
 def _tempered(loss, temperature):

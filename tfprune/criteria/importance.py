@@ -216,6 +216,40 @@ class OBD(Importance):
 
 
 @keras.saving.register_keras_serializable(package="tfprune")
+class Saliency(Importance):
+    """SNIP's connection sensitivity (Lee et al. 2019): |w · g|, the first-order estimate of the loss change when a
+    weight is removed. In one shot (`tfprune.snip`, `prune_once`), g is the loss's gradient summed over `data`;
+    while training (`prune_low_magnitude`), |sum over the steps of the fit of g · w|.
+    """
+
+    statistic = "movement"
+
+    def __call__(self, slices):
+        moved = [s.values.sum(axis=1) for s in slices if s.role == "statistic"]
+        return np.abs(sum(moved)) if moved else None
+
+
+@keras.saving.register_keras_serializable(package="tfprune")
+class GraSP(Importance):
+    """GraSP (Wang et al. 2020): w · (Hg), H the loss's Hessian and g its gradient over `data`; the weights whose
+    -w · Hg is largest (whose removal lowers the gradient flow least) go. One shot (`tfprune.grasp`,
+    `prune_once`); `temperature` divides the logits as the paper's code does (None: 200 for a loss of logits).
+    """
+
+    statistic = "hessian_gradient"
+
+    def __init__(self, temperature=None):
+        self.temperature = temperature
+
+    def get_config(self):
+        return {"temperature": self.temperature}
+
+    def __call__(self, slices):
+        products = [s.values.sum(axis=1) for s in slices if s.role == "statistic"]
+        return sum(products) if products else None
+
+
+@keras.saving.register_keras_serializable(package="tfprune")
 class OBS(Importance):
     """Optimal Brain Surgeon, layer by layer (Hassibi & Stork 1993; L-OBS, Dong et al. 2017): w^2 / (2 [H^-1]_ii),
     H the Hessian of the layer's reconstruction error from its inputs over `data`; `tfprune.prune_once` then moves
@@ -250,12 +284,13 @@ class Movement(Importance):
 MAGNITUDE = L1Norm()  # what prune_low_magnitude ranks weights by unless told otherwise ("magnitude")
 
 _BY_NAME = {"l1": L1Norm, "l2": L2Norm, "bn_scale": BatchNormScale, "taylor": Taylor, "lamp": LAMP, "obd": OBD,
-            "obs": OBS, "movement": Movement, "magnitude": L1Norm, "entropy": Entropy}
+            "obs": OBS, "movement": Movement, "magnitude": L1Norm, "entropy": Entropy, "snip": Saliency,
+            "saliency": Saliency, "grasp": GraSP}
 
 
 def get(identifier):
     """An `Importance` from a name ("l1", "l2", "bn_scale", "taylor", "entropy", "lamp", "obd", "obs", "movement",
-    "magnitude": l1),
+    "saliency" or "snip", "grasp", "magnitude": l1),
     a serialized dict or an instance."""
     if isinstance(identifier, Importance):
         return identifier
