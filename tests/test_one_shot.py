@@ -119,3 +119,9 @@ def test_mixed_precision_is_refused_for_scoring():
             tfprune.snip(compile_classifier(mlp()), (np.zeros((4, 64), "float32"), np.zeros(4, "int64")), 0.5)
     finally:
         keras.mixed_precision.set_global_policy("float32")
+
+
+def test_a_layer_that_needs_its_input_shape_stays_a_build_error():
+    wrapper = tfprune.PruneLowMagnitude(keras.layers.Dense(4))  # unbuilt, and not weightless: not built on the fly
+    with pytest.raises(ValueError, match="is not built yet"):
+        tfprune.apply.wrapper.check_built([wrapper])

@@ -128,7 +128,7 @@ def test_gradient_criteria_say_when_they_cannot_score():
         tfprune.prune_low_magnitude(model, importance="taylor")
     with pytest.raises(ValueError, match="OBD scores single weights"):
         tfprune.prune_channels(model, tfprune.ConstantSparsity(0.5), importance="obd")
-    with pytest.raises(ValueError, match="OBS prunes in one shot"):
+    with pytest.raises(ValueError, match="OBS scores weights in one shot, from data"):
         tfprune.prune_low_magnitude(model, importance="obs")
     tokens = keras.Input((4, 8))
     attention = keras.Model(tokens, keras.layers.MultiHeadAttention(2, 4)(tokens, tokens))

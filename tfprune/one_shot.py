@@ -120,8 +120,12 @@ def prune_once(model, sparsity, importance="magnitude", data=None, loss=None, di
     >>> pruned = tfprune.prune_once(trained, 0.9, "obd", data=(x[:2048], y[:2048]))
     """
     importance = importance_lib.get(importance)
+    if importance.statistic == "inverse_hessian_diagonal" and data is None:
+        raise ValueError("OBS scores weights by each layer's inputs: give data=(x, y) or the inputs x.")
     if importance.statistic not in (None, "inverse_hessian_diagonal"):
         loss = _gradient_loss(model, data, loss, type(importance).__name__)
+    if importance.statistic == "hessian_gradient":
+        _tempered(loss, importance.temperature)  # checked before the model is wrapped (in place with copy=False)
     check_open_sparsity(sparsity)
     pruned, wrappers = wrapped_for_masks(model, FixedMasks(sparsity), distribution, max_layer_sparsity, dense_layers,
                                          importance, copy)
@@ -134,8 +138,9 @@ def prune_once(model, sparsity, importance="magnitude", data=None, loss=None, di
 def _scores(pruned, wrappers, data, loss):
     """The scores of every pruned weight of `wrappers` by their importance, with the statistic it reads computed
     over `data`; and a function to call once the masks are set (Optimal Brain Surgeon's update, else nothing)."""
-    importance = wrappers[0].importance
-    weights = [v for w in wrappers for v in w.pruned_weights]
+    importance = wrappers[0].importance  # one call: the same in every wrapper
+    pairs = [(w, v) for w in wrappers for v in w.pruned_weights]
+    weights = [v for _, v in pairs]
     dense = [host_value(v) for v in weights]
     statistic, compensate = importance.statistic, lambda: None
     if statistic == "squares":
@@ -148,20 +153,16 @@ def _scores(pruned, wrappers, data, loss):
         products = hessian_products(pruned, data, tempered, weights, gradients)
         statistics = [value * hg for value, hg in zip(dense, products)]
     elif statistic == "inverse_hessian_diagonal":
-        if data is None:
-            raise ValueError("OBS scores weights by each layer's inputs: give data=(x, y) or the inputs x.")
-        hessians = second_order.input_hessians(pruned, wrappers, data)
+        hessians = second_order.input_hessians(pruned, wrappers, data)  # Dense and Conv2D: one pruned kernel each
         statistics = [second_order.inverse_diagonal(hessians[w], v.shape) for w in wrappers for v in w.pruned_weights]
 
         def compensate():  # Optimal Brain Surgeon moves the kept weights to make up for the pruned ones
-            for w, value in zip(wrappers, dense):
-                (kernel,) = w.pruned_weights
+            for (w, kernel), value in zip(pairs, dense):
                 kernel.assign(second_order.compensated(value, w.weight_mask(kernel), hessians[w]).astype(value.dtype))
     else:
         statistics = [None] * len(weights)
-    statistics = iter(statistics)
-    pairs = [(w, v) for w in wrappers for v in w.pruned_weights]
-    scores = [w.importance.entry_scores(value, w.layer, v.name, next(statistics)) for (w, v), value in zip(pairs, dense)]
+    scores = [importance.entry_scores(value, w.layer, v.name, statistic)
+              for (w, v), value, statistic in zip(pairs, dense, statistics)]
     return scores, compensate
 
 

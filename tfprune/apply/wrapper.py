@@ -292,9 +292,8 @@ class PruneLowMagnitude(PruningWrapper):
                              "'lamp', 'obd' or 'movement'.")
         one_shot = self.importance.statistic is not None and self.importance.statistic not in TAPPED_STATISTICS
         if one_shot and not isinstance(self.pruning_schedule, schedules.FixedMasks):
-            raise ValueError(f"{type(self.importance).__name__} prunes in one shot, from the layers' inputs: "
-                             f"tfprune.prune_once(model, sparsity, importance='{type(self.importance).__name__.lower()}',"
-                             " data=(x, y)).")
+            raise ValueError(f"{type(self.importance).__name__} scores weights in one shot, from data: "
+                             "tfprune.prune_once(model, sparsity, importance, data=(x, y)).")
         self.pruned_weights = []
 
     # tfmot's attribute names for the granularity
@@ -452,7 +451,10 @@ def check_built(wrappers):
     weightless layers (Dropout: their step only) are built here: a loaded model may not have called them yet."""
     for w in wrappers:
         if not w.built and not w.layer.weights:
-            w.build()
+            try:
+                w.build()
+            except (TypeError, ValueError):  # a layer that needs its input shape (Dense): not weightless
+                pass
         if not w.built:
             raise ValueError(f"Pruned layer '{w.name}' is not built yet: call the model on data (or build it) first.")
 

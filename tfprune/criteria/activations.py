@@ -21,8 +21,9 @@ def layer_values(model, tensors, data, batch_size=256):
         raise ValueError(f"Reading the layers' activations of model '{model.name}' needs a Functional or Sequential "
                          f"model ({error}).") from error
     x = data[0] if isinstance(data, tuple) else data
-    if not hasattr(x, "__len__"):
-        raise ValueError(f"Give the data as arrays, (x, y) or x, to read activations over; got {type(x).__name__}.")
+    if not hasattr(x, "shape"):
+        raise ValueError(f"Give the data as an array of inputs, x or (x, y), to read activations over (a model of one "
+                         f"input); got {type(x).__name__}.")
     for start in range(0, len(x), batch_size):
         values = probe(x[start:start + batch_size], training=False)
         yield [keras.ops.convert_to_numpy(v) for v in (values if isinstance(values, (list, tuple)) else [values])]

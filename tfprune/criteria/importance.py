@@ -198,9 +198,10 @@ class LAMP(Importance):
 @keras.saving.register_keras_serializable(package="tfprune")
 class OBD(Importance):
     """Optimal Brain Damage (LeCun et al. 1989): 1/2 h w^2, the loss increase of setting a weight to zero under a
-    diagonal quadratic model of the loss, with h the Hessian's diagonal approximated by an empirical Fisher of
-    batch means: the mean over batches of the squared (mean) batch gradient, of the batches since the last mask
-    update (or of `data` in `tfprune.prune_once`). Per-example gradients would give the empirical Fisher proper.
+    diagonal quadratic model of the loss, with h the Hessian's diagonal approximated by an empirical Fisher: in
+    `tfprune.prune_once`, the mean squared gradient of single examples of `data` (in training mode: a
+    BatchNormalization sees batches of one); during `fit`, the mean squared batch gradient of the batches since the
+    last mask update (coarser).
 
     Scores single weights only (prune_low_magnitude, prune_once).
     """

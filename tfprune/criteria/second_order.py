@@ -27,14 +27,15 @@ DAMPING = 0.01
 def input_rows(layer):
     """The function taking a batch of `layer`'s inputs to rows of x (one per output position) such that its
     outputs are rows @ kernel (reshaped to 2-D), or a ValueError for layers OBS does not handle."""
-    if isinstance(layer, keras.layers.Dense):
+    if type(layer) is keras.layers.Dense:
         return lambda inputs: np.asarray(inputs).reshape(-1, layer.kernel.shape[0])
     if type(layer) is keras.layers.Conv2D and layer.groups == 1 and layer.data_format == "channels_last":
         size = layer.kernel.shape[0] * layer.kernel.shape[1] * layer.kernel.shape[2]
 
         def patches(inputs):
             rows = keras.ops.image.extract_patches(inputs, layer.kernel_size, strides=layer.strides,
-                                                   dilation_rate=layer.dilation_rate, padding=layer.padding)
+                                                   dilation_rate=layer.dilation_rate, padding=layer.padding,
+                                                   data_format="channels_last")
             return keras.ops.convert_to_numpy(rows).reshape(-1, size)
 
         return patches

@@ -251,7 +251,7 @@ def prune_to_budget(model, budget, importance="l2", data=None, loss=None, round_
     controller = ChannelController(pruned)
     if criterion.needs_activations:
         producers = [w for w in controller.wrappers if "output" in w.channel_masks]
-        controller.activation_scores = channel_entropies(pruned, producers, data, criterion.bins)
+        controller.activation_scores = channel_entropies(pruned, producers, data, getattr(criterion, "bins", 32))
     controller.prune_to_budget(step=0)
     return pruned
 
