@@ -244,7 +244,7 @@ def test_training_without_the_callback_is_refused(images):
     ({"max_sparsity": 1.0}, r"`max_sparsity` must be in \(0, 1\)"),
     ({"max_sparsity": float("nan")}, r"`max_sparsity` must be in \(0, 1\)"),
     ({"max_sparsity": 0.4}, "exceeds max_sparsity=0.4"),
-    ({"importance": "taylor2"}, r"Unknown importance 'taylor2'. Use one of \['bn_scale', 'entropy', 'l1', 'l2', "),
+    ({"importance": "taylor2"}, r"Unknown importance 'taylor2'. Use one of \['bn_scale', 'entropy', 'grasp', 'l1', 'l2', "),
     ({"scope": "model"}, "`scope` must be one of"),
 ])
 def test_bad_settings_are_named(kwargs, message):
