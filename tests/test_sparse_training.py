@@ -205,7 +205,7 @@ def test_rigl_moves_weights_in_a_custom_training_loop(digits):
         with tf.GradientTape() as tape:
             loss = sparse.loss(yb, sparse(xb, training=True))
         sparse.optimizer.apply(tape.gradient(loss, sparse.trainable_variables), sparse.trainable_variables)
-        callback.on_train_batch_end()
+        callback.on_train_batch_end(batch)
     callback.on_train_end()
     after = _masks(sparse)
     assert [a.sum() for a in after] == [b.sum() for b in before]

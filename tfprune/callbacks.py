@@ -28,8 +28,7 @@ class UpdatePruningStep(keras.callbacks.Callback):
     ```
 
     In a custom training loop, call `on_train_begin()` once, `on_train_batch_begin()` before
-    each step, `on_train_batch_end()` after it (dynamic sparse training moves weights then),
-    `on_epoch_end()` after each epoch and `on_train_end()` at the end. Batch and
+    each step, `on_epoch_end()` after each epoch and `on_train_end()` at the end. Batch and
     epoch arguments are ignored (tfmot's loop passes `batch=-1`): every call of
     `on_train_batch_begin` is one more step.
 
@@ -46,6 +45,7 @@ class UpdatePruningStep(keras.callbacks.Callback):
         self.step = 0
         self._warned = False
         self._forecast = False
+        self._finished = 0  # the last step whose batch-end work (`PruningController.finish_step`) is done
 
     def on_train_begin(self, logs=None):
         if not pruning_wrappers(self.model):  # tfmot's callback does nothing then: say so
@@ -55,7 +55,7 @@ class UpdatePruningStep(keras.callbacks.Callback):
             return
         self.controller = PruningController(self.model)
         self.controller.set_step_driven(True)
-        self.step = self.controller.step
+        self.step = self._finished = self.controller.step  # a saved model holds the moves of its step
         self._warned = not self.update_masks  # held masks fall short of no schedule
         self._forecast = False
         # A fresh train step: one traced without this callback raised, and is unusable; under JAX the
@@ -70,20 +70,19 @@ class UpdatePruningStep(keras.callbacks.Callback):
 
     def on_train_batch_begin(self, batch=None, logs=None):
         if self.controller:
+            self._finish_step()
             self.step += 1
             self.controller.update(self.step, self.update_masks)
 
-    def on_train_batch_end(self, batch=None, logs=None):
-        if self.controller and self.update_masks:
-            self.controller.finish_step(self.step)
-
     def on_epoch_end(self, epoch=None, logs=None, batch=None):
         if self.controller:
+            self._finish_step()
             self.controller.save_step(self.step)
 
     def on_train_end(self, logs=None):
         if not self.controller:
             return
+        self._finish_step()
         self.controller.save_step(self.step)
         self.controller.reapply_masks()  # `fit` has just swapped in EMA weights, if the optimizer keeps them
         self.controller.set_step_driven(False)
@@ -93,6 +92,14 @@ class UpdatePruningStep(keras.callbacks.Callback):
         if hasattr(self.model, "train_function"):
             self.model.train_function = None
         vars(self.model).pop("train_step", None)  # JAX: the masked train step installed by on_train_begin
+
+    def _finish_step(self):
+        """What follows the batch of the step just taken (dynamic sparse training moves weights), once per step: at
+        the next batch, or at the end of the epoch or of training, before the step is saved. Not in
+        `on_train_batch_end`, which would make Keras run every batch-end callback in step with training."""
+        if self.update_masks and self._finished < self.step:
+            self._finished = self.step
+            self.controller.finish_step(self.step)
 
     def _warn_if_short(self, last_step):
         for line in self.controller.shortfalls(last_step):

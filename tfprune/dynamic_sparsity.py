@@ -9,9 +9,10 @@ entries, those of smallest magnitude, and grows as many inactive ones back:
 - RigL (Evci et al. 2020, "Rigging the Lottery"): those with the largest gradient, that of the
   update step's batch (`apply.gradient_tap.GradientTap` keeps it from the optimizer).
 
-Weights move after the batch of an update step (`UpdatePruningStep.on_train_batch_end`), so a
-model saved at the end of an epoch holds every move up to its step, and a run resumed from it
-moves the same weights as one that was never stopped.
+Weights move after the batch of an update step (`PruningController.finish_step`, which
+`UpdatePruningStep` calls at the next batch, or at the end of the epoch before it saves the step),
+so a model saved at the end of an epoch holds every move up to its step, and a run resumed from
+it moves the same weights as one that was never stopped.
 
 The fraction decays as in RigL: `drop_fraction / 2 * (1 + cos(pi * step / end_step))` ("cosine"),
 or stays ("constant"). Grown weights start at zero, and their optimizer state (momentum, Adam's
