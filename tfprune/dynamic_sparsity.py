@@ -31,9 +31,11 @@ import keras
 import numpy as np
 
 from tfprune.apply.gradient_tap import GradientTap, training_optimizer
+from tfprune.apply.wrapper import saved_step
 from tfprune.backend_calls import host_value
 from tfprune.graph import compat
-from tfprune.schedules import PruningSchedule, check_sparsity
+from tfprune.schedules import PruningSchedule
+from tfprune.validation import check_sparsity
 from tfprune.stateless import sync_variables
 from tfprune.validation import is_integer
 
@@ -231,6 +233,4 @@ class Rewiring:
     def _step_minus_iterations(self, optimizer):
         """The pruning step of a batch minus the optimizer's iteration count before it, for the run starting now
         (its first batch is the saved step + 1)."""
-        optimizer = getattr(optimizer, "inner_optimizer", optimizer)
-        saved = max(0, *(int(host_value(w.pruning_step)) for w in self.wrappers))
-        return saved + 1 - int(host_value(optimizer.iterations))
+        return saved_step(self.wrappers) + 1 - int(host_value(optimizer.iterations))

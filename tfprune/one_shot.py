@@ -41,7 +41,7 @@ from tfprune.criteria.gradients import fisher_diagonal, hessian_products, loss_g
 from tfprune.policy import KeepDense
 from tfprune.schedules import FixedMasks
 from tfprune.selection.distributions import scope_of
-from tfprune.validation import check_open_sparsity
+from tfprune.validation import PRUNED_FRACTION, check_sparsity
 from tfprune.weight_pruning import apply_scored_masks
 
 
@@ -68,7 +68,7 @@ def snip(model, data, sparsity, distribution="global", loss=None, iterations=1, 
     if not isinstance(iterations, int) or iterations < 1:
         raise ValueError(f"`iterations` must be an integer >= 1, got {iterations!r}.")
     loss = _gradient_loss(model, data, loss, "SNIP")
-    check_open_sparsity(sparsity)
+    check_sparsity("sparsity", sparsity, zero_allowed=False, meaning=PRUNED_FRACTION)
     pruned, wrappers = wrapped_for_masks(model, FixedMasks(sparsity), distribution, max_layer_sparsity, dense_layers,
                                          importance_lib.Saliency(), copy)
     masks = [mask for w in wrappers for mask in w.masks]
@@ -126,7 +126,7 @@ def prune_once(model, sparsity, importance="magnitude", data=None, loss=None, di
         loss = _gradient_loss(model, data, loss, type(importance).__name__)
     if importance.statistic == "hessian_gradient":
         _tempered(loss, importance.temperature)  # checked before the model is wrapped (in place with copy=False)
-    check_open_sparsity(sparsity)
+    check_sparsity("sparsity", sparsity, zero_allowed=False, meaning=PRUNED_FRACTION)
     pruned, wrappers = wrapped_for_masks(model, FixedMasks(sparsity), distribution, max_layer_sparsity, dense_layers,
                                          importance, copy)
     scores, compensate = _scores(pruned, wrappers, data, loss)

@@ -28,19 +28,10 @@ import keras
 import numpy as np
 from keras import ops
 
-from tfprune.validation import is_integer
+from tfprune.validation import check_sparsity, is_integer
 
 # The step at which a schedule without an `end_step` gives its final sparsity (tfmot's steps are int64, TF's int32 safe).
 LONG_RUN_STEP = 2**31 - 1
-
-
-def check_sparsity(name, value):
-    """Raises ValueError unless the sparsity argument `name` is a number in [0, 1)."""
-    if not isinstance(value, (int, float, np.number)) or math.isnan(value) or not 0.0 <= value < 1.0:
-        raise ValueError(
-            f"`{name}` must be a number in [0, 1), got {value!r}. "
-            "Sparsity is the fraction of weights set to zero: 0.8 keeps 20% of them."
-        )
 
 
 def _check_steps(begin_step, end_step, frequency):

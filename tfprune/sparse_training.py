@@ -24,7 +24,7 @@ from tfprune.dynamic_sparsity import DynamicSparsity
 from tfprune.one_shot import wrapped_for_masks
 from tfprune.schedules import FixedMasks
 from tfprune.selection.distributions import scope_of
-from tfprune.validation import check_open_sparsity
+from tfprune.validation import PRUNED_FRACTION, check_sparsity
 from tfprune.weight_pruning import apply_scored_masks
 
 
@@ -52,7 +52,7 @@ def sparse_training(model, sparsity=0.9, method="set", distribution="erk", updat
     Returns:
         The pruned model (`PruneLowMagnitude` wrappers with a `DynamicSparsity` schedule, `FixedMasks` for "static").
     """
-    check_open_sparsity(sparsity)
+    check_sparsity("sparsity", sparsity, zero_allowed=False, meaning=PRUNED_FRACTION)
     if method == "static":
         schedule = FixedMasks(sparsity)
     elif end_step is None:

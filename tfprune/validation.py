@@ -1,5 +1,8 @@
 """Argument checks shared by schedules and granularities."""
 
+import math
+import numbers
+
 import numpy as np
 
 
@@ -8,7 +11,18 @@ def is_integer(value):
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
-def check_open_sparsity(sparsity):
-    """Raises ValueError unless `sparsity` (of a model pruned at once, in one call) is a number in (0, 1)."""
-    if isinstance(sparsity, bool) or not isinstance(sparsity, (int, float, np.floating)) or not 0 < sparsity < 1:
-        raise ValueError(f"`sparsity` must be in (0, 1), the fraction of prunable weights to prune; got {sparsity!r}.")
+PRUNED_FRACTION = "the fraction of prunable weights to prune"  # what a one-shot `sparsity` means
+
+
+def check_sparsity(name, value, zero_allowed=True, meaning="the fraction of weights set to zero: 0.8 keeps 20% of them"):
+    """Raises ValueError unless the argument `name` is a number in [0, 1) (in (0, 1) unless `zero_allowed`), saying
+    what it means.
+
+    >>> check_sparsity("sparsity", 1.0)
+    Traceback (most recent call last):
+    ValueError: `sparsity` must be in [0, 1), the fraction of weights set to zero: 0.8 keeps 20% of them; got 1.0.
+    """
+    in_range = isinstance(value, numbers.Real) and not isinstance(value, bool) and not math.isnan(value) and (
+        0 <= value < 1 if zero_allowed else 0 < value < 1)
+    if not in_range:
+        raise ValueError(f"`{name}` must be in {'[0, 1)' if zero_allowed else '(0, 1)'}, {meaning}; got {value!r}.")

@@ -124,7 +124,8 @@ class WeightPruning:
         by_statistic = {}
         for w in self.masked:
             fixed = isinstance(w.pruning_schedule, schedules.FixedMasks)  # set once: nothing to record for
-            if w.importance.statistic is not None and not fixed and w not in getattr(self.rewiring, "wrappers", ()):
+            dynamic = self.rewiring is not None and w in self.rewiring.wrappers
+            if w.importance.statistic is not None and not fixed and not dynamic:
                 by_statistic.setdefault(w.importance.statistic, []).extend(w.pruned_weights)
         for statistic, variables in by_statistic.items():
             optimizer = training_optimizer(self.model, variables, "The pruning criterion scores weights by the "
@@ -238,14 +239,11 @@ def _entry_scores(wrapper, variable, value, statistics):
 
 
 def _by_variable(taps, values):
-    """{id(variable): its statistic} from the flat `values` of `taps` (each: its arrays, then its step count);
-    sums of squares become means."""
+    """{id(variable): its statistic} from the flat `values` of `taps` (each: its arrays, then its step count)."""
     statistics, values = {}, iter(values)
-    for statistic, tap in taps:
+    for _, tap in taps:
         arrays = [np.asarray(next(values)) for _ in tap.variables]
-        steps = int(next(values))
-        for variable, array in zip(tap.variables, arrays):
-            statistics[id(variable)] = array / max(steps, 1) if statistic == "squares" else array
+        statistics.update(zip(map(id, tap.variables), tap.finished(arrays, int(next(values)))))
     return statistics
 
 

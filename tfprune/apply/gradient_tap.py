@@ -44,7 +44,7 @@ class GradientTap:
     """Keeps `statistic` of the gradients `optimizer` receives for each of `variables`.
 
     Args:
-        optimizer: the Keras optimizer that trains the variables.
+        optimizer: the Keras optimizer that trains the variables (`training_optimizer`).
         variables: the model variables to keep gradients of (trainable, known to the optimizer).
         statistic: one of `STATISTICS`.
         records: with "latest": `records(iterations)` with the optimizer's iteration count before the step (a
@@ -54,7 +54,6 @@ class GradientTap:
     def __init__(self, optimizer, variables, statistic, records=None):
         if statistic not in STATISTICS:
             raise ValueError(f"`statistic` must be one of {STATISTICS}, got {statistic!r}.")
-        optimizer = getattr(optimizer, "inner_optimizer", optimizer)  # loss scaling: the unscaled gradients
         self.optimizer, self.variables, self.statistic = optimizer, list(variables), statistic
         self.records = records if statistic == "latest" else None
         self._positions = {id(v): i for i, v in enumerate(self.variables)}
@@ -77,9 +76,13 @@ class GradientTap:
             del self.optimizer.apply
 
     def read(self):
-        """`(statistic of each variable as NumPy arrays, steps kept)`; the steps are 0 before any."""
+        """`(what the tap kept of each variable as NumPy arrays, steps kept)`; the steps are 0 before any."""
         *kept, count = self.tensors()
         return [host_value(k) if not isinstance(k, np.ndarray) else k for k in kept], int(host_value(count))
+
+    def finished(self, arrays, steps):
+        """The statistic of each variable from what the tap kept over `steps` steps: "squares" as their mean."""
+        return [a / max(steps, 1) for a in arrays] if self.statistic == "squares" else list(arrays)
 
     def steps(self):
         """How many steps were kept since the last reset."""
@@ -187,8 +190,9 @@ class GradientTap:
 
 
 def training_optimizer(model, variables, what):
-    """The optimizer that trains `model`, for a tap on `variables`; a ValueError that starts with `what` (the
-    criterion that needs the gradients) if the model has none or some of the variables are frozen."""
+    """The optimizer that trains `model`, for a tap on `variables`: with loss scaling its inner optimizer, which
+    receives the unscaled gradients. A ValueError that starts with `what` (the criterion that needs the gradients)
+    if the model has none or some of the variables are frozen."""
     optimizer = getattr(model, "optimizer", None)
     if optimizer is None:
         raise ValueError(f"{what}, which it reads from the optimizer that trains the model, but model "
@@ -200,4 +204,4 @@ def training_optimizer(model, variables, what):
         raise ValueError(f"{what}, but {frozen} are frozen (trainable=False) and get no gradient: make them "
                          "trainable, or choose a criterion that needs none ('magnitude', 'lamp'; SET instead of "
                          "RigL).")
-    return optimizer
+    return getattr(optimizer, "inner_optimizer", optimizer)

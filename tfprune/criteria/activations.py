@@ -10,6 +10,8 @@ Example:
 import keras
 import numpy as np
 
+from tfprune.backend_calls import host_value
+
 
 def layer_values(model, tensors, data, batch_size=256):
     """Yields, for each batch of `data`'s inputs (`(x, ...)` or an array), the values of `tensors` (symbolic
@@ -26,7 +28,7 @@ def layer_values(model, tensors, data, batch_size=256):
                          f"input); got {type(x).__name__}.")
     for start in range(0, len(x), batch_size):
         values = probe(x[start:start + batch_size], training=False)
-        yield [keras.ops.convert_to_numpy(v) for v in (values if isinstance(values, (list, tuple)) else [values])]
+        yield [host_value(v) for v in (values if isinstance(values, (list, tuple)) else [values])]
 
 
 def channel_entropies(model, layers, data, bins):

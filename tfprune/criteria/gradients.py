@@ -17,6 +17,7 @@ Example:
 import keras
 import numpy as np
 
+from tfprune.backend_calls import host_value
 from tfprune.graph import compat
 
 
@@ -39,7 +40,7 @@ class GradientSum(keras.optimizers.Optimizer):
 
     def sum_of(self, variable):
         """The summed gradient of a model variable the optimizer was built for."""
-        return keras.ops.convert_to_numpy(self.sums[compat.optimizer_variable_index(self, variable)])
+        return host_value(self.sums[compat.optimizer_variable_index(self, variable)])
 
 
 def scoring_pass(model, data, loss, optimizer, keep=lambda variable: True, batch_size=None):
@@ -58,7 +59,7 @@ def scoring_pass(model, data, loss, optimizer, keep=lambda variable: True, batch
                          "whose loss scaling drops the batches that overflow: build the model under "
                          "keras.mixed_precision.set_global_policy('float32') to score it.")
     compiled = model.get_compile_config() if model.compiled else None
-    kept = [(variable, keras.ops.convert_to_numpy(variable)) for variable in model.variables if keep(variable)]
+    kept = [(variable, host_value(variable)) for variable in model.variables if keep(variable)]
     model.compile(optimizer, loss)
     x, y, weights = (*data, None)[:3] if isinstance(data, tuple) else (data, None, None)
     try:
@@ -91,7 +92,7 @@ def fisher_diagonal(model, data, loss, weights, batch_size=1):
     Optimal Brain Damage weighs weights by (a dataset comes in its own batches)."""
     optimizer = GradientSum(squared=True)
     scoring_pass(model, data, loss, optimizer, batch_size=batch_size)
-    batches = max(int(keras.ops.convert_to_numpy(optimizer.iterations)), 1)
+    batches = max(int(host_value(optimizer.iterations)), 1)
     return [optimizer.sum_of(weight) / batches for weight in weights]
 
 
@@ -102,10 +103,10 @@ def hessian_products(model, data, loss, weights, vectors, step=1e-3):
     Finite differences need no second derivatives of the backend: the same two gradient passes run everywhere.
     The weights are moved by assignment, past any mask: call it before pruning, as GraSP does.
     """
-    scale = np.sqrt(sum(float(np.sum(np.square(keras.ops.convert_to_numpy(w)))) for w in weights))
+    scale = np.sqrt(sum(float(np.sum(np.square(host_value(w)))) for w in weights))
     norm = np.sqrt(sum(float(np.sum(np.square(v))) for v in vectors))
     h = step * max(scale, 1.0) / max(norm, 1e-30)
-    start = [keras.ops.convert_to_numpy(w) for w in weights]
+    start = [host_value(w) for w in weights]
     gradients = []
     for sign in (1.0, -1.0):
         for weight, value, vector in zip(weights, start, vectors):

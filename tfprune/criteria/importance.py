@@ -132,6 +132,21 @@ class Taylor(Importance):
         return sum(recorded) if recorded else None
 
 
+class StatisticCriterion(Importance):
+    """Base of the criteria of single weights that read a statistic of their entries (the class attribute
+    `statistic`, given as the slice of role "statistic"): `score(weights, statistic)` scores entries from both."""
+
+    def __call__(self, slices):
+        statistic = [s.values for s in slices if s.role == "statistic"]
+        if not statistic:
+            return None
+        weights = [s.values for s in slices if s.role != "statistic"]
+        return sum(self.score(w, g).sum(axis=1) for w, g in zip(weights, statistic))
+
+    def score(self, weights, statistic):
+        raise NotImplementedError(f"{type(self).__name__} must implement score(weights, statistic).")
+
+
 @keras.saving.register_keras_serializable(package="tfprune")
 class Entropy(Importance):
     """Entropy of a channel's output over data (Luo & Wu 2017, "An entropy-based pruning method for CNN
@@ -196,7 +211,7 @@ class LAMP(Importance):
 
 
 @keras.saving.register_keras_serializable(package="tfprune")
-class OBD(Importance):
+class OBD(StatisticCriterion):
     """Optimal Brain Damage (LeCun et al. 1989): 1/2 h w^2, the loss increase of setting a weight to zero under a
     diagonal quadratic model of the loss, with h the Hessian's diagonal approximated by an empirical Fisher: in
     `tfprune.prune_once`, the mean squared gradient of single examples of `data` (in training mode: a
@@ -208,16 +223,12 @@ class OBD(Importance):
 
     statistic = "squares"
 
-    def __call__(self, slices):
-        squares = [s.values for s in slices if s.role == "statistic"]
-        weights = [s.values for s in slices if s.role != "statistic"]
-        if not squares:
-            return None
-        return 0.5 * sum((g * np.square(w)).sum(axis=1) for g, w in zip(squares, weights))
+    def score(self, weights, squares):
+        return 0.5 * squares * np.square(weights)
 
 
 @keras.saving.register_keras_serializable(package="tfprune")
-class Saliency(Importance):
+class Saliency(StatisticCriterion):
     """SNIP's connection sensitivity (Lee et al. 2019): |w · g|, the first-order estimate of the loss change when a
     weight is removed. In one shot (`tfprune.snip`, `prune_once`), g is the loss's gradient summed over `data`;
     while training (`prune_low_magnitude`), |sum over the steps of the fit of g · w|.
@@ -225,13 +236,12 @@ class Saliency(Importance):
 
     statistic = "movement"
 
-    def __call__(self, slices):
-        moved = [s.values.sum(axis=1) for s in slices if s.role == "statistic"]
-        return np.abs(sum(moved)) if moved else None
+    def score(self, weights, moved):
+        return np.abs(moved)
 
 
 @keras.saving.register_keras_serializable(package="tfprune")
-class GraSP(Importance):
+class GraSP(StatisticCriterion):
     """GraSP (Wang et al. 2020): w · (Hg), H the loss's Hessian and g its gradient over `data`; the weights whose
     -w · Hg is largest (whose removal lowers the gradient flow least) go. One shot (`tfprune.grasp`,
     `prune_once`); `temperature` divides the logits as the paper's code does (None: 200 for a loss of logits).
@@ -245,13 +255,12 @@ class GraSP(Importance):
     def get_config(self):
         return {"temperature": self.temperature}
 
-    def __call__(self, slices):
-        products = [s.values.sum(axis=1) for s in slices if s.role == "statistic"]
-        return sum(products) if products else None
+    def score(self, weights, products):
+        return products
 
 
 @keras.saving.register_keras_serializable(package="tfprune")
-class OBS(Importance):
+class OBS(StatisticCriterion):
     """Optimal Brain Surgeon, layer by layer (Hassibi & Stork 1993; L-OBS, Dong et al. 2017): w^2 / (2 [H^-1]_ii),
     H the Hessian of the layer's reconstruction error from its inputs over `data`; `tfprune.prune_once` then moves
     the kept weights to make up for the pruned ones. One shot only; see `criteria.second_order`.
@@ -259,16 +268,12 @@ class OBS(Importance):
 
     statistic = "inverse_hessian_diagonal"
 
-    def __call__(self, slices):
-        diagonal = [s.values for s in slices if s.role == "statistic"]
-        weights = [s.values for s in slices if s.role != "statistic"]
-        if not diagonal:
-            return None
-        return sum((np.square(w) / (2 * d)).sum(axis=1) for d, w in zip(diagonal, weights))
+    def score(self, weights, diagonal):
+        return np.square(weights) / (2 * diagonal)
 
 
 @keras.saving.register_keras_serializable(package="tfprune")
-class Movement(Importance):
+class Movement(StatisticCriterion):
     """Movement pruning (Sanh et al. 2020, "Movement pruning: adaptive sparsity by fine-tuning"): -sum over the
     training steps of gradient x weight, high for weights moving away from zero. For pruning while fine-tuning
     (prune_low_magnitude); it sums over the steps of the current `fit`. Unlike the paper's straight-through
@@ -277,9 +282,8 @@ class Movement(Importance):
 
     statistic = "movement"
 
-    def __call__(self, slices):
-        moved = [s.values.sum(axis=1) for s in slices if s.role == "statistic"]
-        return sum(moved) if moved else None
+    def score(self, weights, moved):
+        return moved
 
 
 MAGNITUDE = L1Norm()  # what prune_low_magnitude ranks weights by unless told otherwise ("magnitude")

@@ -19,6 +19,7 @@ H is damped by 1% of its mean diagonal, as SparseGPT does, so that dead inputs d
 import keras
 import numpy as np
 
+from tfprune.backend_calls import host_value
 from tfprune.criteria.activations import layer_values
 
 DAMPING = 0.01
@@ -36,7 +37,7 @@ def input_rows(layer):
             rows = keras.ops.image.extract_patches(inputs, layer.kernel_size, strides=layer.strides,
                                                    dilation_rate=layer.dilation_rate, padding=layer.padding,
                                                    data_format="channels_last")
-            return keras.ops.convert_to_numpy(rows).reshape(-1, size)
+            return host_value(rows).reshape(-1, size)
 
         return patches
     raise ValueError(f"OBS handles Dense and Conv2D layers (channels_last, groups=1), not '{layer.name}' "

@@ -18,6 +18,7 @@ from tfprune.structured.controller import ChannelController, why_never_pruned
 from tfprune.apply.wrapper import PruneChannels
 from tfprune.selection import budget as budgets
 from tfprune.selection.allocation import check_scope
+from tfprune.validation import check_sparsity
 from tfprune.apply.wrapper import pruning_wrappers
 
 
@@ -132,10 +133,8 @@ def _checked_settings(pruning_schedule, importance, scope, round_to, max_sparsit
     if round_to is not None and (isinstance(round_to, bool) or not isinstance(round_to, numbers.Integral)
                                  or round_to < 1):
         raise ValueError(f"`round_to` must be a positive integer (e.g. 8) or None, got {round_to!r}.")
-    if isinstance(max_sparsity, bool) or not isinstance(max_sparsity, numbers.Real) or not 0 < max_sparsity < 1:
-        raise ValueError(
-            f"`max_sparsity` must be in (0, 1): the most of a set of channels that may be pruned; got {max_sparsity!r}."
-        )
+    check_sparsity("max_sparsity", max_sparsity, zero_allowed=False,
+                   meaning="the most of a set of channels that may be pruned")
     if budget is not None and pruning_schedule is not None and pruning_schedule.final_sparsity == 0:
         raise ValueError("With a budget the schedule says when to prune, as the fraction s(t) / s(end) of the way "
                          "to the budget: give it a final sparsity above 0, e.g. PolynomialDecay(0, 0.5, ...).")
